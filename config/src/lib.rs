@@ -1,0 +1,41 @@
+//! gatehouse's configuration.
+//!
+//! One YAML file drives the whole appliance. It is read in two stages:
+//! a raw serde model that only knows the shape (`deny_unknown_fields`), then
+//! validation into typed values that cannot hold bad data: parsed CIDRs,
+//! grants, durations, DNS names and OpenSSH keys. Every error names file,
+//! line and column. A running server holds its configuration in one
+//! `tokio::sync::watch` channel fed by [`Reloader`].
+//!
+//! Layout:
+//! - `raw`: the serde model, shape only;
+//! - `validate`: raw to [`Config`], collecting every [`Problem`];
+//! - `locate`: where each value stands in the text, for error messages;
+//! - `values`, `grant`: the small typed values;
+//! - `load`: read + parse + validate;
+//! - `reload`: SIGHUP / file-change reloads published on a watch channel.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod error;
+mod grant;
+mod load;
+mod locate;
+mod model;
+mod raw;
+mod reload;
+mod validate;
+mod values;
+
+pub use error::{ConfigError, Problem};
+pub use grant::{Grant, NamePattern, PortSet, Target};
+pub use load::{load, parse};
+pub use locate::Location;
+pub use model::{
+    AdminConfig, BanPolicy, Config, DnsConfig, Group, JumpConfig, Limits, LogConfig, LogFormat,
+    LogLevel, Mfa, PublicKey, Record, TotpSettings, User, Zone,
+};
+pub use reload::Reloader;
+pub use validate::DEFAULT_STATE_DIR;
+pub use values::{DomainName, Rate, UserName, parse_cidr, parse_duration};

@@ -1,0 +1,220 @@
+//! The validated configuration. Every field holds a checked value; nothing
+//! here can be out of range or refer to something that does not exist.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    path::PathBuf,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+pub use ssh_key::PublicKey;
+
+use crate::{
+    grant::Grant,
+    values::{DomainName, Rate, UserName},
+};
+
+/// The whole configuration, as one value published on the live-config channel.
+///
+/// Applied live on reload: users, keys, groups and grants, TOTP settings,
+/// limits, banner, DNS zones, records, TTL and upstreams.
+/// Needs a restart: listen addresses (jump, dns, admin), `state_dir`, `log`.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// The file this came from (for messages).
+    pub source: PathBuf,
+    /// Host keys, TOTP enrollments, bans.
+    pub state_dir: PathBuf,
+    /// Logging.
+    pub log: LogConfig,
+    /// The SSH jump host, if configured.
+    pub jump: Option<JumpConfig>,
+    /// The DNS server, if configured.
+    pub dns: Option<DnsConfig>,
+    /// The admin HTTP endpoint, if configured.
+    pub admin: Option<AdminConfig>,
+}
+
+/// Log output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// One JSON object per line, or human-readable.
+    pub format: LogFormat,
+    /// The most verbose level shown.
+    pub level: LogLevel,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line on stdout (journald-friendly).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// The most verbose level shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The level's name, as `tracing` filters spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// The SSH jump host.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct JumpConfig {
+    /// Addresses to listen on (restart to change).
+    pub listen: Vec<SocketAddr>,
+    /// Sent to clients before authentication.
+    pub banner: Option<String>,
+    /// Whether users without a TOTP enrollment may tunnel.
+    pub mfa: Mfa,
+    /// TOTP parameters.
+    pub totp: TotpSettings,
+    /// Timeout for dialling internal hosts.
+    pub connect_timeout: Duration,
+    /// Connection and authentication limits.
+    pub limits: Limits,
+    /// Users by name.
+    pub users: BTreeMap<UserName, User>,
+    /// Groups by name.
+    pub groups: BTreeMap<String, Group>,
+}
+
+/// Second-factor policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mfa {
+    /// Every tunnel needs a TOTP code; users not enrolled may only enroll.
+    Required,
+    /// Like pam_google_authenticator's `nullok`: users not enrolled skip TOTP.
+    Optional,
+}
+
+/// TOTP parameters (RFC 6238), shared by every user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TotpSettings {
+    /// Shown in authenticator apps.
+    pub issuer: String,
+    /// Code length, 6 to 8.
+    pub digits: u8,
+    /// Time step, whole seconds.
+    pub period: Duration,
+    /// Steps accepted either side of now (clock drift).
+    pub skew: u8,
+}
+
+/// Connection and authentication limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// An unauthenticated connection is dropped after this.
+    pub login_grace: Duration,
+    /// Authentication attempts per connection.
+    pub max_auth_attempts: NonZeroU32,
+    /// Concurrent pre-auth connections, all sources together.
+    pub max_unauthenticated: NonZeroU32,
+    /// New connections per source address.
+    pub per_ip_connections: Rate,
+    /// Bans after repeated failures.
+    pub ban: BanPolicy,
+    /// Never rate-limited or banned.
+    pub trusted: Vec<IpNet>,
+    /// An authenticated connection without traffic is closed after this.
+    pub idle_timeout: Duration,
+    /// Concurrent proxied streams per connection.
+    pub max_channels: NonZeroU32,
+}
+
+/// When a source gets banned, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BanPolicy {
+    /// Failures that trigger a ban...
+    pub after: NonZeroU32,
+    /// ...counted within this window.
+    pub within: Duration,
+    /// First ban length; doubles on each repeat...
+    pub duration: Duration,
+    /// ...up to this.
+    pub max: Duration,
+}
+
+/// One user of the jump host.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct User {
+    /// Public keys accepted for this user (inline and from `keys_file`).
+    pub keys: Vec<PublicKey>,
+    /// Groups, each known to exist.
+    pub groups: Vec<String>,
+    /// A TOTP secret provisioned by configuration management.
+    pub totp_secret_file: Option<PathBuf>,
+}
+
+/// A group: what its members may reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// Allowed destinations.
+    pub allow: Vec<Grant>,
+}
+
+/// The DNS server.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DnsConfig {
+    /// UDP and TCP on each (restart to change).
+    pub listen: Vec<SocketAddr>,
+    /// TTL of every answer, in seconds.
+    pub ttl: u32,
+    /// Zones, none inside another.
+    pub zones: Vec<Zone>,
+    /// Where names outside every zone are forwarded; empty = REFUSED.
+    pub upstream: Vec<SocketAddr>,
+}
+
+/// One zone, such as `sean`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Zone {
+    /// The zone apex.
+    pub name: DomainName,
+    /// Records; each covers its name and every name below it.
+    pub records: Vec<Record>,
+}
+
+/// One wildcard record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// The name relative to the zone, e.g. `cdn.saxophone`.
+    pub name: DomainName,
+    /// The full name, e.g. `cdn.saxophone.sean`.
+    pub fqdn: DomainName,
+    /// Its addresses (A and AAAA), at least one.
+    pub addrs: Vec<IpAddr>,
+}
+
+/// The admin HTTP endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where `/healthz` and `/metrics` listen.
+    pub listen: SocketAddr,
+}

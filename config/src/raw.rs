@@ -1,0 +1,132 @@
+//! The YAML exactly as written: strings and numbers, no meaning yet.
+//! `deny_unknown_fields` everywhere, so a typo is an error, not a silent default.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    pub state_dir: Option<String>,
+    #[serde(default)]
+    pub log: RawLog,
+    pub jump: Option<RawJump>,
+    pub dns: Option<RawDns>,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawJump {
+    pub listen: Vec<String>,
+    pub banner: Option<String>,
+    pub mfa: Option<String>,
+    #[serde(default)]
+    pub totp: RawTotp,
+    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub users: BTreeMap<String, RawUser>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, RawGroup>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTotp {
+    pub issuer: Option<String>,
+    pub digits: Option<u32>,
+    pub period: Option<String>,
+    pub skew: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub login_grace: Option<String>,
+    pub max_auth_attempts: Option<u32>,
+    pub max_unauthenticated: Option<u32>,
+    pub per_ip_connections: Option<String>,
+    pub ban: Option<RawBan>,
+    pub trusted: Option<Vec<String>>,
+    pub idle_timeout: Option<String>,
+    pub max_channels: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBan {
+    pub after: Option<u32>,
+    pub within: Option<String>,
+    #[serde(rename = "for")]
+    pub for_: Option<String>,
+    pub max: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUser {
+    #[serde(default)]
+    pub keys: Vec<String>,
+    pub keys_file: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    pub totp_secret_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGroup {
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDns {
+    pub listen: Vec<String>,
+    pub ttl: Option<String>,
+    #[serde(default)]
+    pub zones: BTreeMap<String, RawZone>,
+    #[serde(default)]
+    pub upstream: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawZone {
+    #[serde(default)]
+    pub records: BTreeMap<String, OneOrMany>,
+}
+
+/// `name: 192.0.2.1` or `name: [192.0.2.1, "2001:db8::1"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> Vec<(Option<usize>, &str)> {
+        match self {
+            OneOrMany::One(s) => vec![(None, s.as_str())],
+            OneOrMany::Many(v) => v.iter().enumerate().map(|(i, s)| (Some(i), s.as_str())).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub listen: String,
+}

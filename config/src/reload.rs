@@ -1,0 +1,106 @@
+//! Live reload: SIGHUP and changes of the config file produce a new config,
+//! validated before it is published; an invalid file leaves the running
+//! config in force.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::{error::ConfigError, load::load, model::Config};
+
+/// Editors and configuration management write a file in several steps
+/// (truncate + write, or write temp + rename); wait this long after the last
+/// event before reading, so we read the finished file once.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Owns the single `watch::Sender` of the live config.
+#[derive(Debug)]
+pub struct Reloader {
+    path: PathBuf,
+    tx: watch::Sender<Arc<Config>>,
+}
+
+impl Reloader {
+    /// Start with `initial`, read from `path`.
+    pub fn new(path: &Path, initial: Config) -> Self {
+        let (tx, _) = watch::channel(Arc::new(initial));
+        Self {
+            path: path.to_owned(),
+            tx,
+        }
+    }
+
+    /// A receiver of the live config, for a server.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Config>> {
+        self.tx.subscribe()
+    }
+
+    /// Read the file again; publish the new config if it is valid.
+    /// On error the old config stays in force and the error is returned.
+    pub fn reload(&self) -> Result<(), ConfigError> {
+        let config = load(&self.path)?;
+        self.tx.send_replace(Arc::new(config));
+        Ok(())
+    }
+
+    fn reload_and_log(&self, trigger: &'static str) {
+        match self.reload() {
+            Ok(()) => tracing::info!(event = "reload", trigger, result = "ok", "configuration reloaded"),
+            Err(error) => tracing::error!(
+                event = "reload",
+                trigger,
+                result = "invalid",
+                error = %error,
+                "configuration not reloaded; the previous one stays in force"
+            ),
+        }
+    }
+
+    /// Reload on SIGHUP and on changes of the file until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), std::io::Error> {
+        let (file_tx, mut file_rx) = mpsc::channel::<()>(1);
+        let name = self.path.file_name().map(ToOwned::to_owned);
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        // Watch the folder, not the file: a rename-replace (vim, Ansible,
+        // Salt) swaps the inode, and a watch on the old inode would go quiet.
+        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(event) = res
+                && event
+                    .paths
+                    .iter()
+                    .any(|p| p.file_name() == name.as_deref())
+                && !event.kind.is_access()
+            {
+                // A full channel already holds a pending reload: nothing is lost.
+                let _ = file_tx.try_send(());
+            }
+        })
+        .map_err(std::io::Error::other)?;
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(std::io::Error::other)?;
+
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = hup.recv() => self.reload_and_log("sighup"),
+                Some(()) = file_rx.recv() => {
+                    // Let the writer finish, then fold every event since into one reload.
+                    tokio::time::sleep(DEBOUNCE).await;
+                    while file_rx.try_recv().is_ok() {}
+                    self.reload_and_log("file");
+                }
+            }
+        }
+    }
+}

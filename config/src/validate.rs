@@ -1,0 +1,483 @@
+//! From the raw model to the validated one. Every problem is collected with
+//! its path, so one `gatehouse check` run lists them all.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::{IpAddr, SocketAddr},
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ssh_key::{Algorithm, PublicKey};
+
+use crate::{
+    error::Problem,
+    grant::Grant,
+    locate::{Location, Locator, join_key},
+    model::{
+        AdminConfig, BanPolicy, Config, DnsConfig, Group, JumpConfig, Limits, LogConfig,
+        LogFormat, LogLevel, Mfa, Record, TotpSettings, User, Zone,
+    },
+    raw::{RawBan, RawConfig, RawDns, RawJump, RawLimits, RawTotp, RawUser},
+    values::{DomainName, Rate, UserName, parse_cidr, parse_duration},
+};
+
+/// The state directory when the config names none.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/gatehouse";
+
+/// Collects problems; each is located by the path of the value it is about.
+struct Checker<'a> {
+    base: &'a Path,
+    locator: &'a Locator,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, path: &str, message: impl std::fmt::Display) {
+        let location = self
+            .locator
+            .find(path)
+            .unwrap_or(Location { line: 1, column: 1 });
+        self.problems.push(Problem {
+            location,
+            message: format!("{path}: {message}"),
+        });
+    }
+
+    /// Parse `text` with `parse`; on failure record `path: "text": why`.
+    fn value<T>(
+        &mut self,
+        path: &str,
+        text: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match parse(text) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                self.problem(path, format!("{text:?}: {why}"));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
+        match text {
+            None => default,
+            Some(t) => self.value(path, t, parse_duration).unwrap_or(default),
+        }
+    }
+
+    fn count(&mut self, path: &str, n: Option<u32>, default: u32) -> NonZeroU32 {
+        let n = n.unwrap_or(default);
+        NonZeroU32::new(n).unwrap_or_else(|| {
+            self.problem(path, "must be at least 1");
+            NonZeroU32::MIN
+        })
+    }
+
+    fn path(&self, text: &str) -> PathBuf {
+        self.base.join(text)
+    }
+
+    fn listen(&mut self, path: &str, list: &[String]) -> Vec<SocketAddr> {
+        if list.is_empty() {
+            self.problem(path, "needs at least one address such as \"127.0.0.1:53\"");
+        }
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, text)| {
+                self.value(&format!("{path}[{i}]"), text, |t| {
+                    t.parse::<SocketAddr>().map_err(|_| {
+                        "expected IP:PORT, e.g. \"0.0.0.0:11122\" or \"[::]:11122\"".into()
+                    })
+                })
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn config(
+    raw: RawConfig,
+    source: &Path,
+    base: &Path,
+    locator: &Locator,
+) -> Result<Config, Vec<Problem>> {
+    let mut c = Checker {
+        base,
+        locator,
+        problems: Vec::new(),
+    };
+    let state_dir = c.path(raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR));
+    let log = LogConfig {
+        format: match raw.log.format.as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => {
+                c.problem("log.format", format!("{other:?}: expected json or pretty"));
+                LogFormat::Json
+            }
+        },
+        level: match raw.log.level.as_deref() {
+            None | Some("info") => LogLevel::Info,
+            Some("error") => LogLevel::Error,
+            Some("warn") => LogLevel::Warn,
+            Some("debug") => LogLevel::Debug,
+            Some("trace") => LogLevel::Trace,
+            Some(other) => {
+                c.problem(
+                    "log.level",
+                    format!("{other:?}: expected error, warn, info, debug or trace"),
+                );
+                LogLevel::Info
+            }
+        },
+    };
+    let jump = raw.jump.map(|j| jump(&mut c, j));
+    let dns = raw.dns.map(|d| dns(&mut c, d));
+    let admin = raw.admin.and_then(|a| {
+        c.value("admin.listen", &a.listen, |t| {
+            t.parse::<SocketAddr>()
+                .map_err(|_| "expected IP:PORT, e.g. \"127.0.0.1:9100\"".into())
+        })
+        .map(|listen| AdminConfig { listen })
+    });
+    if jump.is_none() && dns.is_none() {
+        c.problem("", "nothing to run: add a `jump` or a `dns` section (or both)");
+    }
+    if c.problems.is_empty() {
+        Ok(Config {
+            source: source.to_owned(),
+            state_dir,
+            log,
+            jump,
+            dns,
+            admin,
+        })
+    } else {
+        Err(c.problems)
+    }
+}
+
+fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
+    let listen = c.listen("jump.listen", &raw.listen);
+    let mfa = match raw.mfa.as_deref() {
+        None | Some("required") => Mfa::Required,
+        Some("optional") => Mfa::Optional,
+        Some(other) => {
+            c.problem("jump.mfa", format!("{other:?}: expected required or optional"));
+            Mfa::Required
+        }
+    };
+    if let Some(banner) = &raw.banner
+        && banner.len() > 2048
+    {
+        c.problem("jump.banner", "is longer than 2048 bytes");
+    }
+    let totp = totp(c, raw.totp);
+    let connect_timeout = c.duration(
+        "jump.connect_timeout",
+        raw.connect_timeout.as_deref(),
+        Duration::from_secs(5),
+    );
+    let limits = limits(c, raw.limits);
+
+    let mut groups = BTreeMap::new();
+    for (name, group) in raw.groups {
+        let path = join_key("jump.groups", &name);
+        if let Err(why) = name.parse::<UserName>() {
+            c.problem(&path, format!("bad group name {name:?}: {}", why.replace("user", "group")));
+        }
+        let allow = group
+            .allow
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| c.value(&format!("{path}.allow[{i}]"), g, str::parse::<Grant>))
+            .collect();
+        groups.insert(name, Group { allow });
+    }
+
+    let mut users = BTreeMap::new();
+    for (name, user) in raw.users {
+        let path = join_key("jump.users", &name);
+        let Some(user_name) = c.value(&path, &name, str::parse::<UserName>) else {
+            continue;
+        };
+        let user = self::user(c, &path, user, &groups);
+        users.insert(user_name, user);
+    }
+
+    JumpConfig {
+        listen,
+        banner: raw.banner,
+        mfa,
+        totp,
+        connect_timeout,
+        limits,
+        users,
+        groups,
+    }
+}
+
+fn totp(c: &mut Checker<'_>, raw: RawTotp) -> TotpSettings {
+    let issuer = raw.issuer.unwrap_or_else(|| "gatehouse".to_owned());
+    // The otpauth label is `issuer:account`; a colon in the issuer breaks it.
+    if issuer.is_empty() || issuer.contains(':') {
+        c.problem("jump.totp.issuer", "must be non-empty and contain no `:`");
+    }
+    let digits = match raw.digits.unwrap_or(6) {
+        d @ 6..=8 => d as u8,
+        _ => {
+            c.problem("jump.totp.digits", "must be 6, 7 or 8");
+            6
+        }
+    };
+    let period = c.duration(
+        "jump.totp.period",
+        raw.period.as_deref(),
+        Duration::from_secs(30),
+    );
+    if period.subsec_nanos() != 0 || !(15..=300).contains(&period.as_secs()) {
+        c.problem("jump.totp.period", "must be whole seconds between 15s and 300s");
+    }
+    // RFC 6238 §5.2 recommends at most one step of drift; allow a little more.
+    let skew = match raw.skew.unwrap_or(1) {
+        s @ 0..=3 => s as u8,
+        _ => {
+            c.problem("jump.totp.skew", "must be 0 to 3 time steps");
+            1
+        }
+    };
+    TotpSettings {
+        issuer,
+        digits,
+        period,
+        skew,
+    }
+}
+
+fn limits(c: &mut Checker<'_>, raw: RawLimits) -> Limits {
+    let p = "jump.limits";
+    let per_ip_connections = match &raw.per_ip_connections {
+        None => Rate {
+            count: NonZeroU32::new(20).unwrap_or(NonZeroU32::MIN),
+            period: Duration::from_secs(60),
+        },
+        Some(text) => c
+            .value(&format!("{p}.per_ip_connections"), text, str::parse::<Rate>)
+            .unwrap_or(Rate {
+                count: NonZeroU32::MIN,
+                period: Duration::from_secs(60),
+            }),
+    };
+    let trusted = raw
+        .trusted
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| c.value(&format!("{p}.trusted[{i}]"), t, parse_cidr))
+        .collect();
+    Limits {
+        login_grace: c.duration(
+            &format!("{p}.login_grace"),
+            raw.login_grace.as_deref(),
+            Duration::from_secs(30),
+        ),
+        max_auth_attempts: c.count(&format!("{p}.max_auth_attempts"), raw.max_auth_attempts, 6),
+        max_unauthenticated: c.count(
+            &format!("{p}.max_unauthenticated"),
+            raw.max_unauthenticated,
+            64,
+        ),
+        per_ip_connections,
+        ban: ban(c, raw.ban.unwrap_or_default()),
+        trusted,
+        idle_timeout: c.duration(
+            &format!("{p}.idle_timeout"),
+            raw.idle_timeout.as_deref(),
+            Duration::from_secs(3600),
+        ),
+        max_channels: c.count(&format!("{p}.max_channels"), raw.max_channels, 32),
+    }
+}
+
+fn ban(c: &mut Checker<'_>, raw: RawBan) -> BanPolicy {
+    let p = "jump.limits.ban";
+    let policy = BanPolicy {
+        after: c.count(&format!("{p}.after"), raw.after, 5),
+        within: c.duration(&format!("{p}.within"), raw.within.as_deref(), Duration::from_secs(600)),
+        duration: c.duration(&format!("{p}.for"), raw.for_.as_deref(), Duration::from_secs(900)),
+        max: c.duration(&format!("{p}.max"), raw.max.as_deref(), Duration::from_secs(86_400)),
+    };
+    if policy.max < policy.duration {
+        c.problem(&format!("{p}.max"), "must be at least `for`");
+    }
+    policy
+}
+
+fn user(
+    c: &mut Checker<'_>,
+    path: &str,
+    raw: RawUser,
+    groups: &BTreeMap<String, Group>,
+) -> User {
+    let mut keys = Vec::new();
+    for (i, line) in raw.keys.iter().enumerate() {
+        if let Some(key) = c.value(&format!("{path}.keys[{i}]"), line, parse_key) {
+            keys.push(key);
+        }
+    }
+    if let Some(file) = &raw.keys_file {
+        let kpath = format!("{path}.keys_file");
+        let full = c.path(file);
+        match std::fs::read_to_string(&full) {
+            Err(e) => c.problem(&kpath, format!("{}: cannot read: {e}", full.display())),
+            Ok(text) => {
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    match parse_key(line) {
+                        Ok(key) => keys.push(key),
+                        Err(why) => c.problem(
+                            &kpath,
+                            format!("{}:{}: {why}", full.display(), n + 1),
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    if keys.is_empty() && raw.keys.is_empty() && raw.keys_file.is_none() {
+        c.problem(path, "has no `keys` and no `keys_file`: the user could never log in");
+    }
+    let mut seen = HashSet::new();
+    keys.retain(|k| seen.insert(k.key_data().clone()));
+    for (i, group) in raw.groups.iter().enumerate() {
+        if !groups.contains_key(group) {
+            let known: Vec<&str> = groups.keys().map(String::as_str).collect();
+            c.problem(
+                &format!("{path}.groups[{i}]"),
+                format!("unknown group {group:?} (defined: {})", list_or_none(&known)),
+            );
+        }
+    }
+    User {
+        keys,
+        groups: raw.groups,
+        totp_secret_file: raw.totp_secret_file.map(|f| c.path(&f)),
+    }
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "none".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+/// One OpenSSH public key line (`ssh-ed25519 AAAA... comment`). DSA is
+/// refused (removed from OpenSSH 9.8) and so is RSA under 2048 bits.
+fn parse_key(line: &str) -> Result<PublicKey, String> {
+    let key = PublicKey::from_openssh(line.trim()).map_err(|e| {
+        format!("not an OpenSSH public key ({e}); expected e.g. \"ssh-ed25519 AAAA... you@laptop\"")
+    })?;
+    match key.algorithm() {
+        Algorithm::Dsa => Err("DSA keys are not accepted; use ed25519".into()),
+        Algorithm::Rsa { .. } => match key.key_data().rsa() {
+            Some(rsa) if rsa.key_size() >= 2048 => Ok(key),
+            _ => Err("RSA keys must have at least 2048 bits".into()),
+        },
+        _ => Ok(key),
+    }
+}
+
+fn dns(c: &mut Checker<'_>, raw: RawDns) -> DnsConfig {
+    let listen = c.listen("dns.listen", &raw.listen);
+    let ttl_d = c.duration("dns.ttl", raw.ttl.as_deref(), Duration::from_secs(60));
+    // RFC 2181 §8: a TTL is at most 2^31 - 1 seconds.
+    let ttl = match u32::try_from(ttl_d.as_secs()) {
+        Ok(t) if t >= 1 && t <= i32::MAX as u32 && ttl_d.subsec_nanos() == 0 => t,
+        _ => {
+            c.problem("dns.ttl", "must be whole seconds, from 1s to 68 years");
+            60
+        }
+    };
+    let mut zones: Vec<Zone> = Vec::new();
+    for (zone_text, raw_zone) in raw.zones {
+        let zpath = join_key("dns.zones", &zone_text);
+        let Some(name) = c.value(&zpath, &zone_text, str::parse::<DomainName>) else {
+            continue;
+        };
+        if let Some(other) = zones.iter().find(|z| name.is_within(&z.name) || z.name.is_within(&name)) {
+            c.problem(
+                &zpath,
+                format!(
+                    "zone {name} overlaps zone {}: put its names in one zone as records",
+                    other.name
+                ),
+            );
+            continue;
+        }
+        let mut records: Vec<Record> = Vec::new();
+        for (rec_text, value) in &raw_zone.records {
+            let rpath = join_key(&format!("{zpath}.records"), rec_text);
+            let Some(rname) = c.value(&rpath, rec_text, str::parse::<DomainName>) else {
+                continue;
+            };
+            let Some(fqdn) = c.value(&rpath, rec_text, |_| rname.join(&name)) else {
+                continue;
+            };
+            if records.iter().any(|r| r.name == rname) {
+                c.problem(&rpath, format!("duplicate record {rname} (names are case-insensitive)"));
+                continue;
+            }
+            let mut addrs: Vec<IpAddr> = Vec::new();
+            for (i, text) in value.items() {
+                let apath = match i {
+                    Some(i) => format!("{rpath}[{i}]"),
+                    None => rpath.clone(),
+                };
+                if let Some(ip) = c.value(&apath, text, |t| {
+                    t.parse::<IpAddr>()
+                        .map_err(|_| "expected an IPv4 or IPv6 address".into())
+                }) {
+                    if addrs.contains(&ip) {
+                        c.problem(&apath, format!("{ip} is listed twice"));
+                    } else {
+                        addrs.push(ip);
+                    }
+                }
+            }
+            if addrs.is_empty() && value.items().is_empty() {
+                c.problem(&rpath, "needs at least one address");
+            }
+            records.push(Record {
+                name: rname,
+                fqdn,
+                addrs,
+            });
+        }
+        zones.push(Zone { name, records });
+    }
+    let upstream = raw
+        .upstream
+        .iter()
+        .enumerate()
+        .filter_map(|(i, text)| {
+            c.value(&format!("dns.upstream[{i}]"), text, |t| {
+                t.parse::<SocketAddr>()
+                    .or_else(|_| t.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| "expected IP or IP:PORT, e.g. \"1.1.1.1:53\"".into())
+            })
+        })
+        .collect();
+    DnsConfig {
+        listen,
+        ttl,
+        zones,
+        upstream,
+    }
+}
