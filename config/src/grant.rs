@@ -116,7 +116,9 @@ impl FromStr for Grant {
                 None => (false, host),
             };
             if domain.contains('*') {
-                return Err("`*` is allowed only as the whole first label, as in `*.example.net`".into());
+                return Err(
+                    "`*` is allowed only as the whole first label, as in `*.example.net`".into(),
+                );
             }
             let domain: DomainName = domain.parse()?;
             Target::Name(NamePattern { wildcard, domain })

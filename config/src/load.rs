@@ -55,3 +55,273 @@ fn strip_location(message: &str) -> String {
         _ => message.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Mfa, Target};
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK1dTTVTtn4JwyiQdj4r0dSAaAiTbAKgVWl7VZBO6m2j sean@laptop";
+
+    /// The example from DESIGN.md, with a real key.
+    fn example() -> String {
+        format!(
+            r#"state_dir: /var/lib/gatehouse
+log:
+  format: json
+  level: info
+jump:
+  listen: ["0.0.0.0:11122"]
+  banner: "Authorized use only."
+  mfa: required
+  totp: {{ issuer: "Example Jump", digits: 6, period: 30s, skew: 1 }}
+  connect_timeout: 5s
+  limits:
+    login_grace: 30s
+    max_auth_attempts: 6
+    max_unauthenticated: 64
+    per_ip_connections: 20/min
+    ban: {{ after: 5, within: 10m, for: 15m, max: 24h }}
+    trusted: ["10.0.0.0/8"]
+    idle_timeout: 1h
+    max_channels: 32
+  users:
+    sean:
+      keys: ["{KEY}"]
+      groups: [dev]
+  groups:
+    dev:
+      allow: ["*.internal.example.net:22", "10.77.0.0/16:22"]
+    ops:
+      allow: ["10.0.0.0/8:*", "[fd00::]/8:22-2222"]
+dns:
+  listen: ["192.168.222.2:53", "127.0.0.1:53"]
+  ttl: 60s
+  zones:
+    sean:
+      records:
+        saxophone: 192.168.222.16
+        trombone: 192.168.222.17
+        gateway: [192.168.222.2, "fd00::2"]
+        cdn.saxophone: 192.168.222.30
+  upstream: []
+admin:
+  listen: 127.0.0.1:9100
+"#
+        )
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(Path::new("gatehouse.yaml"), text) {
+            Ok(_) => panic!("expected an error for:\n{text}"),
+            Err(ConfigError::Invalid { problems, .. }) => problems
+                .iter()
+                .map(|p| format!("{}:{}: {}", p.location.line, p.location.column, p.message))
+                .collect(),
+            Err(other) => panic!("unexpected error kind: {other}"),
+        }
+    }
+
+    /// Replace the first occurrence of `from` in the example with `to`.
+    fn example_with(from: &str, to: &str) -> String {
+        let text = example();
+        assert!(text.contains(from), "example lacks {from:?}");
+        text.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn the_design_example_is_valid() {
+        let config = parse(Path::new("/etc/gatehouse/gatehouse.yaml"), &example()).expect("valid");
+        let jump = config.jump.expect("jump");
+        assert_eq!(jump.mfa, Mfa::Required);
+        assert_eq!(jump.limits.per_ip_connections.count.get(), 20);
+        assert_eq!(jump.users.len(), 1);
+        let dev = &jump.groups["dev"];
+        assert!(matches!(dev.allow[0].target, Target::Name(_)));
+        let dns = config.dns.expect("dns");
+        assert_eq!(dns.ttl, 60);
+        let sean = &dns.zones[0];
+        assert_eq!(sean.records.len(), 4);
+        let cdn = sean
+            .records
+            .iter()
+            .find(|r| r.name.as_str() == "cdn.saxophone")
+            .expect("cdn");
+        assert_eq!(cdn.fqdn.as_str(), "cdn.saxophone.sean");
+        assert_eq!(config.admin.map(|a| a.listen.port()), Some(9100));
+    }
+
+    #[test]
+    fn bad_cidr_in_a_grant_names_line_column_and_path() {
+        let text = example_with("10.77.0.0/16:22", "10.77.0.0/33:22");
+        assert_eq!(
+            errors(&text),
+            [
+                r#"26:44: jump.groups.dev.allow[1]: "10.77.0.0/33:22": prefix length must be at most 32"#
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_group_points_at_the_reference() {
+        let text = example_with("groups: [dev]", "groups: [dev, qa]");
+        assert_eq!(
+            errors(&text),
+            [r#"23:21: jump.users.sean.groups[1]: unknown group "qa" (defined: dev, ops)"#]
+        );
+    }
+
+    #[test]
+    fn duplicate_records_are_refused_case_insensitively() {
+        let text = example_with("trombone:", "SAXOPHONE:");
+        assert_eq!(
+            errors(&text),
+            [
+                "36:20: dns.zones.sean.records.SAXOPHONE: duplicate record saxophone (names are case-insensitive)"
+            ]
+        );
+        let exact = example_with("trombone:", "saxophone:");
+        assert_eq!(
+            errors(&exact),
+            ["36:9: dns.zones.sean.records: duplicate key `saxophone`"]
+        );
+    }
+
+    #[test]
+    fn bad_key_points_at_the_key() {
+        let text = example_with(KEY, "ssh-ed25519 AAAAnotbase64 sean@laptop");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("22:14: jump.users.sean.keys[0]: \"ssh-ed25519 AAAAnotbase64 sean@laptop\": not an OpenSSH public key"),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_type_errors_come_from_serde_with_location() {
+        let text = example_with("  ttl: 60s", "  tll: 60s");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1);
+        assert!(
+            errs[0].starts_with("31:3: dns: unknown field `tll`, expected one of"),
+            "{}",
+            errs[0]
+        );
+
+        let text = example_with("max_channels: 32", "max_channels: lots");
+        let errs = errors(&text);
+        assert!(
+            errs[0].starts_with("19:19: jump.limits.max_channels: invalid type: string \"lots\""),
+            "{}",
+            errs[0]
+        );
+    }
+
+    #[test]
+    fn every_value_error_is_reported_at_once() {
+        let text = example()
+            .replacen("login_grace: 30s", "login_grace: 30", 1)
+            .replacen(
+                "per_ip_connections: 20/min",
+                "per_ip_connections: 20/fortnight",
+                1,
+            )
+            .replacen("192.168.222.17", "192.168.222.300", 1)
+            .replacen("listen: 127.0.0.1:9100", "listen: localhost:9100", 1);
+        assert_eq!(
+            errors(&text),
+            [
+                r#"12:18: jump.limits.login_grace: "30": missing unit: write e.g. `30s` (ms, s, m, h, d)"#,
+                r#"15:25: jump.limits.per_ip_connections: "20/fortnight": unknown period `fortnight` (use s, min or hour)"#,
+                r#"36:19: dns.zones.sean.records.trombone: "192.168.222.300": expected an IPv4 or IPv6 address"#,
+                r#"41:11: admin.listen: "localhost:9100": expected IP:PORT, e.g. "127.0.0.1:9100""#,
+            ]
+        );
+    }
+
+    #[test]
+    fn more_semantic_errors() {
+        for (from, to, want) in [
+            (
+                "digits: 6",
+                "digits: 9",
+                "jump.totp.digits: must be 6, 7 or 8",
+            ),
+            (
+                "max: 24h",
+                "max: 1m",
+                "jump.limits.ban.max: must be at least `for`",
+            ),
+            (
+                "mfa: required",
+                "mfa: sometimes",
+                "jump.mfa: \"sometimes\": expected required or optional",
+            ),
+            (
+                "    sean:\n      records",
+                "    se an:\n      records",
+                "dns.zones.se an: \"se an\"",
+            ),
+            (
+                "format: json",
+                "format: xml",
+                "log.format: \"xml\": expected json or pretty",
+            ),
+            ("ttl: 60s", "ttl: 1500ms", "dns.ttl: must be whole seconds"),
+        ] {
+            let errs = errors(&example_with(from, to));
+            assert!(errs.iter().any(|e| e.contains(want)), "{to}: {errs:?}");
+        }
+    }
+
+    #[test]
+    fn overlapping_zones_are_refused() {
+        let text = "dns:\n  listen: [\"127.0.0.1:53\"]\n  zones:\n    sean: {}\n    dev.sean: {}\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].contains("overlaps zone"), "{errs:?}");
+    }
+
+    #[test]
+    fn syntax_errors_have_a_location() {
+        let errs = errors("dns:\n  listen: [\"127.0.0.1:53\"\n  zones: {}\n");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("3:"), "{errs:?}");
+    }
+
+    #[test]
+    fn nothing_configured_is_an_error() {
+        assert_eq!(
+            errors("log: { level: info }\n"),
+            ["1:1: nothing to run: add a `jump` or a `dns` section (or both)"]
+        );
+    }
+
+    #[test]
+    fn keys_file_is_read_relative_to_the_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("sean.pub"),
+            format!("# laptop\n{KEY}\n\nnot a key\n"),
+        )
+        .expect("write");
+        let text =
+            "jump:\n  listen: [\"127.0.0.1:0\"]\n  users:\n    sean:\n      keys_file: sean.pub\n";
+        let err = parse(&dir.path().join("g.yaml"), text).expect_err("bad line 4");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("g.yaml:5:18: jump.users.sean.keys_file:"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("sean.pub:4: not an OpenSSH public key"),
+            "{msg}"
+        );
+        std::fs::write(dir.path().join("sean.pub"), format!("{KEY}\n")).expect("write");
+        let config = parse(&dir.path().join("g.yaml"), text).expect("valid");
+        let jump = config.jump.expect("jump");
+        assert_eq!(jump.users.values().next().map(|u| u.keys.len()), Some(1));
+    }
+}

@@ -139,11 +139,7 @@ impl Locator {
         Ok(Self { nodes })
     }
 
-    fn value_done(
-        stack: &mut [Frame],
-        nodes: &mut HashMap<String, Location>,
-        here: Location,
-    ) {
+    fn value_done(stack: &mut [Frame], nodes: &mut HashMap<String, Location>, here: Location) {
         match stack.last() {
             Some(frame) => {
                 if let Some(path) = frame.child_path() {

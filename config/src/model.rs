@@ -2,13 +2,13 @@
 //! here can be out of range or refer to something that does not exist.
 
 use std::{
-    collections::BTreeMap,
     net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     path::PathBuf,
     time::Duration,
 };
 
+use indexmap::IndexMap;
 use ipnet::IpNet;
 pub use ssh_key::PublicKey;
 
@@ -97,10 +97,10 @@ pub struct JumpConfig {
     pub connect_timeout: Duration,
     /// Connection and authentication limits.
     pub limits: Limits,
-    /// Users by name.
-    pub users: BTreeMap<UserName, User>,
-    /// Groups by name.
-    pub groups: BTreeMap<String, Group>,
+    /// Users by name, in file order.
+    pub users: IndexMap<UserName, User>,
+    /// Groups by name, in file order.
+    pub groups: IndexMap<String, Group>,
 }
 
 /// Second-factor policy.

@@ -1,7 +1,7 @@
 //! The YAML exactly as written: strings and numbers, no meaning yet.
 //! `deny_unknown_fields` everywhere, so a typo is an error, not a silent default.
 
-use std::collections::BTreeMap;
+use indexmap::IndexMap;
 
 use serde::Deserialize;
 
@@ -35,9 +35,9 @@ pub(crate) struct RawJump {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
-    pub users: BTreeMap<String, RawUser>,
+    pub users: IndexMap<String, RawUser>,
     #[serde(default)]
-    pub groups: BTreeMap<String, RawGroup>,
+    pub groups: IndexMap<String, RawGroup>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -96,7 +96,7 @@ pub(crate) struct RawDns {
     pub listen: Vec<String>,
     pub ttl: Option<String>,
     #[serde(default)]
-    pub zones: BTreeMap<String, RawZone>,
+    pub zones: IndexMap<String, RawZone>,
     #[serde(default)]
     pub upstream: Vec<String>,
 }
@@ -105,7 +105,7 @@ pub(crate) struct RawDns {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawZone {
     #[serde(default)]
-    pub records: BTreeMap<String, OneOrMany>,
+    pub records: IndexMap<String, OneOrMany>,
 }
 
 /// `name: 192.0.2.1` or `name: [192.0.2.1, "2001:db8::1"]`.
@@ -120,7 +120,11 @@ impl OneOrMany {
     pub fn items(&self) -> Vec<(Option<usize>, &str)> {
         match self {
             OneOrMany::One(s) => vec![(None, s.as_str())],
-            OneOrMany::Many(v) => v.iter().enumerate().map(|(i, s)| (Some(i), s.as_str())).collect(),
+            OneOrMany::Many(v) => v
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (Some(i), s.as_str()))
+                .collect(),
         }
     }
 }

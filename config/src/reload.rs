@@ -51,7 +51,12 @@ impl Reloader {
 
     fn reload_and_log(&self, trigger: &'static str) {
         match self.reload() {
-            Ok(()) => tracing::info!(event = "reload", trigger, result = "ok", "configuration reloaded"),
+            Ok(()) => tracing::info!(
+                event = "reload",
+                trigger,
+                result = "ok",
+                "configuration reloaded"
+            ),
             Err(error) => tracing::error!(
                 event = "reload",
                 trigger,
@@ -72,22 +77,24 @@ impl Reloader {
         };
         // Watch the folder, not the file: a rename-replace (vim, Ansible,
         // Salt) swaps the inode, and a watch on the old inode would go quiet.
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        // Without a watcher (inotify limits reached) SIGHUP still works.
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(event) = res
-                && event
-                    .paths
-                    .iter()
-                    .any(|p| p.file_name() == name.as_deref())
+                && event.paths.iter().any(|p| p.file_name() == name.as_deref())
                 && !event.kind.is_access()
             {
                 // A full channel already holds a pending reload: nothing is lost.
                 let _ = file_tx.try_send(());
             }
         })
-        .map_err(std::io::Error::other)?;
-        watcher
-            .watch(&dir, RecursiveMode::NonRecursive)
-            .map_err(std::io::Error::other)?;
+        .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(error) => {
+                tracing::warn!(%error, dir = %dir.display(), "cannot watch the config folder; reload with SIGHUP");
+                None
+            }
+        };
 
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
         loop {

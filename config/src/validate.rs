@@ -2,13 +2,14 @@
 //! its path, so one `gatehouse check` run lists them all.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::HashSet,
     net::{IpAddr, SocketAddr},
     num::NonZeroU32,
     path::{Path, PathBuf},
     time::Duration,
 };
 
+use indexmap::IndexMap;
 use ssh_key::{Algorithm, PublicKey};
 
 use crate::{
@@ -16,8 +17,8 @@ use crate::{
     grant::Grant,
     locate::{Location, Locator, join_key},
     model::{
-        AdminConfig, BanPolicy, Config, DnsConfig, Group, JumpConfig, Limits, LogConfig,
-        LogFormat, LogLevel, Mfa, Record, TotpSettings, User, Zone,
+        AdminConfig, BanPolicy, Config, DnsConfig, Group, JumpConfig, Limits, LogConfig, LogFormat,
+        LogLevel, Mfa, Record, TotpSettings, User, Zone,
     },
     raw::{RawBan, RawConfig, RawDns, RawJump, RawLimits, RawTotp, RawUser},
     values::{DomainName, Rate, UserName, parse_cidr, parse_duration},
@@ -35,14 +36,14 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn problem(&mut self, path: &str, message: impl std::fmt::Display) {
-        let location = self
-            .locator
-            .find(path)
-            .unwrap_or(Location { line: 1, column: 1 });
-        self.problems.push(Problem {
-            location,
-            message: format!("{path}: {message}"),
-        });
+        let top = Location { line: 1, column: 1 };
+        let (location, message) = if path.is_empty() {
+            (top, message.to_string())
+        } else {
+            let location = self.locator.find(path).unwrap_or(top);
+            (location, format!("{path}: {message}"))
+        };
+        self.problems.push(Problem { location, message });
     }
 
     /// Parse `text` with `parse`; on failure record `path: "text": why`.
@@ -143,7 +144,10 @@ pub(crate) fn config(
         .map(|listen| AdminConfig { listen })
     });
     if jump.is_none() && dns.is_none() {
-        c.problem("", "nothing to run: add a `jump` or a `dns` section (or both)");
+        c.problem(
+            "",
+            "nothing to run: add a `jump` or a `dns` section (or both)",
+        );
     }
     if c.problems.is_empty() {
         Ok(Config {
@@ -165,7 +169,10 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
         None | Some("required") => Mfa::Required,
         Some("optional") => Mfa::Optional,
         Some(other) => {
-            c.problem("jump.mfa", format!("{other:?}: expected required or optional"));
+            c.problem(
+                "jump.mfa",
+                format!("{other:?}: expected required or optional"),
+            );
             Mfa::Required
         }
     };
@@ -182,11 +189,14 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
     );
     let limits = limits(c, raw.limits);
 
-    let mut groups = BTreeMap::new();
+    let mut groups = IndexMap::new();
     for (name, group) in raw.groups {
         let path = join_key("jump.groups", &name);
         if let Err(why) = name.parse::<UserName>() {
-            c.problem(&path, format!("bad group name {name:?}: {}", why.replace("user", "group")));
+            c.problem(
+                &path,
+                format!("bad group name {name:?}: {}", why.replace("user", "group")),
+            );
         }
         let allow = group
             .allow
@@ -197,7 +207,7 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
         groups.insert(name, Group { allow });
     }
 
-    let mut users = BTreeMap::new();
+    let mut users = IndexMap::new();
     for (name, user) in raw.users {
         let path = join_key("jump.users", &name);
         let Some(user_name) = c.value(&path, &name, str::parse::<UserName>) else {
@@ -238,7 +248,10 @@ fn totp(c: &mut Checker<'_>, raw: RawTotp) -> TotpSettings {
         Duration::from_secs(30),
     );
     if period.subsec_nanos() != 0 || !(15..=300).contains(&period.as_secs()) {
-        c.problem("jump.totp.period", "must be whole seconds between 15s and 300s");
+        c.problem(
+            "jump.totp.period",
+            "must be whole seconds between 15s and 300s",
+        );
     }
     // RFC 6238 §5.2 recommends at most one step of drift; allow a little more.
     let skew = match raw.skew.unwrap_or(1) {
@@ -305,9 +318,21 @@ fn ban(c: &mut Checker<'_>, raw: RawBan) -> BanPolicy {
     let p = "jump.limits.ban";
     let policy = BanPolicy {
         after: c.count(&format!("{p}.after"), raw.after, 5),
-        within: c.duration(&format!("{p}.within"), raw.within.as_deref(), Duration::from_secs(600)),
-        duration: c.duration(&format!("{p}.for"), raw.for_.as_deref(), Duration::from_secs(900)),
-        max: c.duration(&format!("{p}.max"), raw.max.as_deref(), Duration::from_secs(86_400)),
+        within: c.duration(
+            &format!("{p}.within"),
+            raw.within.as_deref(),
+            Duration::from_secs(600),
+        ),
+        duration: c.duration(
+            &format!("{p}.for"),
+            raw.for_.as_deref(),
+            Duration::from_secs(900),
+        ),
+        max: c.duration(
+            &format!("{p}.max"),
+            raw.max.as_deref(),
+            Duration::from_secs(86_400),
+        ),
     };
     if policy.max < policy.duration {
         c.problem(&format!("{p}.max"), "must be at least `for`");
@@ -315,12 +340,7 @@ fn ban(c: &mut Checker<'_>, raw: RawBan) -> BanPolicy {
     policy
 }
 
-fn user(
-    c: &mut Checker<'_>,
-    path: &str,
-    raw: RawUser,
-    groups: &BTreeMap<String, Group>,
-) -> User {
+fn user(c: &mut Checker<'_>, path: &str, raw: RawUser, groups: &IndexMap<String, Group>) -> User {
     let mut keys = Vec::new();
     for (i, line) in raw.keys.iter().enumerate() {
         if let Some(key) = c.value(&format!("{path}.keys[{i}]"), line, parse_key) {
@@ -340,17 +360,19 @@ fn user(
                     }
                     match parse_key(line) {
                         Ok(key) => keys.push(key),
-                        Err(why) => c.problem(
-                            &kpath,
-                            format!("{}:{}: {why}", full.display(), n + 1),
-                        ),
+                        Err(why) => {
+                            c.problem(&kpath, format!("{}:{}: {why}", full.display(), n + 1))
+                        }
                     }
                 }
             }
         }
     }
     if keys.is_empty() && raw.keys.is_empty() && raw.keys_file.is_none() {
-        c.problem(path, "has no `keys` and no `keys_file`: the user could never log in");
+        c.problem(
+            path,
+            "has no `keys` and no `keys_file`: the user could never log in",
+        );
     }
     let mut seen = HashSet::new();
     keys.retain(|k| seen.insert(k.key_data().clone()));
@@ -359,7 +381,10 @@ fn user(
             let known: Vec<&str> = groups.keys().map(String::as_str).collect();
             c.problem(
                 &format!("{path}.groups[{i}]"),
-                format!("unknown group {group:?} (defined: {})", list_or_none(&known)),
+                format!(
+                    "unknown group {group:?} (defined: {})",
+                    list_or_none(&known)
+                ),
             );
         }
     }
@@ -411,7 +436,10 @@ fn dns(c: &mut Checker<'_>, raw: RawDns) -> DnsConfig {
         let Some(name) = c.value(&zpath, &zone_text, str::parse::<DomainName>) else {
             continue;
         };
-        if let Some(other) = zones.iter().find(|z| name.is_within(&z.name) || z.name.is_within(&name)) {
+        if let Some(other) = zones
+            .iter()
+            .find(|z| name.is_within(&z.name) || z.name.is_within(&name))
+        {
             c.problem(
                 &zpath,
                 format!(
@@ -431,7 +459,10 @@ fn dns(c: &mut Checker<'_>, raw: RawDns) -> DnsConfig {
                 continue;
             };
             if records.iter().any(|r| r.name == rname) {
-                c.problem(&rpath, format!("duplicate record {rname} (names are case-insensitive)"));
+                c.problem(
+                    &rpath,
+                    format!("duplicate record {rname} (names are case-insensitive)"),
+                );
                 continue;
             }
             let mut addrs: Vec<IpAddr> = Vec::new();

@@ -211,9 +211,8 @@ impl FromStr for UserName {
         let first_ok = chars
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-        let rest_ok = chars.all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-')
-        });
+        let rest_ok = chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '.' | '-'));
         if !first_ok || !rest_ok || text.len() > 32 {
             return Err(
                 "a user name is 1-32 of a-z, 0-9, `_`, `.`, `-`, starting with a letter or `_`"
@@ -280,7 +279,12 @@ mod tests {
         let sean: DomainName = "sean".parse().expect("name");
         let sax: DomainName = "saxophone.sean".parse().expect("name");
         assert!(sax.is_within(&sean));
-        assert!(!"xsean".parse::<DomainName>().expect("name").is_within(&sean));
+        assert!(
+            !"xsean"
+                .parse::<DomainName>()
+                .expect("name")
+                .is_within(&sean)
+        );
     }
 
     #[test]
