@@ -1,1 +1,31 @@
-fn main() {}
+//! gatehouse: an SSH jump host with TOTP and a wildcard DNS server for dev
+//! TLDs, driven by one YAML file. This binary only parses the command line,
+//! loads the configuration and wires the servers together; the logic lives
+//! in the `config` and `dns` crates.
+
+#![forbid(unsafe_code)]
+
+mod check;
+mod cli;
+mod dev;
+mod logging;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Run { config } => run::run(config.as_deref()),
+        cli::Command::Check { config } => check::check(config.as_deref()),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("gatehouse: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

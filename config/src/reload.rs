@@ -67,8 +67,14 @@ impl Reloader {
         }
     }
 
-    /// Reload on SIGHUP and on changes of the file until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), std::io::Error> {
+    /// Install the SIGHUP handler and the file watch now, and return the loop
+    /// that reloads on them until `shutdown`. Installing before returning means
+    /// that once the caller says "ready", no change and no SIGHUP is missed
+    /// (and a SIGHUP cannot hit the default action, which would kill us).
+    pub fn start(
+        self,
+        shutdown: CancellationToken,
+    ) -> Result<impl Future<Output = ()> + Send, std::io::Error> {
         let (file_tx, mut file_rx) = mpsc::channel::<()>(1);
         let name = self.path.file_name().map(ToOwned::to_owned);
         let dir = match self.path.parent() {
@@ -88,7 +94,7 @@ impl Reloader {
             }
         })
         .and_then(|mut w| w.watch(&dir, RecursiveMode::NonRecursive).map(|()| w));
-        let _watcher = match watcher {
+        let watcher = match watcher {
             Ok(w) => Some(w),
             Err(error) => {
                 tracing::warn!(%error, dir = %dir.display(), "cannot watch the config folder; reload with SIGHUP");
@@ -97,17 +103,20 @@ impl Reloader {
         };
 
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = hup.recv() => self.reload_and_log("sighup"),
-                Some(()) = file_rx.recv() => {
-                    // Let the writer finish, then fold every event since into one reload.
-                    tokio::time::sleep(DEBOUNCE).await;
-                    while file_rx.try_recv().is_ok() {}
-                    self.reload_and_log("file");
+        Ok(async move {
+            let _watcher = watcher;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = hup.recv() => self.reload_and_log("sighup"),
+                    Some(()) = file_rx.recv() => {
+                        // Let the writer finish, then fold every event since into one reload.
+                        tokio::time::sleep(DEBOUNCE).await;
+                        while file_rx.try_recv().is_ok() {}
+                        self.reload_and_log("file");
+                    }
                 }
             }
-        }
+        })
     }
 }

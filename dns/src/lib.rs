@@ -1,1 +1,57 @@
-//! placeholder until the DNS server lands
+//! gatehouse's authoritative DNS server for private dev TLDs.
+//!
+//! A record such as `saxophone: 192.168.222.16` in zone `sean` answers
+//! `saxophone.sean` and every name below it, like dnsmasq's
+//! `address=/.saxophone.sean/…`; the longest matching record wins. Answers
+//! for the configured zones are authoritative (`aa`), with proper negative
+//! answers (NXDOMAIN or NODATA with the zone SOA), SOA and NS at each apex,
+//! and minimal ANY (RFC 8482). Names outside every zone are refused, or
+//! forwarded when upstreams are configured: never an open resolver by
+//! default. UDP and TCP on every address, EDNS(0), truncation over UDP.
+//!
+//! Layout:
+//! - `zones`: [`ZoneTable`], the configured names keyed for suffix lookups;
+//! - `answer`: [`answer`], the decision for one question (no I/O);
+//! - `message`: [`respond`] and [`finish_forwarded`], request bytes to
+//!   response bytes (no I/O);
+//! - `listeners`: [`DnsListeners`], binding UDP + TCP on each address;
+//! - `server`: [`serve`], live reloads and graceful shutdown;
+//! - `udp`, `tcp`, `forward`: the I/O glue.
+//!
+//! ```no_run
+//! # async fn run(
+//! #     config: tokio::sync::watch::Receiver<std::sync::Arc<gatehouse_config::Config>>,
+//! # ) -> Result<(), gatehouse_dns::DnsError> {
+//! let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+//! let listeners = gatehouse_dns::DnsListeners::bind(&[loopback])?;
+//! println!("dns on {:?}", listeners.local_addrs());
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! gatehouse_dns::serve(listeners, config, shutdown).await
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod answer;
+mod error;
+mod forward;
+mod listeners;
+mod message;
+mod server;
+mod tcp;
+mod udp;
+mod zones;
+
+/// The hickory-proto crate, for the name and record types in this API.
+pub use hickory_proto as proto;
+
+pub use answer::{Outcome, Reply, answer};
+pub use error::{DnsError, Transport};
+pub use listeners::DnsListeners;
+pub use message::{EDNS_UDP_PAYLOAD, Handled, finish_forwarded, respond};
+pub use server::serve;
+pub use zones::{AddressRecord, Lookup, ZoneApex, ZoneTable};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! DNS over TCP (RFC 7766): our own accept loop, the same request path as UDP.
+//!
+//! Messages carry a two-byte length prefix (RFC 1035 §4.2.2), so at most
+//! 65535 octets each. A connection may send several queries one after the
+//! other; it is closed after [`IDLE_TIMEOUT`] without a complete message.
+
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    time::timeout,
+};
+use tracing::{debug, warn};
+
+use crate::{
+    error::Transport,
+    forward::forward,
+    message::{Handled, finish_forwarded, respond},
+    server::Shared,
+};
+
+/// Open TCP connections at once, all addresses together.
+pub(crate) const MAX_TCP_CONNECTIONS: usize = 256;
+
+/// A connection that does not deliver (or take) a message within this is
+/// closed (RFC 7766 §6.2.3 suggests seconds, not minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pause after an accept error such as running out of file descriptors.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+pub(crate) async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    local: SocketAddr,
+    permits: Arc<Semaphore>,
+) {
+    loop {
+        // The permit is taken before accept and lives as long as the
+        // connection: at the limit, new connections wait in the backlog.
+        let permit = tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => return,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let (stream, client) = tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) if is_per_connection(&error) => {
+                    debug!(%local, %error, "dns tcp connection failed during accept");
+                    continue;
+                }
+                Err(error) => {
+                    warn!(%local, %error, "dns tcp accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+        };
+        let connection_shared = Arc::clone(&shared);
+        shared.tracker.spawn(async move {
+            let _permit = permit;
+            let ended = tokio::select! {
+                () = connection_shared.abort.cancelled() => Ok(()),
+                ended = serve_connection(&connection_shared, stream, client) => ended,
+            };
+            if let Err(error) = ended {
+                debug!(%client, %error, "dns tcp connection ended");
+            }
+        });
+    }
+}
+
+/// Errors about the one connection being accepted, not the listener.
+fn is_per_connection(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    )
+}
+
+async fn serve_connection(
+    shared: &Shared,
+    mut stream: TcpStream,
+    client: SocketAddr,
+) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut request = Vec::new();
+    let mut response = Vec::new();
+    let mut frame = Vec::new();
+    loop {
+        // Between messages, shutdown closes the connection.
+        let len = tokio::select! {
+            biased;
+            () = shared.shutdown.cancelled() => return Ok(()),
+            len = timeout(IDLE_TIMEOUT, stream.read_u16()) => match len {
+                Ok(Ok(len)) => len,
+                // Closed by the client: the normal end.
+                Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err(timed_out("idle")),
+            },
+        };
+        request.resize(usize::from(len), 0);
+        timeout(IDLE_TIMEOUT, stream.read_exact(&mut request))
+            .await
+            .map_err(|_| timed_out("reading a message"))??;
+
+        let forward_to = {
+            let table = shared.tables.load();
+            match respond(&table, &request, Transport::Tcp, client, &mut response) {
+                Handled::Reply => None,
+                // A response or a runt: ignore it, as over UDP.
+                Handled::Drop => continue,
+                Handled::Forward => Some(Arc::clone(table.upstream())),
+            }
+        };
+        if let Some(upstream) = forward_to {
+            let reply = match Arc::clone(&shared.forward_permits).try_acquire_owned() {
+                Ok(_permit) => forward(&upstream, &request, Transport::Tcp).await,
+                Err(_) => {
+                    debug!(%client, "too many forwarded queries in flight; answering SERVFAIL");
+                    None
+                }
+            };
+            if finish_forwarded(&request, reply.as_deref(), Transport::Tcp, &mut response)
+                != Handled::Reply
+            {
+                continue;
+            }
+        }
+
+        let Ok(response_len) = u16::try_from(response.len()) else {
+            // The encoder is limited to 65535 octets; never send a bad prefix.
+            debug!(%client, len = response.len(), "dns response too long for TCP; dropped");
+            continue;
+        };
+        frame.clear();
+        frame.extend_from_slice(&response_len.to_be_bytes());
+        frame.extend_from_slice(&response);
+        timeout(IDLE_TIMEOUT, stream.write_all(&frame))
+            .await
+            .map_err(|_| timed_out("writing a response"))??;
+    }
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("timed out {what}"))
+}

@@ -1,0 +1,318 @@
+//! Socket tests: the real server on loopback, driven with hickory-proto messages.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use gatehouse_config::Config;
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, Query, ResponseCode},
+    rr::{Name, RData, RecordType, rdata::A},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, UdpSocket},
+    sync::watch,
+    task::JoinHandle,
+    time::timeout,
+};
+use tokio_util::sync::CancellationToken;
+
+use crate::{DnsError, DnsListeners, serve};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn config(yaml: &str) -> Arc<Config> {
+    Arc::new(
+        gatehouse_config::parse(Path::new("test.yaml"), yaml)
+            .unwrap_or_else(|e| panic!("test config does not parse: {e}")),
+    )
+}
+
+fn zone_yaml(saxophone: &str, upstream: Option<SocketAddr>) -> String {
+    let mut yaml = format!(
+        "dns:\n  listen: [\"127.0.0.1:0\"]\n  zones:\n    sean:\n      records:\n        saxophone: {saxophone}\n"
+    );
+    if let Some(upstream) = upstream {
+        yaml.push_str(&format!("  upstream: [\"{upstream}\"]\n"));
+    }
+    yaml
+}
+
+struct Running {
+    addr: SocketAddr,
+    config: watch::Sender<Arc<Config>>,
+    shutdown: CancellationToken,
+    server: JoinHandle<Result<(), DnsError>>,
+}
+
+fn start(yaml: &str) -> Running {
+    let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
+    let listeners = DnsListeners::bind(&[localhost]).unwrap_or_else(|e| panic!("{e}"));
+    let [addr] = listeners.local_addrs()[..] else {
+        panic!("one address expected");
+    };
+    let (config_tx, config_rx) = watch::channel(config(yaml));
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listeners, config_rx, shutdown.clone()));
+    Running {
+        addr,
+        config: config_tx,
+        shutdown,
+        server,
+    }
+}
+
+fn query(id: u16, qname: &str, qtype: RecordType) -> Vec<u8> {
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    let name = Name::from_str(qname).unwrap_or_else(|e| panic!("{e}"));
+    message.add_query(Query::query(name, qtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    message.edns = Some(edns);
+    message.to_vec().unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn ask_udp(server: SocketAddr, request: &[u8]) -> Message {
+    let socket = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    socket
+        .send_to(request, server)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut buffer = vec![0; 4096];
+    let (len, from) = timeout(WAIT, socket.recv_from(&mut buffer))
+        .await
+        .unwrap_or_else(|_| panic!("no UDP answer"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(from, server);
+    Message::from_vec(&buffer[..len]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn ask_tcp(server: SocketAddr, requests: &[Vec<u8>]) -> Vec<Message> {
+    let mut stream = TcpStream::connect(server)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut answers = Vec::new();
+    for request in requests {
+        let len = u16::try_from(request.len()).unwrap_or_else(|e| panic!("{e}"));
+        stream
+            .write_all(&len.to_be_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        stream
+            .write_all(request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let reply_len = timeout(WAIT, stream.read_u16())
+            .await
+            .unwrap_or_else(|_| panic!("no TCP answer"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut reply = vec![0; usize::from(reply_len)];
+        stream
+            .read_exact(&mut reply)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        answers.push(Message::from_vec(&reply).unwrap_or_else(|e| panic!("{e}")));
+    }
+    answers
+}
+
+fn first_a(message: &Message) -> Option<String> {
+    message.answers.iter().find_map(|r| match &r.data {
+        RData::A(a) => Some(a.0.to_string()),
+        _ => None,
+    })
+}
+
+async fn stop(running: Running) {
+    running.shutdown.cancel();
+    let ended = timeout(WAIT, running.server)
+        .await
+        .unwrap_or_else(|_| panic!("serve did not return after shutdown"));
+    assert!(matches!(ended, Ok(Ok(()))), "serve ended with {ended:?}");
+}
+
+#[tokio::test]
+async fn answers_over_udp_and_tcp_follow_reloads_and_stop_on_shutdown() {
+    let running = start(&zone_yaml("192.168.222.16", None));
+
+    let udp = ask_udp(
+        running.addr,
+        &query(1, "Admin.Saxophone.sean.", RecordType::A),
+    )
+    .await;
+    assert_eq!(udp.metadata.id, 1);
+    assert!(udp.metadata.authoritative);
+    assert_eq!(first_a(&udp).as_deref(), Some("192.168.222.16"));
+    assert!(
+        udp.answers[0]
+            .name
+            .eq_case(&Name::from_str("Admin.Saxophone.sean.").unwrap_or_else(|e| panic!("{e}")))
+    );
+    assert_eq!(udp.edns.as_ref().map(Edns::max_payload), Some(1232));
+
+    // Two queries on one TCP connection.
+    let tcp = ask_tcp(
+        running.addr,
+        &[
+            query(2, "saxophone.sean.", RecordType::A),
+            query(3, "nothing.sean.", RecordType::A),
+        ],
+    )
+    .await;
+    assert_eq!(first_a(&tcp[0]).as_deref(), Some("192.168.222.16"));
+    assert_eq!(tcp[1].metadata.id, 3);
+    assert_eq!(tcp[1].metadata.response_code, ResponseCode::NXDomain);
+
+    let outside = ask_udp(running.addr, &query(4, "example.com.", RecordType::A)).await;
+    assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
+
+    // A new config changes the answer.
+    running
+        .config
+        .send_replace(config(&zone_yaml("10.9.8.7", None)));
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reply = ask_udp(running.addr, &query(5, "saxophone.sean.", RecordType::A)).await;
+        if first_a(&reply).as_deref() == Some("10.9.8.7") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the reload never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let tcp = ask_tcp(running.addr, &[query(6, "saxophone.sean.", RecordType::A)]).await;
+    assert_eq!(first_a(&tcp[0]).as_deref(), Some("10.9.8.7"));
+
+    // A config without `dns` keeps the zones in force.
+    let no_dns = "jump:\n  listen: [\"127.0.0.1:0\"]\n  users: {}\n  groups: {}\n";
+    if let Ok(jump_only) = gatehouse_config::parse(Path::new("test.yaml"), no_dns) {
+        running.config.send_replace(Arc::new(jump_only));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let reply = ask_udp(running.addr, &query(7, "saxophone.sean.", RecordType::A)).await;
+        assert_eq!(first_a(&reply).as_deref(), Some("10.9.8.7"));
+    }
+
+    let addr = running.addr;
+    stop(running).await;
+    // Nothing listens any more.
+    assert!(TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_tcp_connections() {
+    let running = start(&zone_yaml("192.168.222.16", None));
+    let mut idle = TcpStream::connect(running.addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Make sure the connection has been accepted before shutting down.
+    let _ = ask_tcp(running.addr, &[query(1, "saxophone.sean.", RecordType::A)]).await;
+    stop(running).await;
+    let mut byte = [0_u8; 1];
+    let read = timeout(WAIT, idle.read(&mut byte))
+        .await
+        .unwrap_or_else(|_| panic!("idle connection left open"));
+    assert!(matches!(read, Ok(0) | Err(_)));
+}
+
+/// A fake upstream: answers every UDP query with the TC bit set and no
+/// records, and every TCP query in full with 192.0.2.1.
+async fn fake_upstream() -> SocketAddr {
+    let (udp, tcp) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = udp.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            break (udp, tcp);
+        }
+    };
+    let addr = udp.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    fn reply(request: &[u8], truncated: bool) -> Vec<u8> {
+        let request = Message::from_vec(request).unwrap_or_else(|e| panic!("{e}"));
+        let mut reply = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+        reply.metadata.recursion_available = true;
+        reply.metadata.truncation = truncated;
+        reply.add_queries(request.queries.clone());
+        if !truncated {
+            let name = request.queries[0].name().clone();
+            reply.add_answer(hickory_proto::rr::Record::from_rdata(
+                name,
+                300,
+                RData::A(A::new(192, 0, 2, 1)),
+            ));
+        }
+        reply.to_vec().unwrap_or_else(|e| panic!("{e}"))
+    }
+    tokio::spawn(async move {
+        let mut buffer = vec![0; 4096];
+        while let Ok((len, from)) = udp.recv_from(&mut buffer).await {
+            let _ = udp.send_to(&reply(&buffer[..len], true), from).await;
+        }
+    });
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = tcp.accept().await {
+            let Ok(len) = stream.read_u16().await else {
+                continue;
+            };
+            let mut request = vec![0; usize::from(len)];
+            if stream.read_exact(&mut request).await.is_err() {
+                continue;
+            }
+            let reply = reply(&request, false);
+            let len = u16::try_from(reply.len()).unwrap_or_else(|e| panic!("{e}"));
+            let _ = stream.write_all(&len.to_be_bytes()).await;
+            let _ = stream.write_all(&reply).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn outside_names_are_forwarded_when_upstream_is_set() {
+    let upstream = fake_upstream().await;
+    let running = start(&zone_yaml("192.168.222.16", Some(upstream)));
+
+    // Over UDP the client gets the truncated upstream reply, with its own ID.
+    let udp = ask_udp(running.addr, &query(0x1111, "Example.COM.", RecordType::A)).await;
+    assert_eq!(udp.metadata.id, 0x1111);
+    assert!(udp.metadata.truncation);
+    assert!(udp.metadata.recursion_available);
+
+    // Over TCP the forwarder retries the upstream over TCP and gets it all.
+    let tcp = ask_tcp(
+        running.addr,
+        &[query(0x2222, "example.com.", RecordType::A)],
+    )
+    .await;
+    assert_eq!(tcp[0].metadata.id, 0x2222);
+    assert!(!tcp[0].metadata.truncation);
+    assert_eq!(first_a(&tcp[0]).as_deref(), Some("192.0.2.1"));
+
+    // Names in the zone are still answered locally.
+    let local = ask_udp(running.addr, &query(3, "saxophone.sean.", RecordType::A)).await;
+    assert!(local.metadata.authoritative);
+    assert_eq!(first_a(&local).as_deref(), Some("192.168.222.16"));
+    stop(running).await;
+}
+
+#[tokio::test]
+async fn a_dead_upstream_gives_servfail() {
+    // A port with nothing behind it: the forwarder's connected socket sees
+    // the ICMP error at once.
+    let dead = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        socket.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    };
+    let running = start(&zone_yaml("192.168.222.16", Some(dead)));
+    let reply = ask_udp(running.addr, &query(9, "example.com.", RecordType::A)).await;
+    assert_eq!(reply.metadata.id, 9);
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    stop(running).await;
+}

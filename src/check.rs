@@ -1,0 +1,82 @@
+//! `gatehouse check`: validate and summarise, like `sshd -t`.
+
+use std::{path::Path, process::ExitCode};
+
+use gatehouse_config::{Config, Mfa};
+
+use crate::cli::DEFAULT_CONFIG;
+
+pub fn check(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let path = path.unwrap_or(Path::new(DEFAULT_CONFIG));
+    match gatehouse_config::load(path) {
+        Ok(config) => {
+            print!("{}", summary(&config));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn addrs(list: &[std::net::SocketAddr]) -> String {
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A short human summary: what would run, for whom, answering what.
+pub fn summary(config: &Config) -> String {
+    let mut out = format!("{}: OK\n", config.source.display());
+    match &config.jump {
+        Some(jump) => {
+            out += &format!(
+                "jump: listen {}; {} users, {} groups, mfa {}\n",
+                addrs(&jump.listen),
+                jump.users.len(),
+                jump.groups.len(),
+                match jump.mfa {
+                    Mfa::Required => "required",
+                    Mfa::Optional => "optional",
+                }
+            );
+            for (name, user) in &jump.users {
+                out += &format!(
+                    "  user {name}: {} keys, groups [{}]\n",
+                    user.keys.len(),
+                    user.groups.join(", ")
+                );
+            }
+            for (name, group) in &jump.groups {
+                let grants: Vec<String> = group.allow.iter().map(ToString::to_string).collect();
+                out += &format!("  group {name}: allow [{}]\n", grants.join(", "));
+            }
+        }
+        None => out += "jump: not configured\n",
+    }
+    match &config.dns {
+        Some(dns) => {
+            let records: usize = dns.zones.iter().map(|z| z.records.len()).sum();
+            out += &format!(
+                "dns: listen {}; {} zones, {} records, ttl {}s, upstream {}\n",
+                addrs(&dns.listen),
+                dns.zones.len(),
+                records,
+                dns.ttl,
+                if dns.upstream.is_empty() {
+                    "none (REFUSED outside the zones)".to_owned()
+                } else {
+                    addrs(&dns.upstream)
+                }
+            );
+            for zone in &dns.zones {
+                let names: Vec<&str> = zone.records.iter().map(|r| r.fqdn.as_str()).collect();
+                out += &format!("  zone {}: {}\n", zone.name, names.join(", "));
+            }
+        }
+        None => out += "dns: not configured\n",
+    }
+    out
+}

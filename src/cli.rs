@@ -1,0 +1,32 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// gatehouse: an SSH jump host with TOTP and a wildcard DNS server for dev TLDs.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the appliance (with no config file found: a loopback dev setup).
+    Run {
+        /// Config file [default: /etc/gatehouse/gatehouse.yaml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Validate the config, print a summary; exit 1 with file:line:col on error.
+    Check {
+        /// Config file [default: /etc/gatehouse/gatehouse.yaml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Where the config lives when `--config` is not given.
+pub const DEFAULT_CONFIG: &str = "/etc/gatehouse/gatehouse.yaml";

@@ -1,0 +1,107 @@
+//! `gatehouse run`: load the config, start the configured servers, reload on
+//! SIGHUP or file change, stop gracefully on SIGTERM/SIGINT.
+
+use std::{path::Path, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use gatehouse_config::{Config, Reloader};
+use gatehouse_dns::DnsListeners;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::{cli::DEFAULT_CONFIG, dev, logging};
+
+/// How long connections get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let default = Path::new(DEFAULT_CONFIG);
+    let (config, watch_file) = match path {
+        Some(path) => (gatehouse_config::load(path)?, true),
+        None if default.exists() => (gatehouse_config::load(default)?, true),
+        None => {
+            print!("{}", dev::banner(default));
+            (dev::config()?, false)
+        }
+    };
+    logging::init(config.log);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(serve(config, watch_file))
+}
+
+async fn serve(config: Config, watch_file: bool) -> anyhow::Result<ExitCode> {
+    // Signal handlers first: "ready" promises that SIGTERM, SIGINT and SIGHUP
+    // are handled, not left to their default action (exit).
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let shutdown = CancellationToken::new();
+    let reloader = Reloader::new(&config.source, config.clone());
+    let live = reloader.subscribe();
+    let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
+
+    if let Some(dns) = &config.dns {
+        let listeners = DnsListeners::bind(&dns.listen).context("starting DNS")?;
+        for addr in listeners.local_addrs() {
+            info!(event = "listening", service = "dns", %addr, "DNS listening on {addr} (UDP and TCP)");
+        }
+        let (live, shutdown) = (live.clone(), shutdown.clone());
+        servers.spawn(async move { Ok(gatehouse_dns::serve(listeners, live, shutdown).await?) });
+    }
+
+    // The reloader owns the only sender of the live config; in the dev setup
+    // there is no file to watch, but the sender must live as long as we do.
+    let _reloader = if watch_file {
+        let reloading = reloader
+            .start(shutdown.clone())
+            .context("installing the SIGHUP handler")?;
+        servers.spawn(async move {
+            reloading.await;
+            Ok(())
+        });
+        None
+    } else {
+        Some(reloader)
+    };
+
+    info!(event = "ready", config = %config.source.display(), "gatehouse ready");
+    loop {
+        tokio::select! {
+            _ = term.recv() => break info!(event = "shutdown", signal = "SIGTERM", "stopping"),
+            _ = int.recv() => break info!(event = "shutdown", signal = "SIGINT", "stopping"),
+            // With a config file the reloader handles SIGHUP; the dev setup has none.
+            _ = hup.recv(), if !watch_file => {
+                info!(event = "reload", trigger = "sighup", result = "skipped", "the dev setup has no config file to reload");
+            }
+            Some(ended) = servers.join_next() => {
+                let why = match ended {
+                    Ok(Ok(())) => "a server stopped by itself".to_owned(),
+                    Ok(Err(e)) => format!("{e:#}"),
+                    Err(e) => format!("a server task failed: {e}"),
+                };
+                error!(event = "shutdown", error = %why, "stopping");
+                shutdown.cancel();
+                anyhow::bail!(why);
+            }
+        }
+    }
+    shutdown.cancel();
+    tokio::select! {
+        () = async { while servers.join_next().await.is_some() {} } => {
+            info!(event = "stopped", "all servers stopped");
+        }
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            warn!(event = "stopped", grace_secs = SHUTDOWN_GRACE.as_secs(), "grace period ran out; exiting with work still in flight");
+        }
+        _ = term.recv() => warn!(event = "stopped", "second signal: exiting now"),
+        _ = int.recv() => warn!(event = "stopped", "second signal: exiting now"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

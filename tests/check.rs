@@ -1,0 +1,107 @@
+use crate::{dns::zone_config, util::gatehouse};
+
+#[test]
+fn a_valid_config_exits_zero_with_a_summary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("g.yaml"), zone_config("")).expect("write");
+    let out = gatehouse(&["check", "--config", "g.yaml"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.starts_with("g.yaml: OK\n"), "{stdout}");
+    assert!(stdout.contains("jump: not configured"), "{stdout}");
+    assert!(
+        stdout.contains("dns: listen 127.0.0.1:0; 1 zones, 6 records, ttl 60s"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("zone sean: saxophone.sean, trombone.sean, gateway.sean, cdn.saxophone.sean"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_invalid_config_exits_one_naming_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = zone_config("").replace("trombone: 192.168.222.17", "trombone: 192.168.222.300");
+    std::fs::write(dir.path().join("g.yaml"), text).expect("write");
+    let out = gatehouse(&["check", "--config", "g.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        r#"g.yaml:10:19: dns.zones.sean.records.trombone: "192.168.222.300": expected an IPv4 or IPv6 address"#
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_yaml_error_names_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("g.yaml"),
+        "dns:\n  listen: [\"127.0.0.1:53\"]\n  zonez: {}\n",
+    )
+    .expect("write");
+    let out = gatehouse(&["check", "--config", "g.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("g.yaml:3:3: dns: unknown field `zonez`, expected one of"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_missing_file_exits_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = gatehouse(&["check", "--config", "nope.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("nope.yaml: cannot read:"), "{stderr}");
+}
+
+#[test]
+fn run_refuses_an_invalid_config_with_the_same_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("g.yaml"),
+        "dns:\n  listen: [\"127.0.0.1:99999\"]\n",
+    )
+    .expect("write");
+    let out = gatehouse(&["run", "--config", "g.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(r#"g.yaml:2:12: dns.listen[0]: "127.0.0.1:99999": expected IP:PORT"#),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_readme_example_is_valid() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("```yaml\n")
+        .expect("a yaml block in the README")
+        + 8;
+    let len = readme[start..].find("```").expect("end of the yaml block");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("gatehouse.yaml"),
+        &readme[start..start + len],
+    )
+    .expect("write");
+    let out = gatehouse(&["check", "--config", "gatehouse.yaml"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("mfa required"));
+}

@@ -1,0 +1,290 @@
+use std::net::{SocketAddr, UdpSocket};
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+use crate::util::{Dig, Gatehouse, dig};
+
+/// Forty IPv6 addresses: an answer bigger than 512 bytes.
+fn big_record() -> String {
+    let addrs: Vec<String> = (0x100..0x128).map(|n| format!("\"fd00::{n:x}\"")).collect();
+    format!("[{}]", addrs.join(", "))
+}
+
+pub fn zone_config(extra_dns: &str) -> String {
+    format!(
+        r#"state_dir: state
+log: {{ format: json, level: info }}
+dns:
+  listen: ["127.0.0.1:0"]
+  ttl: 60s
+  zones:
+    sean:
+      records:
+        saxophone: 192.168.222.16
+        trombone: 192.168.222.17
+        gateway: [192.168.222.2, "fd00::2"]
+        cdn.saxophone: 192.168.222.30
+        v6only: "fd00::6"
+        big: {big}
+{extra_dns}"#,
+        big = big_record()
+    )
+}
+
+/// Run `check` over UDP and over TCP, so every behaviour is shown on both.
+fn both(server: SocketAddr, args: &[&str], check: impl Fn(&Dig)) {
+    for transport in ["+notcp", "+tcp"] {
+        let mut all = vec![transport];
+        all.extend_from_slice(args);
+        let answer = dig(server, &all);
+        assert!(
+            !answer.status.is_empty(),
+            "no answer for {all:?}:\n{}",
+            answer.raw
+        );
+        check(&answer);
+    }
+}
+
+fn soa_of_sean(d: &Dig) {
+    assert_eq!(d.authority.len(), 1, "{}", d.raw);
+    let soa = &d.authority[0];
+    assert_eq!(
+        (soa.name.as_str(), soa.rtype.as_str()),
+        ("sean.", "SOA"),
+        "{}",
+        d.raw
+    );
+    assert_eq!(
+        soa.ttl, 60,
+        "negative TTL = min(ttl, SOA minimum): {}",
+        d.raw
+    );
+    assert!(soa.data.starts_with("sean. hostmaster.sean. "), "{}", d.raw);
+}
+
+#[test]
+fn a_record_covers_its_name_and_everything_below() {
+    let g = Gatehouse::start(&zone_config(""));
+    for name in [
+        "saxophone.sean",
+        "admin.saxophone.sean",
+        "a.b.c.saxophone.sean",
+    ] {
+        both(g.dns(), &[name, "A"], |d| {
+            assert_eq!(d.status, "NOERROR", "{}", d.raw);
+            assert!(d.has_flag("aa"), "authoritative: {}", d.raw);
+            assert_eq!(d.answer_data(), ["192.168.222.16"], "{}", d.raw);
+            assert_eq!(d.answer[0].ttl, 60);
+            assert_eq!(d.answer[0].name, format!("{name}."));
+        });
+    }
+}
+
+#[test]
+fn longest_matching_record_wins_and_case_is_kept() {
+    let g = Gatehouse::start(&zone_config(""));
+    both(g.dns(), &["x.CDN.Saxophone.SEAN", "A"], |d| {
+        assert_eq!(d.answer_data(), ["192.168.222.30"], "{}", d.raw);
+        assert_eq!(d.answer[0].name, "x.CDN.Saxophone.SEAN.", "owner as asked");
+    });
+    both(g.dns(), &["cdn.trombone.sean", "A"], |d| {
+        assert_eq!(d.answer_data(), ["192.168.222.17"], "{}", d.raw);
+    });
+}
+
+#[test]
+fn aaaa_and_dual_stack() {
+    let g = Gatehouse::start(&zone_config(""));
+    both(g.dns(), &["www.gateway.sean", "AAAA"], |d| {
+        assert_eq!(d.status, "NOERROR");
+        assert_eq!(d.answer_data(), ["fd00::2"], "{}", d.raw);
+    });
+    both(g.dns(), &["gateway.sean", "A"], |d| {
+        assert_eq!(d.answer_data(), ["192.168.222.2"], "{}", d.raw);
+    });
+    both(g.dns(), &["v6only.sean", "AAAA"], |d| {
+        assert_eq!(d.answer_data(), ["fd00::6"], "{}", d.raw);
+    });
+}
+
+#[test]
+fn existing_name_without_the_type_is_nodata_with_soa() {
+    let g = Gatehouse::start(&zone_config(""));
+    // The bug dev users hit with dnsmasq: AAAA for an IPv4-only name must be
+    // an empty NOERROR, not NXDOMAIN/REFUSED, or resolvers stall.
+    for (name, qtype) in [
+        ("saxophone.sean", "AAAA"),
+        ("admin.saxophone.sean", "AAAA"),
+        ("saxophone.sean", "MX"),
+        ("saxophone.sean", "TXT"),
+        ("v6only.sean", "A"),
+        ("sean", "A"),
+    ] {
+        both(g.dns(), &[name, qtype], |d| {
+            assert_eq!(d.status, "NOERROR", "{name} {qtype}: {}", d.raw);
+            assert!(d.has_flag("aa"));
+            assert!(d.answer.is_empty(), "{}", d.raw);
+            soa_of_sean(d);
+        });
+    }
+}
+
+#[test]
+fn unknown_name_in_a_zone_is_nxdomain_with_soa() {
+    let g = Gatehouse::start(&zone_config(""));
+    both(g.dns(), &["piano.sean", "A"], |d| {
+        assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
+        assert!(d.has_flag("aa"));
+        assert!(d.answer.is_empty());
+        soa_of_sean(d);
+    });
+}
+
+#[test]
+fn soa_and_ns_at_the_apex() {
+    let g = Gatehouse::start(&zone_config(""));
+    both(g.dns(), &["sean", "SOA"], |d| {
+        assert_eq!(d.status, "NOERROR");
+        assert!(d.has_flag("aa"));
+        assert_eq!(d.answer.len(), 1, "{}", d.raw);
+        assert_eq!(d.answer[0].rtype, "SOA");
+        assert!(
+            d.answer[0].data.starts_with("sean. hostmaster.sean. "),
+            "{}",
+            d.raw
+        );
+    });
+    both(g.dns(), &["SEAN", "NS"], |d| {
+        assert_eq!(d.answer.len(), 1, "{}", d.raw);
+        assert_eq!(
+            (d.answer[0].rtype.as_str(), d.answer[0].data.as_str()),
+            ("NS", "sean.")
+        );
+    });
+}
+
+#[test]
+fn any_is_answered_minimally() {
+    let g = Gatehouse::start(&zone_config(""));
+    both(g.dns(), &["gateway.sean", "ANY"], |d| {
+        assert_eq!(d.status, "NOERROR");
+        let mut types: Vec<&str> = d.answer.iter().map(|r| r.rtype.as_str()).collect();
+        types.sort();
+        assert_eq!(types, ["A", "AAAA"], "{}", d.raw);
+    });
+    both(g.dns(), &["sean", "ANY"], |d| {
+        let types: Vec<&str> = d.answer.iter().map(|r| r.rtype.as_str()).collect();
+        assert_eq!(types, ["SOA"], "{}", d.raw);
+    });
+}
+
+#[test]
+fn outside_every_zone_is_refused() {
+    let g = Gatehouse::start(&zone_config(""));
+    for name in ["example.com", "sean.example", "xsean"] {
+        both(g.dns(), &[name, "A"], |d| {
+            assert_eq!(d.status, "REFUSED", "{}", d.raw);
+            assert!(!d.has_flag("aa"));
+            assert!(d.answer.is_empty());
+        });
+    }
+}
+
+#[test]
+fn names_outside_the_zones_go_upstream_when_configured() {
+    let upstream = Gatehouse::start(
+        "log: { format: json }\ndns:\n  listen: [\"127.0.0.1:0\"]\n  zones:\n    other:\n      records:\n        www: 10.9.9.9\n",
+    );
+    let g = Gatehouse::start(&zone_config(&format!(
+        "  upstream: [\"{}\"]\n",
+        upstream.dns()
+    )));
+    both(g.dns(), &["www.other", "A"], |d| {
+        assert_eq!(d.status, "NOERROR", "{}", d.raw);
+        assert_eq!(d.answer_data(), ["10.9.9.9"], "{}", d.raw);
+    });
+    both(g.dns(), &["nope.other", "A"], |d| {
+        assert_eq!(d.status, "NXDOMAIN", "{}", d.raw);
+    });
+    // Our own zones are still answered here, not forwarded.
+    both(g.dns(), &["saxophone.sean", "A"], |d| {
+        assert_eq!(d.answer_data(), ["192.168.222.16"]);
+    });
+}
+
+#[test]
+fn edns_is_echoed_and_bad_versions_refused() {
+    let g = Gatehouse::start(&zone_config(""));
+    both(g.dns(), &["+edns=0", "saxophone.sean", "A"], |d| {
+        let edns = d
+            .edns
+            .as_deref()
+            .unwrap_or_else(|| panic!("no OPT: {}", d.raw));
+        assert!(edns.contains("version: 0"), "{edns}");
+        assert!(edns.contains("udp: 1232"), "{edns}");
+    });
+    both(g.dns(), &["+noedns", "saxophone.sean", "A"], |d| {
+        assert!(d.edns.is_none(), "no OPT without EDNS: {}", d.raw);
+        assert_eq!(d.answer_data(), ["192.168.222.16"]);
+    });
+    both(
+        g.dns(),
+        &["+edns=1", "+noednsneg", "saxophone.sean", "A"],
+        |d| {
+            assert_eq!(d.status, "BADVERS", "{}", d.raw);
+        },
+    );
+}
+
+#[test]
+fn big_answers_truncate_over_udp_and_come_whole_over_tcp() {
+    let g = Gatehouse::start(&zone_config(""));
+    let udp = dig(
+        g.dns(),
+        &["+noedns", "+ignore", "+notcp", "big.sean", "AAAA"],
+    );
+    assert!(
+        udp.has_flag("tc"),
+        "512-byte limit without EDNS: {}",
+        udp.raw
+    );
+    let tcp = dig(g.dns(), &["+noedns", "+tcp", "big.sean", "AAAA"]);
+    assert!(!tcp.has_flag("tc"));
+    assert_eq!(tcp.answer.len(), 40, "{}", tcp.raw);
+    let edns = dig(
+        g.dns(),
+        &["+bufsize=1232", "+ignore", "+notcp", "big.sean", "AAAA"],
+    );
+    assert!(!edns.has_flag("tc"), "fits in 1232 bytes: {}", edns.raw);
+    assert_eq!(edns.answer.len(), 40);
+}
+
+#[test]
+fn garbage_does_not_kill_the_server() {
+    let g = Gatehouse::start(&zone_config(""));
+    let server = g.dns();
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let mut rng = StdRng::seed_from_u64(0x6761_7465);
+    for _ in 0..2000 {
+        let len = rng.random_range(0..=1400);
+        let mut datagram = vec![0u8; len];
+        rng.fill(&mut datagram[..]);
+        // Half of them look like queries: QR=0, opcode 0, one question.
+        if len >= 12 && rng.random_bool(0.5) {
+            datagram[2] &= 0x07;
+            datagram[4..6].copy_from_slice(&[0, 1]);
+        }
+        socket.send_to(&datagram, server).expect("send");
+    }
+    for _ in 0..20 {
+        let mut stream = std::net::TcpStream::connect(server).expect("tcp connect");
+        let len = rng.random_range(0..=1400);
+        let mut junk = vec![0u8; len];
+        rng.fill(&mut junk[..]);
+        let _ = std::io::Write::write_all(&mut stream, &junk);
+    }
+    both(server, &["saxophone.sean", "A"], |d| {
+        assert_eq!(d.answer_data(), ["192.168.222.16"], "{}", d.raw);
+    });
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: the real `gatehouse` binary on loopback ports the tests
+//! choose, driven by real clients (`dig`). `tests/run` installs the tools.
+
+mod util;
+
+// `gatehouse check`: exit codes, summaries and located errors.
+mod check;
+// DNS answers for every kind of query, over UDP and TCP, with dig.
+mod dns;
+// Start, stop, and the no-config dev setup.
+mod lifecycle;
+// Live reload by file change and SIGHUP; invalid reloads keep the old config.
+mod reload;
