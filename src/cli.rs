@@ -26,6 +26,23 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Operator side of TOTP enrollment.
+    Totp {
+        #[command(subcommand)]
+        action: TotpAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TotpAction {
+    /// Create a TOTP secret for USER; print the otpauth URI, the secret and a QR code.
+    Enroll {
+        /// The user, as named in `jump.users`.
+        user: String,
+        /// Config file [default: /etc/gatehouse/gatehouse.yaml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Where the config lives when `--config` is not given.

@@ -10,6 +10,7 @@ mod cli;
 mod dev;
 mod logging;
 mod run;
+mod totp;
 
 use std::process::ExitCode;
 
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run { config } => run::run(config.as_deref()),
         cli::Command::Check { config } => check::check(config.as_deref()),
+        cli::Command::Totp { action } => totp::totp(action),
     };
     match result {
         Ok(code) => code,

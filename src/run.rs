@@ -6,6 +6,7 @@ use std::{path::Path, process::ExitCode, time::Duration};
 use anyhow::Context;
 use gatehouse_config::{Config, Reloader};
 use gatehouse_dns::DnsListeners;
+use gatehouse_jump::JumpListeners;
 use tokio::{
     signal::unix::{SignalKind, signal},
     task::JoinSet,
@@ -54,6 +55,15 @@ async fn serve(config: Config, watch_file: bool) -> anyhow::Result<ExitCode> {
         }
         let (live, shutdown) = (live.clone(), shutdown.clone());
         servers.spawn(async move { Ok(gatehouse_dns::serve(listeners, live, shutdown).await?) });
+    }
+
+    if let Some(jump) = &config.jump {
+        let listeners = JumpListeners::bind(&jump.listen).context("starting the jump host")?;
+        for addr in listeners.local_addrs() {
+            info!(event = "listening", service = "jump", %addr, "SSH jump host listening on {addr}");
+        }
+        let (live, shutdown) = (live.clone(), shutdown.clone());
+        servers.spawn(async move { Ok(gatehouse_jump::serve(listeners, live, shutdown).await?) });
     }
 
     // The reloader owns the only sender of the live config; in the dev setup

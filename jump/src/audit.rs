@@ -1,0 +1,144 @@
+//! The audit trail: one structured `tracing` event per connection, auth
+//! attempt, tunnel and refusal, all with `target: "audit"` and an `event`
+//! field, so `log.format: json` gives one greppable JSON object per line.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tracing::info;
+
+/// Who and where, carried by every event of one connection.
+#[derive(Clone, Debug)]
+pub struct Who {
+    /// Connection number, unique for this process.
+    pub conn: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+/// What a tunnel was asked for.
+#[derive(Clone, Debug)]
+pub struct TunnelAsk<'a> {
+    /// `direct-tcpip` (`ssh -W`, `-J`) or `exec-nc` (the legacy ProxyCommand).
+    pub via: &'static str,
+    /// The user.
+    pub user: &'a str,
+    /// The host as the client wrote it.
+    pub host: &'a str,
+    /// The port.
+    pub port: u32,
+}
+
+pub fn connection_opened(who: &Who, local: SocketAddr) {
+    info!(target: "audit", event = "connection_opened", conn = who.conn, peer = %who.peer, %local);
+}
+
+pub fn connection_closed(who: &Who, user: Option<&str>, duration: Duration, reason: &str) {
+    info!(
+        target: "audit",
+        event = "connection_closed",
+        conn = who.conn,
+        peer = %who.peer,
+        user,
+        duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        reason
+    );
+}
+
+/// One authentication attempt. `result` is `accepted`, `partial` (key
+/// accepted, code next), `enroll_only` or `rejected`; `detail` says why.
+pub fn auth(
+    who: &Who,
+    user: &str,
+    method: &str,
+    fingerprint: Option<&str>,
+    result: &str,
+    detail: &str,
+) {
+    info!(
+        target: "audit",
+        event = "auth",
+        conn = who.conn,
+        peer = %who.peer,
+        user,
+        method,
+        fingerprint,
+        result,
+        detail
+    );
+}
+
+pub fn tunnel_opened(
+    who: &Who,
+    ask: &TunnelAsk<'_>,
+    dialled: SocketAddr,
+    group: &str,
+    grant: &str,
+) {
+    info!(
+        target: "audit",
+        event = "tunnel_opened",
+        conn = who.conn,
+        peer = %who.peer,
+        via = ask.via,
+        user = ask.user,
+        host = ask.host,
+        port = ask.port,
+        %dialled,
+        group,
+        grant
+    );
+}
+
+pub fn tunnel_refused(who: &Who, ask: &TunnelAsk<'_>, reason: &str) {
+    info!(
+        target: "audit",
+        event = "tunnel_refused",
+        conn = who.conn,
+        peer = %who.peer,
+        via = ask.via,
+        user = ask.user,
+        host = ask.host,
+        port = ask.port,
+        reason
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn tunnel_closed(
+    who: &Who,
+    ask: &TunnelAsk<'_>,
+    dialled: SocketAddr,
+    bytes_up: u64,
+    bytes_down: u64,
+    duration: Duration,
+    reason: &str,
+) {
+    info!(
+        target: "audit",
+        event = "tunnel_closed",
+        conn = who.conn,
+        peer = %who.peer,
+        via = ask.via,
+        user = ask.user,
+        host = ask.host,
+        port = ask.port,
+        %dialled,
+        bytes_up,
+        bytes_down,
+        duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+        reason
+    );
+}
+
+/// A request a jump host never grants: shell, pty, x11, agent, -R, sftp, ...
+pub fn refused(who: &Who, user: Option<&str>, request: &str, detail: &str) {
+    info!(
+        target: "audit",
+        event = "request_refused",
+        conn = who.conn,
+        peer = %who.peer,
+        user,
+        request,
+        detail
+    );
+}

@@ -1,0 +1,121 @@
+//! Authentication decisions, without I/O.
+//!
+//! The order is fixed: a public key first, then (for enrolled users) one
+//! TOTP code over keyboard-interactive. russh does not enforce method order
+//! (it calls the keyboard-interactive handler even if no key succeeded), so
+//! [`AuthProgress`] remembers which user proved a key on this connection and
+//! a code is only ever checked for that user.
+
+use gatehouse_config::{JumpConfig, Mfa, PublicKey};
+
+/// What an authenticated connection may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Key accepted, no TOTP enrollment yet, and `mfa: required`: the user
+    /// may enroll and nothing else.
+    EnrollOnly,
+    /// Fully authenticated: may open granted tunnels.
+    Tunnels,
+}
+
+/// What to answer once a user's key signature has been verified.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterKey {
+    /// Partial success: ask for the code (keyboard-interactive only).
+    AskCode,
+    /// Done, with this access.
+    Accept(Access),
+}
+
+/// Enrolled users always give a code; others, per the `mfa` policy.
+pub fn after_key(mfa: Mfa, enrolled: bool) -> AfterKey {
+    match (enrolled, mfa) {
+        (true, _) => AfterKey::AskCode,
+        (false, Mfa::Required) => AfterKey::Accept(Access::EnrollOnly),
+        // Like pam_google_authenticator's nullok.
+        (false, Mfa::Optional) => AfterKey::Accept(Access::Tunnels),
+    }
+}
+
+/// Is `key` one of `user`'s keys? Unknown users simply have none, so they
+/// get the same answer as a known user with a wrong key (no enumeration).
+pub fn key_allowed(jump: &JumpConfig, user: &str, key: &PublicKey) -> bool {
+    jump.users
+        .iter()
+        .find(|(name, _)| name.as_str() == user)
+        .is_some_and(|(_, u)| u.keys.iter().any(|k| k.key_data() == key.key_data()))
+}
+
+/// Per-connection progress through authentication.
+#[derive(Debug, Default)]
+pub struct AuthProgress {
+    /// The user whose key signature was verified, and the key's fingerprint.
+    proven: Option<(String, String)>,
+    /// Set once authentication completed.
+    access: Option<Access>,
+}
+
+impl AuthProgress {
+    /// A key signature for `user` was verified.
+    pub fn key_proven(&mut self, user: &str, fingerprint: String) {
+        self.proven = Some((user.to_owned(), fingerprint));
+    }
+
+    /// May a code be checked for `user`? Only for the user who proved a key here.
+    pub fn may_check_code(&self, user: &str) -> bool {
+        matches!(&self.proven, Some((u, _)) if u == user)
+    }
+
+    /// The fingerprint of the proven key, for the audit log.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.proven.as_ref().map(|(_, f)| f.as_str())
+    }
+
+    /// Authentication finished with `access`.
+    pub fn complete(&mut self, access: Access) {
+        self.access = Some(access);
+    }
+
+    /// The access granted, if authentication finished.
+    pub fn access(&self) -> Option<Access> {
+        self.access
+    }
+
+    /// The authenticated user, if authentication finished.
+    pub fn user(&self) -> Option<&str> {
+        self.access
+            .and(self.proven.as_ref())
+            .map(|(u, _)| u.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enrolled_users_always_give_a_code() {
+        assert_eq!(after_key(Mfa::Required, true), AfterKey::AskCode);
+        assert_eq!(after_key(Mfa::Optional, true), AfterKey::AskCode);
+        assert_eq!(
+            after_key(Mfa::Required, false),
+            AfterKey::Accept(Access::EnrollOnly)
+        );
+        assert_eq!(
+            after_key(Mfa::Optional, false),
+            AfterKey::Accept(Access::Tunnels)
+        );
+    }
+
+    #[test]
+    fn codes_only_for_the_user_who_proved_a_key() {
+        let mut p = AuthProgress::default();
+        assert!(!p.may_check_code("sean"), "no key yet");
+        p.key_proven("sean", "SHA256:x".into());
+        assert!(p.may_check_code("sean"));
+        assert!(!p.may_check_code("root"), "a code for another user");
+        assert_eq!(p.user(), None, "not complete yet");
+        p.complete(Access::Tunnels);
+        assert_eq!(p.user(), Some("sean"));
+    }
+}

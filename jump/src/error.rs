@@ -1,0 +1,63 @@
+//! Errors of the jump host, each with the path or address it is about.
+
+use std::{io, net::SocketAddr, path::PathBuf};
+
+/// Why the jump host could not start or keep its state.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JumpError {
+    /// The state directory could not be created or read.
+    #[error("state directory {}: {source}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The state directory is writable by others (like sshd's StrictModes).
+    #[error(
+        "state directory {} has mode {mode:04o}: it must not be group- or world-writable \
+         (chmod go-w {})",
+        path.display(),
+        path.display()
+    )]
+    UnsafeStateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A state file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The host key could not be generated, read or written.
+    #[error("host key {}: {reason}", path.display())]
+    HostKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A listen address could not be bound.
+    #[error("jump: cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The user is not in the configuration.
+    #[error("no user {0:?} in the jump configuration")]
+    UnknownUser(String),
+    /// The configuration has no `jump` section.
+    #[error("the configuration has no `jump` section")]
+    NoJumpConfig,
+}

@@ -1,0 +1,41 @@
+//! gatehouse's SSH jump host.
+//!
+//! Public key *and* a TOTP code (keyboard-interactive, `Verification code:`),
+//! no shell, no passwords; once in, a user may open tunnels (`direct-tcpip`
+//! for `ssh -J`/`-W`, or `exec nc HOST PORT` for the legacy ProxyCommand)
+//! only to destinations their groups were granted. Everything else is
+//! refused and audited.
+//!
+//! Layout:
+//! - `auth`: the order of methods and what each result allows (no I/O);
+//! - `totp`: codes, replay protection, enrollments on disk;
+//! - `policy`: grant matching, the loopback/link-local rule (no I/O);
+//! - `exec`: recognising the `nc` ProxyCommand (no I/O);
+//! - `proxy`: resolve once, dial, pump with half-close;
+//! - `audit`: one structured event per connection, attempt and tunnel;
+//! - `hostkey`, `store`: the state directory, written atomically;
+//! - `enroll`: operator enrollment with a terminal QR code;
+//! - `server`: the accept loop and the thin russh glue.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod audit;
+mod auth;
+mod enroll;
+mod error;
+mod exec;
+mod hostkey;
+mod policy;
+mod proxy;
+mod server;
+mod store;
+mod totp;
+
+pub use auth::{Access, AfterKey, after_key};
+pub use enroll::{NewEnrollment, enroll, render_qr};
+pub use error::JumpError;
+pub use exec::{NcCommand, parse_nc};
+pub use policy::{Allowed, Refusal, decide};
+pub use server::{JumpListeners, serve};
+pub use totp::{CodeRefusal, Secret, check_code};

@@ -1,0 +1,968 @@
+//! The accept loop and the russh glue. Decisions live in `auth`, `policy`,
+//! `totp` and `proxy`; this file only maps SSH messages onto them.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use gatehouse_config::{Config, JumpConfig};
+use russh::{
+    Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Preferred, SshId,
+    cipher, kex,
+    keys::{HashAlg, PrivateKey},
+    server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Session, VerifiedPublicKey},
+};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{OwnedSemaphorePermit, Semaphore, watch},
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{debug, warn};
+
+use crate::{
+    audit::{self, TunnelAsk, Who},
+    auth::{self, Access, AfterKey, AuthProgress},
+    error::JumpError,
+    exec::parse_nc,
+    hostkey, proxy, store,
+    totp::{CodeRefusal, TotpStore},
+};
+
+/// The identification string (RFC 4253 §4.2): no library name or version
+/// for scanners to match against advisories.
+const SERVER_ID: &str = "SSH-2.0-gatehouse";
+
+/// Sockets bound for every jump listen address.
+#[derive(Debug)]
+pub struct JumpListeners {
+    listeners: Vec<std::net::TcpListener>,
+}
+
+impl JumpListeners {
+    /// Bind every address (port 0 picks a free port).
+    pub fn bind(addrs: &[SocketAddr]) -> Result<JumpListeners, JumpError> {
+        let listeners = addrs
+            .iter()
+            .map(|&addr| {
+                let l = std::net::TcpListener::bind(addr)
+                    .map_err(|source| JumpError::Bind { addr, source })?;
+                l.set_nonblocking(true)
+                    .map_err(|source| JumpError::Bind { addr, source })?;
+                Ok(l)
+            })
+            .collect::<Result<_, JumpError>>()?;
+        Ok(JumpListeners { listeners })
+    }
+
+    /// The bound addresses.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+}
+
+/// What every connection shares.
+struct Shared {
+    totp: TotpStore,
+    host_key: PrivateKey,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    next_conn: AtomicU64,
+}
+
+/// The russh settings for one version of the config, built once and shared
+/// by every connection (never per connection).
+fn russh_config(jump: &JumpConfig, host_key: &PrivateKey) -> Arc<russh::server::Config> {
+    Arc::new(russh::server::Config {
+        server_id: SshId::Standard(SERVER_ID.into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // Rejections are padded to this so a known and an unknown user take
+        // the same time; partial success goes through the same path.
+        auth_rejection_time: Duration::from_millis(100),
+        // The client's first `none` probe needs no padding: it reveals nothing.
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key.clone()],
+        max_auth_attempts: usize::try_from(jump.limits.max_auth_attempts.get()).unwrap_or(6),
+        inactivity_timeout: Some(jump.limits.idle_timeout),
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        nodelay: true,
+        // Bulk tunnels: a larger window and packets than russh's defaults.
+        window_size: 16 * 1024 * 1024,
+        maximum_packet_size: 256 * 1024,
+        preferred: Preferred {
+            kex: std::borrow::Cow::Borrowed(&[
+                kex::MLKEM768X25519_SHA256,
+                kex::CURVE25519,
+                kex::CURVE25519_PRE_RFC_8731,
+                kex::EXTENSION_SUPPORT_AS_SERVER,
+                kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+            ]),
+            cipher: std::borrow::Cow::Borrowed(&[
+                cipher::CHACHA20_POLY1305,
+                cipher::AES_256_GCM,
+                cipher::AES_128_GCM,
+            ]),
+            compression: std::borrow::Cow::Borrowed(&[russh::compression::NONE]),
+            ..Preferred::default()
+        },
+        ..Default::default()
+    })
+}
+
+/// Serve SSH on `listeners` until `shutdown`; then disconnect every client
+/// and return once their tasks have ended (the caller bounds the wait).
+pub async fn serve(
+    listeners: JumpListeners,
+    config: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+) -> Result<(), JumpError> {
+    let first = Arc::clone(&config.borrow());
+    let jump = first.jump.as_ref().ok_or(JumpError::NoJumpConfig)?;
+    store::check_state_dir(&first.state_dir)?;
+    let host_key = hostkey::load_or_generate(&first.state_dir)?;
+    let shared = Arc::new(Shared {
+        totp: TotpStore::new(&first.state_dir),
+        host_key,
+        tracker: TaskTracker::new(),
+        shutdown,
+        next_conn: AtomicU64::new(1),
+    });
+    let ssh_config = Arc::new(Mutex::new(russh_config(jump, &shared.host_key)));
+    let mut accepting = Vec::new();
+    for listener in listeners.listeners {
+        let listener = TcpListener::from_std(listener).map_err(|source| JumpError::Bind {
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+        accepting.push(tokio::spawn(accept_loop(
+            Arc::clone(&shared),
+            listener,
+            config.clone(),
+            Arc::clone(&ssh_config),
+        )));
+    }
+    shared.shutdown.cancelled().await;
+    for task in accepting {
+        let _ = task.await;
+    }
+    shared.tracker.close();
+    shared.tracker.wait().await;
+    Ok(())
+}
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut config: watch::Receiver<Arc<Config>>,
+    ssh_config: Arc<Mutex<Arc<russh::server::Config>>>,
+) {
+    let local = listener
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    loop {
+        let (tcp, peer) = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    warn!(%local, %error, "jump accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let live = Arc::clone(&config.borrow_and_update());
+        let Some(jump) = live.jump.as_ref() else {
+            continue;
+        };
+        let ssh = {
+            let mut cached = ssh_config.lock().unwrap_or_else(|p| p.into_inner());
+            if config.has_changed().unwrap_or(false) || cached.max_auth_attempts == 0 {
+                *cached = russh_config(jump, &shared.host_key);
+            }
+            Arc::clone(&cached)
+        };
+        let who = Who {
+            conn: shared.next_conn.fetch_add(1, Ordering::Relaxed),
+            peer,
+        };
+        let login_grace = jump.limits.login_grace;
+        let max_channels = usize::try_from(jump.limits.max_channels.get()).unwrap_or(32);
+        let conn = Connection {
+            shared: Arc::clone(&shared),
+            who: who.clone(),
+            local,
+            config: config.clone(),
+            progress: AuthProgress::default(),
+            authenticated: Arc::new(AtomicBool::new(false)),
+            user: Arc::new(Mutex::new(None)),
+            sessions: HashMap::new(),
+            channel_permits: Arc::new(Semaphore::new(max_channels)),
+        };
+        shared.tracker.spawn(run_connection(
+            Arc::clone(&shared),
+            ssh,
+            tcp,
+            conn,
+            login_grace,
+        ));
+    }
+}
+
+async fn run_connection(
+    shared: Arc<Shared>,
+    ssh: Arc<russh::server::Config>,
+    tcp: TcpStream,
+    conn: Connection,
+    login_grace: Duration,
+) {
+    let _ = tcp.set_nodelay(true);
+    let started = Instant::now();
+    let who = conn.who.clone();
+    let authenticated = Arc::clone(&conn.authenticated);
+    let user = Arc::clone(&conn.user);
+    audit::connection_opened(&who, conn.local);
+    let deadline = tokio::time::Instant::from_std(started + login_grace);
+    let reason = match tokio::time::timeout_at(deadline, russh::server::run_stream(ssh, tcp, conn))
+        .await
+    {
+        Err(_) => "login_grace expired during the handshake".to_owned(),
+        Ok(Err(e)) => format!("handshake failed: {e}"),
+        Ok(Ok(running)) => {
+            let handle = running.handle();
+            tokio::pin!(running);
+            tokio::select! {
+                ended = &mut running => end_reason(ended),
+                () = tokio::time::sleep_until(deadline), if !authenticated.load(Ordering::Acquire) => {
+                    if authenticated.load(Ordering::Acquire) {
+                        end_reason(running.await)
+                    } else {
+                        disconnect(&handle, running, "login grace time expired").await;
+                        "login_grace expired before authentication".to_owned()
+                    }
+                }
+                () = shared.shutdown.cancelled() => {
+                    disconnect(&handle, running, "gatehouse is shutting down").await;
+                    "server shutdown".to_owned()
+                }
+            }
+        }
+    };
+    let user = user.lock().ok().and_then(|u| u.clone());
+    audit::connection_closed(&who, user.as_deref(), started.elapsed(), &reason);
+}
+
+fn end_reason(ended: Result<(), russh::Error>) -> String {
+    match ended {
+        Ok(()) => "closed".to_owned(),
+        // `ssh -W` often closes TCP without a DISCONNECT: a normal end.
+        Err(russh::Error::IO(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "client closed".to_owned()
+        }
+        Err(e) => {
+            debug!(error = %e, "ssh session ended with an error");
+            format!("error: {e}")
+        }
+    }
+}
+
+/// Say goodbye, then give the session a moment to flush and end.
+async fn disconnect<F: std::future::Future>(
+    handle: &Handle,
+    running: std::pin::Pin<&mut F>,
+    why: &str,
+) {
+    let _ = handle
+        .disconnect(Disconnect::ByApplication, why.to_owned(), String::new())
+        .await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), running).await;
+}
+
+/// One SSH connection's state: small, and only what the decisions need.
+struct Connection {
+    shared: Arc<Shared>,
+    who: Who,
+    local: SocketAddr,
+    config: watch::Receiver<Arc<Config>>,
+    progress: AuthProgress,
+    /// Read by the login-grace watchdog.
+    authenticated: Arc<AtomicBool>,
+    /// The authenticated user, for the closing audit event.
+    user: Arc<Mutex<Option<String>>>,
+    /// Session channels waiting for an `exec`.
+    sessions: HashMap<ChannelId, (Channel<Msg>, OwnedSemaphorePermit)>,
+    /// `max_channels`: one permit per open channel, held for its life.
+    channel_permits: Arc<Semaphore>,
+}
+
+fn only(method: MethodKind) -> Option<MethodSet> {
+    Some(MethodSet::from(&[method][..]))
+}
+
+fn reject_with(method: MethodKind) -> Auth {
+    Auth::Reject {
+        proceed_with_methods: only(method),
+        partial_success: false,
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Connection {
+    /// The live config's jump section (None if it was removed on reload).
+    fn live(&self) -> Option<Arc<Config>> {
+        let config = Arc::clone(&self.config.borrow());
+        config.jump.is_some().then_some(config)
+    }
+
+    fn finish(&mut self, user: &str, access: Access) {
+        self.progress.complete(access);
+        self.authenticated.store(true, Ordering::Release);
+        if let Ok(mut u) = self.user.lock() {
+            *u = Some(user.to_owned());
+        }
+    }
+
+    /// The line a client sees when it asks for what a jump host never gives.
+    fn jump_only_message(&self) -> String {
+        let user = self.progress.user().unwrap_or("USER");
+        match self.progress.access() {
+            Some(Access::EnrollOnly) => format!(
+                "gatehouse: {user} has no TOTP enrollment yet, so no tunnel can be opened.\r\n\
+                 Ask an operator to run: gatehouse totp enroll {user}\r\n"
+            ),
+            _ => format!(
+                "gatehouse is a jump host: use ssh -J {user}@{}:{} TARGET\r\n",
+                self.local.ip(),
+                self.local.port()
+            ),
+        }
+    }
+
+    /// Refuse a session request, telling the client why on stderr.
+    fn refuse_on_channel(&mut self, channel: ChannelId, session: &mut Session, request: &str) {
+        audit::refused(
+            &self.who,
+            self.progress.user(),
+            request,
+            "a jump host only proxies",
+        );
+        let message = self.jump_only_message();
+        let _ = session.channel_success(channel);
+        let _ = session.extended_data(channel, 1, message.into_bytes());
+        let _ = session.exit_status_request(channel, 1);
+        let _ = session.eof(channel);
+        let _ = session.close(channel);
+        self.sessions.remove(&channel);
+    }
+
+    /// Spawn the task that checks, dials and pumps one tunnel.
+    fn start_tunnel(&self, tunnel: Tunnel) {
+        self.shared.tracker.spawn(tunnel.run());
+    }
+}
+
+/// One tunnel request on its way: `direct-tcpip` (with a reply handle) or
+/// `exec nc` (on an already open session channel).
+struct Tunnel {
+    who: Who,
+    via: &'static str,
+    user: String,
+    host: String,
+    port: u32,
+    config: Arc<Config>,
+    connect_timeout: Option<Duration>,
+    channel: Channel<Msg>,
+    reply: Option<ChannelOpenHandle>,
+    handle: Handle,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Tunnel {
+    async fn run(self) {
+        let ask = TunnelAsk {
+            via: self.via,
+            user: &self.user,
+            host: &self.host,
+            port: self.port,
+        };
+        let id = self.channel.id();
+        let opened = match (self.config.jump.as_ref(), u16::try_from(self.port)) {
+            (Some(jump), Ok(port)) if port != 0 => {
+                match jump.users.iter().find(|(n, _)| n.as_str() == self.user) {
+                    Some((_, user)) => {
+                        let timeout = self.connect_timeout.unwrap_or(jump.connect_timeout);
+                        proxy::open(jump, user, &self.host, port, timeout).await
+                    }
+                    None => Err(proxy::OpenError::Refused(
+                        crate::policy::Refusal::NotGranted,
+                    )),
+                }
+            }
+            _ => Err(proxy::OpenError::Refused(
+                crate::policy::Refusal::NotGranted,
+            )),
+        };
+        let dialled = match opened {
+            Ok(d) => d,
+            Err(error) => {
+                audit::tunnel_refused(&self.who, &ask, &error.to_string());
+                match self.reply {
+                    Some(reply) => reply.reject(error.failure()).await,
+                    None => {
+                        let line = format!("gatehouse: {}:{}: {error}\r\n", self.host, self.port);
+                        let _ = self.handle.extended_data(id, 1, line.into_bytes()).await;
+                        let _ = self.handle.exit_status_request(id, 1).await;
+                        let _ = self.handle.eof(id).await;
+                        let _ = self.handle.close(id).await;
+                    }
+                }
+                return;
+            }
+        };
+        audit::tunnel_opened(
+            &self.who,
+            &ask,
+            dialled.addr,
+            &dialled.group,
+            &dialled.grant,
+        );
+        if let Some(reply) = self.reply {
+            reply.accept().await;
+        }
+        let started = Instant::now();
+        let pumped = proxy::pump(self.channel.into_stream(), dialled.stream).await;
+        if self.via == "exec-nc" {
+            let _ = self.handle.exit_status_request(id, 0).await;
+        }
+        let _ = self.handle.close(id).await;
+        audit::tunnel_closed(
+            &self.who,
+            &ask,
+            dialled.addr,
+            pumped.up,
+            pumped.down,
+            started.elapsed(),
+            &pumped.reason,
+        );
+    }
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        Ok(self
+            .live()
+            .and_then(|c| c.jump.as_ref().and_then(|j| j.banner.clone()))
+            .map(|b| if b.ends_with('\n') { b } else { b + "\n" }))
+    }
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        debug!(conn = self.who.conn, user, "auth none");
+        Ok(reject_with(MethodKind::PublicKey))
+    }
+
+    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        audit::auth(
+            &self.who,
+            user,
+            "password",
+            None,
+            "rejected",
+            "passwords are never accepted",
+        );
+        Ok(reject_with(MethodKind::PublicKey))
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let allowed = self
+            .live()
+            .and_then(|c| {
+                c.jump
+                    .as_ref()
+                    .map(|j| auth::key_allowed(j, user, offer.public_key))
+            })
+            .unwrap_or(false);
+        if allowed {
+            Ok(Auth::Accept)
+        } else {
+            // A probe, not yet a failure: OpenSSH offers each key it has.
+            let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+            audit::auth(
+                &self.who,
+                user,
+                "publickey",
+                Some(&fp),
+                "rejected",
+                "key not authorized for this user (probe)",
+            );
+            Ok(Auth::reject())
+        }
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+        let Some(config) = self.live() else {
+            return Ok(Auth::reject());
+        };
+        let Some(jump) = config.jump.as_ref() else {
+            return Ok(Auth::reject());
+        };
+        if !auth::key_allowed(jump, user, key.public_key) {
+            audit::auth(
+                &self.who,
+                user,
+                "publickey",
+                Some(&fp),
+                "rejected",
+                "key not authorized for this user",
+            );
+            return Ok(Auth::reject());
+        }
+        self.progress.key_proven(user, fp.clone());
+        let enrolled = match self.shared.totp.load(user) {
+            Ok(e) => e.is_some(),
+            Err(error) => {
+                warn!(%error, user, "cannot read the TOTP enrollment; refusing");
+                audit::auth(
+                    &self.who,
+                    user,
+                    "publickey",
+                    Some(&fp),
+                    "rejected",
+                    "enrollment unreadable",
+                );
+                return Ok(Auth::reject());
+            }
+        };
+        match auth::after_key(jump.mfa, enrolled) {
+            AfterKey::AskCode => {
+                audit::auth(
+                    &self.who,
+                    user,
+                    "publickey",
+                    Some(&fp),
+                    "partial",
+                    "key accepted; TOTP code next",
+                );
+                Ok(Auth::Reject {
+                    proceed_with_methods: only(MethodKind::KeyboardInteractive),
+                    partial_success: true,
+                })
+            }
+            AfterKey::Accept(access) => {
+                let result = match access {
+                    Access::EnrollOnly => "enroll_only",
+                    Access::Tunnels => "accepted",
+                };
+                audit::auth(
+                    &self.who,
+                    user,
+                    "publickey",
+                    Some(&fp),
+                    result,
+                    "no TOTP enrollment",
+                );
+                self.finish(user, access);
+                Ok(Auth::Accept)
+            }
+        }
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        if !self.progress.may_check_code(user) {
+            audit::auth(
+                &self.who,
+                user,
+                "keyboard-interactive",
+                None,
+                "rejected",
+                "no verified key for this user on this connection",
+            );
+            return Ok(reject_with(MethodKind::PublicKey));
+        }
+        let Some(mut response) = response else {
+            return Ok(Auth::Partial {
+                name: "".into(),
+                instructions: "".into(),
+                prompts: vec![("Verification code: ".into(), false)].into(),
+            });
+        };
+        let fp = self.progress.fingerprint().map(ToOwned::to_owned);
+        let code = response
+            .next()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .unwrap_or_default();
+        let Some(config) = self.live() else {
+            return Ok(Auth::reject());
+        };
+        let Some(jump) = config.jump.as_ref() else {
+            return Ok(Auth::reject());
+        };
+        let verdict = self
+            .shared
+            .totp
+            .verify(user, &jump.totp, &code, unix_now())
+            .await;
+        match verdict {
+            Ok(Some(Ok(step))) => {
+                audit::auth(
+                    &self.who,
+                    user,
+                    "keyboard-interactive",
+                    fp.as_deref(),
+                    "accepted",
+                    &format!("totp step {step}"),
+                );
+                self.finish(user, Access::Tunnels);
+                Ok(Auth::Accept)
+            }
+            Ok(Some(Err(refusal))) => {
+                let detail = match refusal {
+                    CodeRefusal::Wrong => "wrong code",
+                    CodeRefusal::Replayed => "code already used (replay)",
+                };
+                audit::auth(
+                    &self.who,
+                    user,
+                    "keyboard-interactive",
+                    fp.as_deref(),
+                    "rejected",
+                    detail,
+                );
+                Ok(reject_with(MethodKind::KeyboardInteractive))
+            }
+            Ok(None) => {
+                audit::auth(
+                    &self.who,
+                    user,
+                    "keyboard-interactive",
+                    fp.as_deref(),
+                    "rejected",
+                    "not enrolled",
+                );
+                Ok(Auth::reject())
+            }
+            Err(error) => {
+                warn!(%error, user, "TOTP check failed");
+                audit::auth(
+                    &self.who,
+                    user,
+                    "keyboard-interactive",
+                    fp.as_deref(),
+                    "rejected",
+                    "enrollment unreadable",
+                );
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Ok(permit) = Arc::clone(&self.channel_permits).try_acquire_owned() else {
+            audit::refused(
+                &self.who,
+                self.progress.user(),
+                "session",
+                "max_channels reached",
+            );
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        self.sessions.insert(channel.id(), (channel, permit));
+        reply.accept().await;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        port_to_connect: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let user = self.progress.user().unwrap_or("").to_owned();
+        let ask = TunnelAsk {
+            via: "direct-tcpip",
+            user: &user,
+            host: host_to_connect,
+            port: port_to_connect,
+        };
+        if self.progress.access() != Some(Access::Tunnels) {
+            audit::tunnel_refused(&self.who, &ask, "no TOTP enrollment yet: enroll first");
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        let Some(config) = self.live() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let Ok(permit) = Arc::clone(&self.channel_permits).try_acquire_owned() else {
+            audit::tunnel_refused(&self.who, &ask, "max_channels reached");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        self.start_tunnel(Tunnel {
+            who: self.who.clone(),
+            via: "direct-tcpip",
+            user,
+            host: host_to_connect.to_owned(),
+            port: port_to_connect,
+            config,
+            connect_timeout: None,
+            channel,
+            reply: Some(reply),
+            handle: session.handle(),
+            _permit: permit,
+        });
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let nc = match parse_nc(data) {
+            Ok(nc) if self.progress.access() == Some(Access::Tunnels) => nc,
+            Ok(nc) => {
+                let user = self.progress.user().unwrap_or("").to_owned();
+                let ask = TunnelAsk {
+                    via: "exec-nc",
+                    user: &user,
+                    host: &nc.host,
+                    port: u32::from(nc.port),
+                };
+                audit::tunnel_refused(&self.who, &ask, "no TOTP enrollment yet: enroll first");
+                self.refuse_on_channel(channel, session, "exec");
+                return Ok(());
+            }
+            Err(why) => {
+                debug!(conn = self.who.conn, why, "exec refused");
+                self.refuse_on_channel(channel, session, "exec");
+                return Ok(());
+            }
+        };
+        let (Some((chan, permit)), Some(config)) = (self.sessions.remove(&channel), self.live())
+        else {
+            let _ = session.channel_failure(channel);
+            return Ok(());
+        };
+        let _ = session.channel_success(channel);
+        self.start_tunnel(Tunnel {
+            who: self.who.clone(),
+            via: "exec-nc",
+            user: self.progress.user().unwrap_or("").to_owned(),
+            host: nc.host,
+            port: u32::from(nc.port),
+            config,
+            connect_timeout: nc.connect_timeout,
+            channel: chan,
+            reply: None,
+            handle: session.handle(),
+            _permit: permit,
+        });
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_on_channel(channel, session, "shell");
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_on_channel(channel, session, &format!("subsystem {name}"));
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _col_width: u32,
+        _row_height: u32,
+        _pix_width: u32,
+        _pix_height: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        audit::refused(
+            &self.who,
+            self.progress.user(),
+            "pty",
+            "no terminal on a jump host",
+        );
+        let _ = session.channel_failure(channel);
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        variable_name: &str,
+        _variable_value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        audit::refused(&self.who, self.progress.user(), "env", variable_name);
+        let _ = session.channel_failure(channel);
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single_connection: bool,
+        _x11_auth_protocol: &str,
+        _x11_auth_cookie: &str,
+        _x11_screen_number: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        audit::refused(&self.who, self.progress.user(), "x11", "no X11 forwarding");
+        let _ = session.channel_failure(channel);
+        Ok(())
+    }
+
+    async fn agent_request(
+        &mut self,
+        _channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        audit::refused(
+            &self.who,
+            self.progress.user(),
+            "agent",
+            "no agent forwarding",
+        );
+        Ok(false)
+    }
+
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        audit::refused(
+            &self.who,
+            self.progress.user(),
+            "tcpip-forward",
+            &format!("{address}:{port}"),
+        );
+        Ok(false)
+    }
+
+    async fn streamlocal_forward(
+        &mut self,
+        socket_path: &str,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
+        audit::refused(
+            &self.who,
+            self.progress.user(),
+            "streamlocal-forward",
+            socket_path,
+        );
+        Ok(false)
+    }
+
+    async fn channel_open_x11(
+        &mut self,
+        _channel: Channel<Msg>,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        audit::refused(
+            &self.who,
+            self.progress.user(),
+            "x11 channel",
+            "no X11 forwarding",
+        );
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        socket_path: &str,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        audit::refused(
+            &self.who,
+            self.progress.user(),
+            "direct-streamlocal",
+            socket_path,
+        );
+        reply
+            .reject(ChannelOpenFailure::AdministrativelyProhibited)
+            .await;
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.sessions.remove(&channel);
+        Ok(())
+    }
+}
