@@ -19,16 +19,25 @@ use crate::{cli::DEFAULT_CONFIG, dev, logging};
 /// How long connections get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-pub fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+/// The config at `path`, else at the default path, else the dev setup
+/// (`None` for the watched file then).
+pub fn config_or_dev(path: Option<&Path>, announce: bool) -> anyhow::Result<(Config, bool)> {
     let default = Path::new(DEFAULT_CONFIG);
-    let (config, watch_file) = match path {
+    Ok(match path {
         Some(path) => (gatehouse_config::load(path)?, true),
         None if default.exists() => (gatehouse_config::load(default)?, true),
         None => {
-            print!("{}", dev::banner(default));
-            (dev::config()?, false)
+            let dev = dev::setup()?;
+            if announce {
+                print!("{}", dev.banner(default));
+            }
+            (dev.config, false)
         }
-    };
+    })
+}
+
+pub fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (config, watch_file) = config_or_dev(path, true)?;
     logging::init(config.log);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,16 +1,15 @@
 //! `gatehouse totp`: the operator side of enrollment.
 
-use std::{path::Path, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::cli::{DEFAULT_CONFIG, TotpAction};
+use crate::{cli::TotpAction, run::config_or_dev};
 
 pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
     match action {
         TotpAction::Enroll { user, config } => {
-            let path = config.as_deref().unwrap_or(Path::new(DEFAULT_CONFIG));
-            let config = gatehouse_config::load(path)?;
+            let (config, _) = config_or_dev(config.as_deref(), false)?;
             let enrolled = gatehouse_jump::enroll(&config, &user)
                 .with_context(|| format!("enrolling {user}"))?;
             println!(

@@ -2,11 +2,15 @@
 //! read its JSON log, drive it with real clients, and clean up.
 
 use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
+    fs::File,
+    io::{BufRead, BufReader, Read, Seek, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::{Arc, Condvar, Mutex},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -45,13 +49,18 @@ struct Log {
     closed: bool,
 }
 
+/// The JSON log lines, and a signal for each new one.
+type LogSink = Arc<(Mutex<Log>, Condvar)>;
+
 /// A running `gatehouse run` with its own config folder.
 pub struct Gatehouse {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
-    log: Arc<(Mutex<Log>, Condvar)>,
+    log: LogSink,
     stderr: Arc<Mutex<String>>,
+    /// Logs of the runs before a [`Gatehouse::restart`], shown on failure.
+    earlier: Vec<String>,
 }
 
 impl Gatehouse {
@@ -67,15 +76,28 @@ impl Gatehouse {
 
     /// Start with arguments `args` followed by the config path, not waiting.
     fn spawn(dir: tempfile::TempDir, config: PathBuf, args: &[&str]) -> Gatehouse {
+        let (child, log, stderr) = Self::launch(&config, args);
+        Gatehouse {
+            child: Some(child),
+            dir,
+            config,
+            log,
+            stderr,
+            earlier: Vec::new(),
+        }
+    }
+
+    /// Spawn the binary and the threads that collect its stdout and stderr.
+    fn launch(config: &Path, args: &[&str]) -> (Child, LogSink, Arc<Mutex<String>>) {
         let mut child = Command::new(gatehouse_bin())
             .args(args)
-            .arg(&config)
+            .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn gatehouse");
-        let log: Arc<(Mutex<Log>, Condvar)> = Arc::default();
+        let log: LogSink = Arc::default();
         let stdout = child.stdout.take().expect("stdout");
         let sink = log.clone();
         std::thread::spawn(move || {
@@ -98,13 +120,7 @@ impl Gatehouse {
                 s.push('\n');
             }
         });
-        Gatehouse {
-            child: Some(child),
-            dir,
-            config,
-            log,
-            stderr,
-        }
+        (child, log, stderr)
     }
 
     /// Every JSON log line so far.
@@ -170,6 +186,45 @@ impl Gatehouse {
         *self.listening("dns").first().expect("dns listening")
     }
 
+    /// The first SSH jump host address.
+    pub fn jump(&self) -> SocketAddr {
+        *self.listening("jump").first().expect("jump listening")
+    }
+
+    /// `gatehouse totp enroll USER` on this config; returns the base32 secret.
+    pub fn enroll(&self, user: &str) -> String {
+        let config = self.config.to_str().expect("UTF-8 config path");
+        let out = gatehouse(
+            &["totp", "enroll", user, "--config", config],
+            self.dir.path(),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "totp enroll {user} failed: {}\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("secret:"))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|| panic!("no `secret:` line in:\n{stdout}"))
+    }
+
+    /// Wait for the audit event `event` (target `audit`) matching `pred`.
+    pub fn audit(&self, event: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for(|v| v["target"] == "audit" && v["event"] == event && pred(v))
+    }
+
+    /// Every audit event `event` logged so far.
+    pub fn audits(&self, event: &str) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|v| v["target"] == "audit" && v["event"] == event)
+            .collect()
+    }
+
     pub fn stderr(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -201,6 +256,29 @@ impl Gatehouse {
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) -> ExitStatus {
+        self.terminate()
+    }
+
+    /// Stop with SIGTERM, then start again on the same config and state
+    /// folder, as an operator's `systemctl restart` does; wait until ready.
+    pub fn restart(&mut self) {
+        let status = self.terminate();
+        assert!(
+            status.success(),
+            "gatehouse exited with {status} on SIGTERM"
+        );
+        let (lock, _) = &*self.log;
+        let lines = lock.lock().map(|l| l.lines.join("\n")).unwrap_or_default();
+        self.earlier
+            .push(format!("{lines}\n--- stderr ---\n{}", self.stderr()));
+        let (child, log, stderr) = Self::launch(&self.config, &["run", "--config"]);
+        self.child = Some(child);
+        self.log = log;
+        self.stderr = stderr;
+        self.wait_for(|v| v["event"] == "ready");
+    }
+
+    fn terminate(&mut self) -> ExitStatus {
         self.signal("TERM");
         let mut child = self.child.take().expect("child");
         let deadline = Instant::now() + PATIENCE;
@@ -224,6 +302,9 @@ impl Drop for Gatehouse {
             let _ = child.wait();
         }
         if std::thread::panicking() {
+            for (i, earlier) in self.earlier.iter().enumerate() {
+                eprintln!("--- gatehouse log, run {} ---\n{earlier}", i + 1);
+            }
             let (lock, _) = &*self.log;
             if let Ok(log) = lock.lock() {
                 eprintln!("--- gatehouse log ---\n{}", log.lines.join("\n"));
@@ -345,4 +426,489 @@ pub fn gatehouse(args: &[&str], cwd: &Path) -> std::process::Output {
         .stdin(Stdio::null())
         .output()
         .expect("run gatehouse")
+}
+
+// ---------------------------------------------------------------------------
+// SSH: OpenSSH clients, a throwaway sshd as a real second hop, and small
+// TCP servers standing in for internal hosts.
+
+/// How long one client command may run before the test fails. A hang guard,
+/// never a timing assertion: generous for a loaded 2-core machine.
+pub const HANG: Duration = Duration::from_secs(90);
+
+/// What a finished command printed.
+pub struct Output {
+    pub what: String,
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    /// Panic with everything it printed unless the command succeeded.
+    pub fn success(&self) -> &Output {
+        assert!(self.status.success(), "expected success: {self}");
+        self
+    }
+
+    /// Panic with everything it printed unless the command failed.
+    pub fn failure(&self) -> &Output {
+        assert!(!self.status.success(), "expected failure: {self}");
+        self
+    }
+
+    /// Panic unless stderr contains `text`.
+    pub fn stderr_has(&self, text: &str) -> &Output {
+        assert!(self.stderr.contains(text), "stderr lacks {text:?}: {self}");
+        self
+    }
+}
+
+impl std::fmt::Display for Output {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\n  exited with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.what,
+            self.status,
+            String::from_utf8_lossy(&self.stdout),
+            self.stderr
+        )
+    }
+}
+
+/// Run `cmd` with `input` on stdin (then EOF) to completion; kill it and
+/// fail the test if it runs longer than [`HANG`]. Output goes to files, not
+/// pipes, so a process that puts itself in the background (`ssh -f`) and
+/// keeps them open cannot block the test.
+pub fn run(cmd: &mut Command, input: &[u8]) -> Output {
+    let what = format!("{cmd:?}");
+    let mut out = tempfile::tempfile().expect("tempfile");
+    let mut err = tempfile::tempfile().expect("tempfile");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(err.try_clone().expect("dup"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    // Not joined: a child that exits without reading everything ends it
+    // with EPIPE; dropping `stdin` is the EOF.
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let deadline = Instant::now() + HANG;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let read = |f: &mut File| {
+        let mut buf = Vec::new();
+        f.rewind().expect("rewind");
+        f.read_to_end(&mut buf).expect("read output");
+        buf
+    };
+    let stdout = read(&mut out);
+    let stderr = String::from_utf8_lossy(&read(&mut err)).into_owned();
+    let Some(status) = status else {
+        panic!(
+            "{what} still running after {HANG:?}; killed it\n--- stdout ---\n{}\n--- stderr ---\n{stderr}",
+            String::from_utf8_lossy(&stdout)
+        );
+    };
+    Output {
+        what,
+        status,
+        stdout,
+        stderr,
+    }
+}
+
+/// A port that was free a moment ago (for helpers that cannot take port 0).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// The login name this test runs as.
+pub fn current_user() -> String {
+    let out = run(tool("id").arg("-un"), b"");
+    out.success();
+    out.stdout().trim().to_owned()
+}
+
+/// A helper process in the background, killed and reaped when dropped; its
+/// output file is shown if the test fails.
+pub struct Daemon {
+    name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Start `cmd` with stdout and stderr going to `log`.
+    pub fn start(name: &str, cmd: &mut Command, log: &Path) -> Daemon {
+        let file = File::create(log).expect("create daemon log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("dup"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Daemon {
+            name: name.to_owned(),
+            child: Some(child),
+            log: log.to_owned(),
+        }
+    }
+
+    /// What it printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Has it exited?
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- {} output ---\n{}", self.name, self.log());
+        }
+    }
+}
+
+/// An OpenSSH client with its own key and `ssh_config`, answering the
+/// `Verification code:` prompt through `SSH_ASKPASS`.
+pub struct SshClient {
+    dir: tempfile::TempDir,
+    /// The `ssh -F` file; every host in it uses this client's key.
+    pub config: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+    askpass: PathBuf,
+    prompts: PathBuf,
+    hosts: Vec<(String, SocketAddr, String)>,
+}
+
+impl SshClient {
+    /// A new key and an empty config: add hosts with [`SshClient::add_host`]
+    /// (the jump host's port is known only once it runs with this key).
+    pub fn new() -> SshClient {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("id_ed25519");
+        run(
+            tool("ssh-keygen")
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "gatehouse-test",
+                    "-f",
+                ])
+                .arg(&key),
+            b"",
+        )
+        .success();
+        let client = SshClient {
+            config: dir.path().join("ssh_config"),
+            askpass: dir.path().join("askpass"),
+            prompts: dir.path().join("prompts"),
+            key,
+            dir,
+            hosts: Vec::new(),
+        };
+        client.write_askpass("echo 'no code configured for this test' >&2; exit 1");
+        client
+    }
+
+    /// The public key line, for the gatehouse config or `authorized_keys`.
+    pub fn public_key(&self) -> String {
+        std::fs::read_to_string(self.key.with_extension("pub"))
+            .expect("read public key")
+            .trim()
+            .to_owned()
+    }
+
+    /// A folder that lives as long as this client (control sockets, ...).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Add (or replace) the host alias `alias`: `user` at `addr`.
+    pub fn add_host(&mut self, alias: &str, addr: SocketAddr, user: &str) {
+        self.hosts.retain(|(a, _, _)| a != alias);
+        self.hosts.push((alias.to_owned(), addr, user.to_owned()));
+        let mut text = String::new();
+        for (alias, addr, user) in &self.hosts {
+            text.push_str(&format!(
+                "Host {alias}\n  HostName {}\n  Port {}\n  User {user}\n\n",
+                addr.ip(),
+                addr.port()
+            ));
+        }
+        // First value wins in ssh_config, so the defaults come last. One
+        // code prompt per connection: a refused code is one failure, not
+        // three (failures count toward bans).
+        text.push_str(&format!(
+            "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  \
+             UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile /dev/null\n  BatchMode no\n  \
+             NumberOfPasswordPrompts 1\n  LogLevel VERBOSE\n  ConnectTimeout 15\n",
+            self.key.display()
+        ));
+        std::fs::write(&self.config, text).expect("write ssh_config");
+    }
+
+    fn write_askpass(&self, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let script = format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\n{body}\n",
+            self.prompts.display()
+        );
+        let tmp = self.askpass.with_extension("tmp");
+        std::fs::write(&tmp, script).expect("write askpass");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod askpass");
+        std::fs::rename(&tmp, &self.askpass).expect("rename askpass");
+    }
+
+    /// Answer every prompt with the current code for `secret` (`oathtool --totp`).
+    pub fn answer_with_totp(&self, secret: &str) {
+        let oathtool = which("oathtool").unwrap_or_else(|| {
+            panic!("`oathtool` is not installed; run `tests/run` (it installs the test tools)")
+        });
+        self.write_askpass(&format!(
+            "exec '{}' --totp -b '{secret}'",
+            oathtool.display()
+        ));
+    }
+
+    /// Answer every prompt with `code`.
+    pub fn answer_with(&self, code: &str) {
+        self.write_askpass(&format!("echo '{code}'"));
+    }
+
+    /// The prompts askpass was shown so far.
+    pub fn prompts(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.prompts)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env_remove("SSH_AUTH_SOCK")
+            .env_remove("DISPLAY")
+            .env("SSH_ASKPASS", &self.askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force");
+    }
+
+    /// `ssh -F CONFIG`, no agent, askpass answering prompts.
+    pub fn ssh(&self) -> Command {
+        let mut cmd = tool("ssh");
+        cmd.arg("-F").arg(&self.config);
+        self.env(&mut cmd);
+        cmd
+    }
+
+    /// `sftp -F CONFIG`, same environment.
+    pub fn sftp(&self) -> Command {
+        let mut cmd = tool("sftp");
+        cmd.arg("-F").arg(&self.config);
+        self.env(&mut cmd);
+        cmd
+    }
+
+    /// `ssh -F CONFIG` as a shell command line (for `ProxyCommand`).
+    pub fn ssh_command_line(&self) -> String {
+        format!("ssh -F {}", self.config.display())
+    }
+}
+
+/// A throwaway OpenSSH sshd on loopback: the real host behind the jump.
+pub struct Sshd {
+    pub addr: SocketAddr,
+    /// Log in as this user (the one running the tests).
+    pub user: String,
+    daemon: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    /// Start an sshd that lets `authorized_key` in as the current user.
+    pub fn start(authorized_key: &str) -> Sshd {
+        let sshd = "/usr/sbin/sshd";
+        let _ = tool(sshd);
+        // The privilege separation folder; only root can create it, and only
+        // root needs it.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host_key = dir.path().join("ssh_host_ed25519_key");
+        run(
+            tool("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&host_key),
+            b"",
+        )
+        .success();
+        let authorized = dir.path().join("authorized_keys");
+        std::fs::write(&authorized, format!("{authorized_key}\n")).expect("authorized_keys");
+        let user = current_user();
+        let config = dir.path().join("sshd_config");
+        let log = dir.path().join("sshd.log");
+        // The port is picked, released, then bound by sshd: another test may
+        // grab it in between, so a failed bind is retried with a new port.
+        for _ in 0..5 {
+            let port = free_port();
+            std::fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\n\
+                     AuthorizedKeysFile {}\nStrictModes no\nUsePAM no\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                     PermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
+                    host_key.display(),
+                    authorized.display()
+                ),
+            )
+            .expect("write sshd_config");
+            let mut daemon = Daemon::start(
+                "sshd",
+                Command::new(sshd)
+                    .arg("-D")
+                    .arg("-e")
+                    .arg("-f")
+                    .arg(&config),
+                &log,
+            );
+            let listening = format!("Server listening on 127.0.0.1 port {port}.");
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                if daemon.log().contains(&listening) {
+                    return Sshd {
+                        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                        user,
+                        daemon,
+                        _dir: dir,
+                    };
+                }
+                if let Some(status) = daemon.exited() {
+                    let log = daemon.log();
+                    assert!(
+                        log.contains("Address already in use"),
+                        "sshd exited with {status}:\n{log}"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "sshd did not start listening:\n{}",
+                    daemon.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("sshd found no free port in 5 tries");
+    }
+
+    /// What sshd logged so far.
+    pub fn log(&self) -> String {
+        self.daemon.log()
+    }
+}
+
+/// A small TCP server on 127.0.0.1 standing in for an internal host: one
+/// thread per connection; stops accepting when dropped.
+pub struct TcpServer {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl TcpServer {
+    fn start(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> TcpServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let handle = Arc::new(handle);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                if let Ok(stream) = stream {
+                    let handle = handle.clone();
+                    std::thread::spawn(move || handle(stream));
+                }
+            }
+        });
+        TcpServer { addr, stop }
+    }
+
+    /// Sends back every byte it receives; closes after the client's EOF.
+    pub fn echo() -> TcpServer {
+        TcpServer::start(|mut stream| {
+            if let Ok(mut reader) = stream.try_clone() {
+                let _ = std::io::copy(&mut reader, &mut stream);
+            }
+        })
+    }
+
+    /// Reads until the client's EOF (a half-close), then answers
+    /// `got N bytes` and closes.
+    pub fn count_until_eof() -> TcpServer {
+        TcpServer::start(|mut stream| {
+            let mut got = Vec::new();
+            if stream.read_to_end(&mut got).is_ok() {
+                let _ = write!(stream, "got {} bytes", got.len());
+            }
+        })
+    }
+
+    /// Writes `banner` on connect, then closes.
+    pub fn banner(banner: &'static str) -> TcpServer {
+        TcpServer::start(move |mut stream| {
+            let _ = stream.write_all(banner.as_bytes());
+        })
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
 }

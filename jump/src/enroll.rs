@@ -7,10 +7,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use gatehouse_config::Config;
 use qrcode::{QrCode, render::unicode::Dense1x2};
 
+use gatehouse_config::TotpSettings;
+
 use crate::{
     error::JumpError,
     store,
-    totp::{Enrollment, Secret, TotpStore},
+    totp::{Enrollment, Secret, TotpStore, check_code},
 };
 
 /// What to show the user after enrolling.
@@ -97,4 +99,147 @@ mod tests {
                 .all(|c| matches!(c, ' ' | '█' | '▀' | '▄' | '\n'))
         );
     }
+}
+
+/// The self-enrollment prompt.
+pub const CONFIRM_PROMPT: &str = "Enter the code from your authenticator app to confirm: ";
+/// Wrong confirmation codes allowed before the session gives up.
+pub const CONFIRM_TRIES: u8 = 3;
+
+/// A terminal wants CRLF: with a pty the client's terminal is raw.
+fn crlf(text: &str) -> String {
+    text.replace('\n', "\r\n")
+}
+
+/// What a keystroke batch did to an interactive enrollment.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Typed {
+    /// Bytes to echo back (the terminal is raw: we echo).
+    Echo(Vec<u8>),
+    /// A complete line was entered; check it with [`SelfEnrollment::confirm`].
+    Line(String),
+    /// Ctrl-C or Ctrl-D: stop without storing anything.
+    Abort,
+}
+
+/// Self-enrollment in an interactive ssh session: the screen, a tiny line
+/// editor for the confirmation code, and the check. Nothing is stored until
+/// a code confirms the secret.
+#[derive(Debug)]
+pub struct SelfEnrollment {
+    secret: Secret,
+    line: String,
+    tries: u8,
+}
+
+/// The outcome of one confirmation attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Right code: store the enrollment with this step as used.
+    Confirmed {
+        /// The time step the code belonged to.
+        step: u64,
+    },
+    /// Wrong code; ask again.
+    Retry(String),
+    /// Too many wrong codes: end the session, nothing stored.
+    GiveUp(String),
+}
+
+impl SelfEnrollment {
+    /// A new secret and the screen that shows it (QR, secret, URI, prompt).
+    pub fn start(settings: &TotpSettings, user: &str) -> Result<(SelfEnrollment, String), String> {
+        let secret = Secret::generate();
+        let uri = secret.otpauth_uri(settings, user)?;
+        let screen = format!(
+            "\ngatehouse: {user} has no second factor yet. Let's set one up.\n\
+             issuer: {issuer}    account: {user}\n\n\
+             Scan this QR code with an authenticator app (Google Authenticator, 1Password, ...):\n\n\
+             {qr}\n\
+             Or type the secret into the app: {b32}\n\
+             URI: {uri}\n\n\
+             {CONFIRM_PROMPT}",
+            issuer = settings.issuer,
+            qr = render_qr(&uri),
+            b32 = secret.to_base32(),
+        );
+        Ok((
+            SelfEnrollment {
+                secret,
+                line: String::new(),
+                tries: 0,
+            },
+            crlf(&screen),
+        ))
+    }
+
+    /// The secret being enrolled.
+    pub fn secret(&self) -> &Secret {
+        &self.secret
+    }
+
+    /// Feed keystrokes; digits are echoed, backspace edits, Enter completes.
+    pub fn typed(&mut self, bytes: &[u8]) -> Vec<Typed> {
+        let mut out = Vec::new();
+        let mut echo = Vec::new();
+        for &b in bytes {
+            match b {
+                b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'-' if self.line.len() < 16 => {
+                    self.line.push(char::from(b));
+                    echo.push(b);
+                }
+                0x7f | 0x08 if self.line.pop().is_some() => echo.extend_from_slice(b"\x08 \x08"),
+                b'\r' | b'\n' => {
+                    echo.extend_from_slice(b"\r\n");
+                    out.push(Typed::Echo(std::mem::take(&mut echo)));
+                    out.push(Typed::Line(std::mem::take(&mut self.line)));
+                }
+                0x03 | 0x04 => {
+                    out.push(Typed::Echo(std::mem::take(&mut echo)));
+                    out.push(Typed::Abort);
+                    return out;
+                }
+                _ => {}
+            }
+        }
+        if !echo.is_empty() {
+            out.push(Typed::Echo(echo));
+        }
+        out
+    }
+
+    /// Check a typed line at unix time `now`.
+    pub fn confirm(&mut self, settings: &TotpSettings, line: &str, now: u64) -> Confirmation {
+        match check_code(settings, &self.secret, line, now, None) {
+            Ok(step) => Confirmation::Confirmed { step },
+            Err(_) => {
+                self.tries = self.tries.saturating_add(1);
+                if self.tries >= CONFIRM_TRIES {
+                    Confirmation::GiveUp(crlf(
+                        "That code is not right either. Nothing was stored; log in again to start over.\n",
+                    ))
+                } else {
+                    Confirmation::Retry(crlf(&format!(
+                        "That code is not right (check the app's clock). {} tries left.\n{CONFIRM_PROMPT}",
+                        CONFIRM_TRIES - self.tries
+                    )))
+                }
+            }
+        }
+    }
+}
+
+/// The screen after a confirmed enrollment: the recovery codes, once.
+pub fn recovery_screen(codes: &[String], jump_hint: &str) -> String {
+    let mut text = String::from(
+        "\nEnrolled. From now on every login asks for a code from the app.\n\n\
+         Recovery codes: each works once at the `Verification code:` prompt in place of\n\
+         a code, if you lose your phone. Store them safely (a password manager);\n\
+         they are not shown again:\n\n",
+    );
+    for code in codes {
+        text += &format!("    {code}\n");
+    }
+    text += &format!("\nNext: {jump_hint}\n");
+    crlf(&text)
 }

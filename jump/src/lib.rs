@@ -33,7 +33,10 @@ mod store;
 mod totp;
 
 pub use auth::{Access, AfterKey, after_key};
-pub use enroll::{NewEnrollment, enroll, render_qr};
+pub use enroll::{
+    CONFIRM_PROMPT, Confirmation, NewEnrollment, SelfEnrollment, Typed, enroll, recovery_screen,
+    render_qr,
+};
 pub use error::JumpError;
 pub use exec::{NcCommand, parse_nc};
 pub use policy::{Allowed, Refusal, decide};

@@ -127,8 +127,14 @@ pub struct Pumped {
 /// one read.
 const COPY_BUFFER: usize = 64 * 1024;
 
+/// Which end of a copy failed: the one read from, or the one written to.
+enum Failed {
+    Reading(io::Error),
+    Writing(io::Error),
+}
+
 /// Copy one way until EOF, then pass the EOF on (half-close).
-async fn one_way<R, W>(mut from: R, mut to: W) -> (u64, Option<io::Error>)
+async fn one_way<R, W>(mut from: R, mut to: W) -> (u64, Option<Failed>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -137,18 +143,18 @@ where
     let mut total: u64 = 0;
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) => return (total, to.shutdown().await.err()),
+            Ok(0) => return (total, to.shutdown().await.err().map(Failed::Writing)),
             Ok(n) => n,
             Err(e) => {
                 let _ = to.shutdown().await;
-                return (total, Some(e));
+                return (total, Some(Failed::Reading(e)));
             }
         };
         let Some(chunk) = buf.get(..n) else {
             return (total, None);
         };
         if let Err(e) = to.write_all(chunk).await {
-            return (total, Some(e));
+            return (total, Some(Failed::Writing(e)));
         }
         total = total.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
     }
@@ -164,10 +170,15 @@ where
     let (tcp_read, tcp_write) = target.into_split();
     let ((up, up_err), (down, down_err)) =
         tokio::join!(one_way(chan_read, tcp_write), one_way(tcp_read, chan_write));
+    // Up reads the client and writes the target; down the other way round.
     let reason = match (up_err, down_err) {
         (None, None) => "eof".to_owned(),
-        (Some(e), _) => format!("client side: {e}"),
-        (None, Some(e)) => format!("target side: {e}"),
+        (Some(Failed::Reading(e)), _) | (_, Some(Failed::Writing(e))) => {
+            format!("client side: {e}")
+        }
+        (Some(Failed::Writing(e)), _) | (_, Some(Failed::Reading(e))) => {
+            format!("target side: {e}")
+        }
     };
     Pumped { up, down, reason }
 }

@@ -201,7 +201,9 @@ async fn accept_loop(
         let conn = Connection {
             shared: Arc::clone(&shared),
             who: who.clone(),
-            local,
+            // The address this client reached (not the listener's, which may
+            // be 0.0.0.0): the jump-host hint tells users to connect there.
+            local: tcp.local_addr().unwrap_or(local),
             config: config.clone(),
             progress: AuthProgress::default(),
             authenticated: Arc::new(AtomicBool::new(false)),
@@ -346,10 +348,10 @@ impl Connection {
                 "gatehouse: {user} has no TOTP enrollment yet, so no tunnel can be opened.\r\n\
                  Ask an operator to run: gatehouse totp enroll {user}\r\n"
             ),
+            // SocketAddr's Display brackets IPv6 (`[::1]:22`), as ssh -J needs.
             _ => format!(
-                "gatehouse is a jump host: use ssh -J {user}@{}:{} TARGET\r\n",
-                self.local.ip(),
-                self.local.port()
+                "gatehouse is a jump host: use ssh -J {user}@{} TARGET\r\n",
+                self.local
             ),
         }
     }
