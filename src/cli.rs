@@ -43,6 +43,22 @@ pub enum TotpAction {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Remove USER's enrollment: they set up a new one at their next login.
+    Reset {
+        /// The user, as named in `jump.users`.
+        user: String,
+        /// Config file [default: /etc/gatehouse/gatehouse.yaml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Show whether USER is enrolled, since when, and recovery codes left.
+    Status {
+        /// The user, as named in `jump.users`.
+        user: String,
+        /// Config file [default: /etc/gatehouse/gatehouse.yaml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Where the config lives when `--config` is not given.

@@ -1,10 +1,31 @@
 //! `gatehouse totp`: the operator side of enrollment.
 
-use std::process::ExitCode;
+use std::{path::Path, process::ExitCode};
 
 use anyhow::Context;
+use gatehouse_config::Config;
+use gatehouse_jump::TotpStore;
 
 use crate::{cli::TotpAction, run::config_or_dev};
+
+/// The config and the user's `totp_secret_file`, after checking the user exists.
+fn user_config(
+    config: Option<&Path>,
+    user: &str,
+) -> anyhow::Result<(Config, Option<std::path::PathBuf>)> {
+    let (config, _) = config_or_dev(config, false)?;
+    let jump = config
+        .jump
+        .as_ref()
+        .context("the configuration has no `jump` section")?;
+    let (_, account) = jump
+        .users
+        .iter()
+        .find(|(name, _)| name.as_str() == user)
+        .with_context(|| format!("no user {user:?} in jump.users"))?;
+    let provisioned = account.totp_secret_file.clone();
+    Ok((config, provisioned))
+}
 
 pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
     match action {
@@ -19,9 +40,63 @@ pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
             println!("secret:  {}", enrolled.secret_base32);
             println!("uri:     {}", enrolled.uri);
             println!(
+                "\nRecovery codes (each works once in place of a code; give them to {user} to store safely):"
+            );
+            for code in &enrolled.recovery_codes {
+                println!("    {code}");
+            }
+            println!(
                 "\n{user} is enrolled. A running gatehouse asks for their code from the next login on."
             );
             Ok(ExitCode::SUCCESS)
+        }
+        TotpAction::Reset { user, config } => {
+            let (config, provisioned) = user_config(config.as_deref(), &user)?;
+            if provisioned.is_some() {
+                println!(
+                    "{user}'s secret is provisioned by totp_secret_file: change it there. \
+                     Clearing this host's replay state and recovery codes."
+                );
+            }
+            let existed = TotpStore::new(&config.state_dir)
+                .remove(&user)
+                .with_context(|| format!("resetting {user}"))?;
+            if existed {
+                println!("{user}: enrollment removed. They set up a new one at their next login.");
+            } else {
+                println!("{user}: was not enrolled; nothing to do.");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TotpAction::Status { user, config } => {
+            let (config, provisioned) = user_config(config.as_deref(), &user)?;
+            let status = TotpStore::new(&config.state_dir)
+                .status(&user, provisioned.as_deref())
+                .with_context(|| format!("reading {user}'s enrollment"))?;
+            match status {
+                None => {
+                    println!(
+                        "{user}: not enrolled (they set up a code at their next interactive login)"
+                    );
+                    Ok(ExitCode::from(3))
+                }
+                Some(s) => {
+                    let since = s.created.map_or("an unknown time".to_owned(), |t| {
+                        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+                        humantime::format_rfc3339_seconds(at).to_string()
+                    });
+                    let source = if s.provisioned {
+                        "secret from totp_secret_file"
+                    } else {
+                        "secret in state_dir"
+                    };
+                    println!(
+                        "{user}: enrolled since {since}; {source}; {} recovery codes left",
+                        s.recovery_left
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
         }
     }
 }

@@ -677,10 +677,22 @@ fn shell_exec_pty_and_sftp_are_refused() {
     assert!(exec.stdout.is_empty(), "{exec}");
     refused("exec");
 
-    // ssh -tt treats a refused pty as fatal.
+    // A terminal is only ever granted for self-enrollment: this user has no
+    // second factor, so `ssh -tt` gets the enrollment screen; with stdin at
+    // EOF it ends without storing anything. (Refusal of a pty to an
+    // enrolled user is in the enrollment tests.)
     let pty = run(client.ssh().args(["-tt", "jump"]), b"");
-    pty.failure().stderr_has("PTY allocation request failed");
-    refused("pty");
+    assert_eq!(pty.status.code(), Some(1), "{pty}");
+    assert!(
+        pty.stdout()
+            .contains("sean has no second factor yet. Let's set one up."),
+        "{pty}"
+    );
+    assert!(
+        pty.stdout().contains("Aborted; nothing was stored."),
+        "{pty}"
+    );
+    g.audit("totp", |v| v["action"] == "enrollment_aborted");
 
     let sftp = run(client.sftp().arg("jump"), b"");
     sftp.failure().stderr_has(&the_jump_host_line(&g));
@@ -803,7 +815,8 @@ fn without_enrollment_the_key_gets_in_but_no_tunnel_until_enrolled() {
     out.failure()
         .stderr_has("Authenticated to 127.0.0.1")
         .stderr_has("using \"publickey\".")
-        .stderr_has("administratively prohibited");
+        .stderr_has("administratively prohibited")
+        .stderr_has("no second factor yet; set it up in a terminal first: ssh -p");
     assert!(out.stdout.is_empty(), "{out}");
     let auth = g.audit("auth", |_| true);
     assert_eq!(auth["result"], "enroll_only", "{auth}");
@@ -818,7 +831,7 @@ fn without_enrollment_the_key_gets_in_but_no_tunnel_until_enrolled() {
         b"x",
     );
     assert_eq!(nc.status.code(), Some(1), "{nc}");
-    nc.stderr_has("no TOTP enrollment");
+    nc.stderr_has("sean has no second factor yet. Set it up in a terminal: ssh -p");
     g.audit("tunnel_refused", |v| v["via"] == "exec-nc");
     assert!(g.audits("tunnel_opened").is_empty());
 

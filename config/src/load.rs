@@ -300,6 +300,34 @@ admin:
     }
 
     #[test]
+    fn totp_secret_files_must_be_private_base32() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("sean.totp");
+        std::fs::write(&secret, "GN6KDGQAMQZVJENZOOUIXNZ55EG43CPL\n").expect("write");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let text = format!(
+            "jump:\n  listen: [\"127.0.0.1:0\"]\n  users:\n    sean:\n      keys: [\"{KEY}\"]\n      totp_secret_file: sean.totp\n"
+        );
+        let path = dir.path().join("g.yaml");
+        let msg = parse(&path, &text).expect_err("0644").to_string();
+        assert!(
+            msg.contains("g.yaml:6:25: jump.users.sean.totp_secret_file:"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("mode is 0644; it must be 0600 or 0400"),
+            "{msg}"
+        );
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o400)).expect("chmod");
+        assert!(parse(&path, &text).is_ok());
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::fs::write(&secret, "not base32!\n").expect("write");
+        let msg = parse(&path, &text).expect_err("garbage").to_string();
+        assert!(msg.contains("expected a base32 TOTP secret"), "{msg}");
+    }
+
+    #[test]
     fn keys_file_is_read_relative_to_the_config() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(

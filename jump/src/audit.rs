@@ -142,3 +142,16 @@ pub fn refused(who: &Who, user: Option<&str>, request: &str, detail: &str) {
         detail
     );
 }
+
+/// A TOTP lifecycle step: enrollment started, confirmed, refused, reset.
+pub fn totp(who: &Who, user: &str, action: &str, detail: &str) {
+    info!(
+        target: "audit",
+        event = "totp",
+        conn = who.conn,
+        peer = %who.peer,
+        user,
+        action,
+        detail
+    );
+}

@@ -11,7 +11,7 @@ use gatehouse_config::TotpSettings;
 
 use crate::{
     error::JumpError,
-    store,
+    recovery, store,
     totp::{Enrollment, Secret, TotpStore, check_code},
 };
 
@@ -24,46 +24,67 @@ pub struct NewEnrollment {
     pub secret_base32: String,
     /// The URI as a QR code of UTF-8 half blocks.
     pub qr: String,
+    /// One-time recovery codes, shown once (stored only hashed).
+    pub recovery_codes: Vec<String>,
 }
 
-/// Enroll `user`: a new secret, stored atomically (0600) in `state_dir/totp/USER`.
-/// Refuses when the user already has an enrollment.
-pub fn enroll(config: &Config, user: &str) -> Result<NewEnrollment, JumpError> {
-    let jump = config.jump.as_ref().ok_or(JumpError::NoJumpConfig)?;
-    if !jump.users.keys().any(|u| u.as_str() == user) {
-        return Err(JumpError::UnknownUser(user.to_owned()));
-    }
-    store::check_state_dir(&config.state_dir)?;
-    let totp = TotpStore::new(&config.state_dir);
-    if totp.load(user)?.is_some() {
-        return Err(JumpError::State {
-            path: config.state_dir.join("totp").join(user),
-            source: std::io::Error::other("already enrolled; remove this file to enroll again"),
-        });
-    }
-    let secret = Secret::generate();
-    let uri = secret
-        .otpauth_uri(&jump.totp, user)
-        .map_err(|e| JumpError::State {
-            path: config.state_dir.join("totp").join(user),
-            source: std::io::Error::other(e),
-        })?;
-    let created = SystemTime::now()
+fn unix_now() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
-    totp.save(
+        .unwrap_or(0)
+}
+
+/// Hash fresh recovery codes; returns (codes in clear to show once, hashes to store).
+pub fn new_recovery_codes() -> Result<(Vec<String>, Vec<String>), String> {
+    let codes = recovery::generate();
+    let hashes = codes
+        .iter()
+        .map(|c| recovery::hash(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((codes, hashes))
+}
+
+/// Operator enrollment of `user`: a new secret and recovery codes, stored
+/// atomically (0600) in `state_dir/totp/USER`. Refused when the user is
+/// already enrolled or their secret is provisioned by `totp_secret_file`.
+pub fn enroll(config: &Config, user: &str) -> Result<NewEnrollment, JumpError> {
+    let jump = config.jump.as_ref().ok_or(JumpError::NoJumpConfig)?;
+    let Some((_, account)) = jump.users.iter().find(|(name, _)| name.as_str() == user) else {
+        return Err(JumpError::UnknownUser(user.to_owned()));
+    };
+    let state = |why: String| JumpError::State {
+        path: config.state_dir.join("totp").join(user),
+        source: std::io::Error::other(why),
+    };
+    if account.totp_secret_file.is_some() {
+        return Err(state(
+            "the secret is provisioned by totp_secret_file; nothing to enroll".into(),
+        ));
+    }
+    store::check_state_dir(&config.state_dir)?;
+    let secret = Secret::generate();
+    let uri = secret.otpauth_uri(&jump.totp, user).map_err(state)?;
+    let (recovery_codes, hashes) = new_recovery_codes().map_err(state)?;
+    let created = TotpStore::new(&config.state_dir).create(
         user,
         &Enrollment {
             secret: secret.clone(),
-            created,
+            created: unix_now(),
             last_step: None,
+            recovery: hashes,
         },
     )?;
+    if !created {
+        return Err(state(
+            "already enrolled; `gatehouse totp reset` it first to enroll again".into(),
+        ));
+    }
     Ok(NewEnrollment {
         qr: render_qr(&uri),
         uri,
         secret_base32: secret.to_base32(),
+        recovery_codes,
     })
 }
 

@@ -9,6 +9,8 @@
 //! Layout:
 //! - `auth`: the order of methods and what each result allows (no I/O);
 //! - `totp`: codes, replay protection, enrollments on disk;
+//! - `recovery`: one-time recovery codes, stored as salted Argon2id hashes;
+//! - `limits`: per-user wrong-code limit (no I/O, `now` passed in);
 //! - `policy`: grant matching, the loopback/link-local rule (no I/O);
 //! - `exec`: recognising the `nc` ProxyCommand (no I/O);
 //! - `proxy`: resolve once, dial, pump with half-close;
@@ -26,8 +28,10 @@ mod enroll;
 mod error;
 mod exec;
 mod hostkey;
+mod limits;
 mod policy;
 mod proxy;
+mod recovery;
 mod server;
 mod store;
 mod totp;
@@ -41,4 +45,4 @@ pub use error::JumpError;
 pub use exec::{NcCommand, parse_nc};
 pub use policy::{Allowed, Refusal, decide};
 pub use server::{JumpListeners, serve};
-pub use totp::{CodeRefusal, Secret, check_code};
+pub use totp::{CodeRefusal, Secret, Status, TotpStore, Verdict, check_code};

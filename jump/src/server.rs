@@ -2,8 +2,9 @@
 //! `totp` and `proxy`; this file only maps SSH messages onto them.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::SocketAddr,
+    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -28,10 +29,11 @@ use tracing::{debug, warn};
 use crate::{
     audit::{self, TunnelAsk, Who},
     auth::{self, Access, AfterKey, AuthProgress},
+    enroll::{Confirmation, SelfEnrollment, Typed, new_recovery_codes, recovery_screen},
     error::JumpError,
     exec::parse_nc,
     hostkey, proxy, store,
-    totp::{CodeRefusal, TotpStore},
+    totp::{CodeRefusal, Enrollment, TotpStore, Verdict},
 };
 
 /// The identification string (RFC 4253 §4.2): no library name or version
@@ -210,6 +212,8 @@ async fn accept_loop(
             user: Arc::new(Mutex::new(None)),
             sessions: HashMap::new(),
             channel_permits: Arc::new(Semaphore::new(max_channels)),
+            enroll_ptys: HashSet::new(),
+            enrolling: None,
         };
         shared.tracker.spawn(run_connection(
             Arc::clone(&shared),
@@ -290,6 +294,13 @@ async fn disconnect<F: std::future::Future>(
     let _ = tokio::time::timeout(Duration::from_secs(2), running).await;
 }
 
+/// Exit status, EOF and close on a session channel.
+fn end_channel(session: &mut Session, channel: ChannelId, status: u32) {
+    let _ = session.exit_status_request(channel, status);
+    let _ = session.eof(channel);
+    let _ = session.close(channel);
+}
+
 /// One SSH connection's state: small, and only what the decisions need.
 struct Connection {
     shared: Arc<Shared>,
@@ -305,6 +316,10 @@ struct Connection {
     sessions: HashMap<ChannelId, (Channel<Msg>, OwnedSemaphorePermit)>,
     /// `max_channels`: one permit per open channel, held for its life.
     channel_permits: Arc<Semaphore>,
+    /// Session channels with a pty granted for self-enrollment.
+    enroll_ptys: HashSet<ChannelId>,
+    /// The self-enrollment running on a channel, if any.
+    enrolling: Option<(ChannelId, SelfEnrollment)>,
 }
 
 fn only(method: MethodKind) -> Option<MethodSet> {
@@ -340,19 +355,179 @@ impl Connection {
         }
     }
 
-    /// The line a client sees when it asks for what a jump host never gives.
+    /// The user's `totp_secret_file`, if configuration management provisions their secret.
+    fn provisioned(config: &Config, user: &str) -> Option<PathBuf> {
+        config
+            .jump
+            .as_ref()?
+            .users
+            .iter()
+            .find(|(name, _)| name.as_str() == user)
+            .and_then(|(_, u)| u.totp_secret_file.clone())
+    }
+
+    /// May this connection's user set up their second factor here? Yes when
+    /// logged in without one and no secret is provisioned for them.
+    fn may_enroll(&self) -> bool {
+        let (Some(user), Some(config)) = (self.progress.user(), self.live()) else {
+            return false;
+        };
+        Self::provisioned(&config, user).is_none()
+            && matches!(self.shared.totp.load(user, None), Ok(None))
+    }
+
+    /// How to reach the jump host interactively, for hints.
+    fn login_hint(&self) -> String {
+        let user = self.progress.user().unwrap_or("USER");
+        format!("ssh -p {} {user}@{}", self.local.port(), self.local.ip())
+    }
+
+    /// The lines a client sees when it asks for what a jump host never gives.
     fn jump_only_message(&self) -> String {
         let user = self.progress.user().unwrap_or("USER");
-        match self.progress.access() {
-            Some(Access::EnrollOnly) => format!(
-                "gatehouse: {user} has no TOTP enrollment yet, so no tunnel can be opened.\r\n\
-                 Ask an operator to run: gatehouse totp enroll {user}\r\n"
-            ),
-            // SocketAddr's Display brackets IPv6 (`[::1]:22`), as ssh -J needs.
-            _ => format!(
-                "gatehouse is a jump host: use ssh -J {user}@{} TARGET\r\n",
-                self.local
-            ),
+        let set_up = format!(
+            "gatehouse: {user} has no second factor yet. Set it up in a terminal: {}\r\n",
+            self.login_hint()
+        );
+        if self.progress.access() == Some(Access::EnrollOnly) {
+            return set_up;
+        }
+        // SocketAddr's Display brackets IPv6 (`[::1]:22`), as ssh -J needs.
+        let mut message = format!(
+            "gatehouse is a jump host: use ssh -J {user}@{} TARGET\r\n",
+            self.local
+        );
+        // `mfa: optional` lets unenrolled users tunnel; still offer the factor.
+        if self.may_enroll() {
+            message += &set_up;
+        }
+        message
+    }
+
+    /// Show the enrollment screen on `channel` and wait for the code.
+    fn start_enrollment(&mut self, channel: ChannelId, session: &mut Session) {
+        let (Some(user), Some(config)) = (self.progress.user().map(ToOwned::to_owned), self.live())
+        else {
+            return;
+        };
+        let Some(jump) = config.jump.as_ref() else {
+            return;
+        };
+        match SelfEnrollment::start(&jump.totp, &user) {
+            Ok((enrollment, screen)) => {
+                audit::totp(&self.who, &user, "enrollment_started", "QR code shown");
+                let _ = session.channel_success(channel);
+                let _ = session.data(channel, screen.into_bytes());
+                self.enrolling = Some((channel, enrollment));
+            }
+            Err(error) => {
+                warn!(%error, user, "cannot start an enrollment");
+                let _ = session.channel_failure(channel);
+            }
+        }
+    }
+
+    /// Keystrokes during self-enrollment.
+    async fn enrollment_input(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) {
+        let Some((_, mut enrollment)) = self.enrolling.take_if(|(c, _)| *c == channel) else {
+            return;
+        };
+        let (Some(user), Some(config)) = (self.progress.user().map(ToOwned::to_owned), self.live())
+        else {
+            return;
+        };
+        let Some(jump) = config.jump.as_ref() else {
+            return;
+        };
+        for typed in enrollment.typed(data) {
+            let line = match typed {
+                Typed::Echo(bytes) => {
+                    let _ = session.data(channel, bytes);
+                    continue;
+                }
+                Typed::Abort => {
+                    audit::totp(&self.who, &user, "enrollment_aborted", "nothing stored");
+                    let _ = session.data(channel, b"\r\nAborted; nothing was stored.\r\n".to_vec());
+                    end_channel(session, channel, 1);
+                    return;
+                }
+                Typed::Line(line) => line,
+            };
+            let now = unix_now();
+            match enrollment.confirm(&jump.totp, &line, now) {
+                Confirmation::Retry(text) => {
+                    audit::totp(&self.who, &user, "enrollment_wrong_code", "asked again");
+                    let _ = session.data(channel, text.into_bytes());
+                }
+                Confirmation::GiveUp(text) => {
+                    audit::totp(
+                        &self.who,
+                        &user,
+                        "enrollment_failed",
+                        "3 wrong codes; nothing stored",
+                    );
+                    let _ = session.data(channel, text.into_bytes());
+                    end_channel(session, channel, 1);
+                    return;
+                }
+                Confirmation::Confirmed { step } => {
+                    let text = self.store_enrollment(&user, &enrollment, step, now).await;
+                    let _ = session.data(channel, text.into_bytes());
+                    end_channel(session, channel, 0);
+                    return;
+                }
+            }
+        }
+        self.enrolling = Some((channel, enrollment));
+    }
+
+    /// Store a confirmed self-enrollment; the text to show.
+    async fn store_enrollment(
+        &self,
+        user: &str,
+        enrollment: &SelfEnrollment,
+        step: u64,
+        now: u64,
+    ) -> String {
+        let codes = tokio::task::spawn_blocking(new_recovery_codes).await;
+        let Ok(Ok((codes, hashes))) = codes else {
+            warn!(user, "cannot hash recovery codes");
+            return "\r\nSomething went wrong on the server; nothing was stored.\r\n".into();
+        };
+        let stored = self.shared.totp.create(
+            user,
+            &Enrollment {
+                secret: enrollment.secret().clone(),
+                created: now,
+                // The confirming code's step counts as used.
+                last_step: Some(step),
+                recovery: hashes,
+            },
+        );
+        match stored {
+            Ok(true) => {
+                audit::totp(
+                    &self.who,
+                    user,
+                    "enrolled",
+                    &format!("{} recovery codes", codes.len()),
+                );
+                let hint = format!("ssh -J {user}@{} TARGET", self.local);
+                recovery_screen(&codes, &hint)
+            }
+            Ok(false) => {
+                audit::totp(
+                    &self.who,
+                    user,
+                    "enrollment_refused",
+                    "another enrollment was confirmed first",
+                );
+                "\r\nAnother session enrolled you first; this secret was not stored. Use the code from that enrollment.\r\n".into()
+            }
+            Err(error) => {
+                warn!(%error, user, "cannot store an enrollment");
+                "\r\nSomething went wrong on the server; nothing was stored.\r\n".into()
+            }
         }
     }
 
@@ -546,7 +721,8 @@ impl russh::server::Handler for Connection {
             return Ok(Auth::reject());
         }
         self.progress.key_proven(user, fp.clone());
-        let enrolled = match self.shared.totp.load(user) {
+        let provisioned = Self::provisioned(&config, user);
+        let enrolled = match self.shared.totp.load(user, provisioned.as_deref()) {
             Ok(e) => e.is_some(),
             Err(error) => {
                 warn!(%error, user, "cannot read the TOTP enrollment; refusing");
@@ -630,62 +806,37 @@ impl russh::server::Handler for Connection {
         let Some(jump) = config.jump.as_ref() else {
             return Ok(Auth::reject());
         };
+        let provisioned = Self::provisioned(&config, user);
         let verdict = self
             .shared
             .totp
-            .verify(user, &jump.totp, &code, unix_now())
+            .verify(user, provisioned.as_deref(), &jump.totp, &code, unix_now())
             .await;
-        match verdict {
-            Ok(Some(Ok(step))) => {
-                audit::auth(
-                    &self.who,
-                    user,
-                    "keyboard-interactive",
-                    fp.as_deref(),
-                    "accepted",
-                    &format!("totp step {step}"),
-                );
-                self.finish(user, Access::Tunnels);
-                Ok(Auth::Accept)
+        let method = "keyboard-interactive";
+        let (accepted, detail) = match verdict {
+            Ok(Verdict::Code { step }) => (true, format!("totp step {step}")),
+            Ok(Verdict::Recovery { left }) => (true, format!("recovery code used; {left} left")),
+            Ok(Verdict::Refused(CodeRefusal::Wrong)) => (false, "wrong code".to_owned()),
+            Ok(Verdict::Refused(CodeRefusal::Replayed)) => {
+                (false, "code already used (replay)".to_owned())
             }
-            Ok(Some(Err(refusal))) => {
-                let detail = match refusal {
-                    CodeRefusal::Wrong => "wrong code",
-                    CodeRefusal::Replayed => "code already used (replay)",
-                };
-                audit::auth(
-                    &self.who,
-                    user,
-                    "keyboard-interactive",
-                    fp.as_deref(),
-                    "rejected",
-                    detail,
-                );
-                Ok(reject_with(MethodKind::KeyboardInteractive))
-            }
-            Ok(None) => {
-                audit::auth(
-                    &self.who,
-                    user,
-                    "keyboard-interactive",
-                    fp.as_deref(),
-                    "rejected",
-                    "not enrolled",
-                );
-                Ok(Auth::reject())
-            }
+            Ok(Verdict::Limited) => (
+                false,
+                "per-user code limit: 3 wrong codes within 30s; not checked".to_owned(),
+            ),
+            Ok(Verdict::NotEnrolled) => (false, "not enrolled".to_owned()),
             Err(error) => {
                 warn!(%error, user, "TOTP check failed");
-                audit::auth(
-                    &self.who,
-                    user,
-                    "keyboard-interactive",
-                    fp.as_deref(),
-                    "rejected",
-                    "enrollment unreadable",
-                );
-                Ok(Auth::reject())
+                (false, "enrollment unreadable".to_owned())
             }
+        };
+        let result = if accepted { "accepted" } else { "rejected" };
+        audit::auth(&self.who, user, method, fp.as_deref(), result, &detail);
+        if accepted {
+            self.finish(user, Access::Tunnels);
+            Ok(Auth::Accept)
+        } else {
+            Ok(reject_with(MethodKind::KeyboardInteractive))
         }
     }
 
@@ -730,8 +881,13 @@ impl russh::server::Handler for Connection {
         };
         if self.progress.access() != Some(Access::Tunnels) {
             audit::tunnel_refused(&self.who, &ask, "no TOTP enrollment yet: enroll first");
+            // OpenSSH prints the reason: "open failed: administratively prohibited: ...".
+            let reason = format!(
+                "no second factor yet; set it up in a terminal first: {}",
+                self.login_hint()
+            );
             reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .reject(ChannelOpenFailure::Other { code: 1, reason })
                 .await;
             return Ok(());
         }
@@ -815,7 +971,35 @@ impl russh::server::Handler for Connection {
         channel: ChannelId,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.refuse_on_channel(channel, session, "shell");
+        if self.enroll_ptys.contains(&channel) && self.enrolling.is_none() && self.may_enroll() {
+            self.start_enrollment(channel, session);
+        } else {
+            self.refuse_on_channel(channel, session, "shell");
+        }
+        Ok(())
+    }
+
+    async fn channel_eof(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // The client's input ended mid-enrollment: nothing more can be typed.
+        if self.enrolling.as_ref().is_some_and(|(c, _)| *c == channel) {
+            self.enrollment_input(channel, &[0x04], session).await;
+        }
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.enrolling.as_ref().is_some_and(|(c, _)| *c == channel) {
+            self.enrollment_input(channel, data, session).await;
+        }
         Ok(())
     }
 
@@ -841,6 +1025,12 @@ impl russh::server::Handler for Connection {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        // A terminal only ever serves self-enrollment.
+        if self.may_enroll() {
+            self.enroll_ptys.insert(channel);
+            let _ = session.channel_success(channel);
+            return Ok(());
+        }
         audit::refused(
             &self.who,
             self.progress.user(),
@@ -965,6 +1155,10 @@ impl russh::server::Handler for Connection {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         self.sessions.remove(&channel);
+        self.enroll_ptys.remove(&channel);
+        if self.enrolling.as_ref().is_some_and(|(c, _)| *c == channel) {
+            self.enrolling = None;
+        }
         Ok(())
     }
 }

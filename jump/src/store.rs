@@ -80,6 +80,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     result
 }
 
+/// Write `bytes` to `path` atomically (0600) only if `path` does not exist
+/// yet; returns false, changing nothing, if it does. `link(2)` refuses an
+/// existing target, so this holds across processes too (the CLI and a
+/// running server).
+pub fn create_atomic(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent folder"))?;
+    let tmp = dir.join(format!(".new.{}", rand::random::<u64>()));
+    let result = (|| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => {
+                fs::File::open(dir)?.sync_all()?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
 /// Is `path` readable by nobody but its owner (0600 or 0400)?
 pub fn is_private(path: &Path) -> io::Result<bool> {
     Ok(fs::metadata(path)?.permissions().mode() & 0o077 == 0)
@@ -99,6 +129,21 @@ mod tests {
         assert!(is_private(&path).expect("stat"));
         let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("ls").collect();
         assert_eq!(leftovers.len(), 1, "no temp files left");
+    }
+
+    #[test]
+    fn create_atomic_never_replaces() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        assert!(create_atomic(&path, b"first").expect("create"));
+        assert!(!create_atomic(&path, b"second").expect("create"));
+        assert_eq!(fs::read(&path).expect("read"), b"first");
+        assert!(is_private(&path).expect("stat"));
+        assert_eq!(
+            fs::read_dir(dir.path()).expect("ls").count(),
+            1,
+            "no temp files left"
+        );
     }
 
     #[test]

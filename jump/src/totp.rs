@@ -11,12 +11,13 @@ use std::{
     fmt,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use gatehouse_config::TotpSettings;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::JumpError, store};
+use crate::{error::JumpError, limits::UserCodeLimit, recovery, store};
 
 /// A TOTP shared secret. Its `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
@@ -123,18 +124,60 @@ pub fn check_code(
 pub struct Enrollment {
     /// The shared secret.
     pub secret: Secret,
-    /// Unix time of enrollment.
+    /// Unix time of enrollment (0 for a provisioned secret never used yet).
     pub created: u64,
     /// The last accepted time step.
     pub last_step: Option<u64>,
+    /// Salted hashes of the unused recovery codes.
+    pub recovery: Vec<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// `state_dir/totp/USER`. For users whose secret configuration management
+/// provisions (`totp_secret_file`), `secret` is absent: the file then only
+/// keeps this host's replay state.
+#[derive(Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnrollmentFile {
-    secret: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    #[serde(default)]
     created: u64,
+    #[serde(default)]
     last_step: Option<u64>,
+    #[serde(default)]
+    recovery: Vec<String>,
+}
+
+/// The result of checking what a user typed at `Verification code:`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// A TOTP code for this step.
+    Code {
+        /// The step, now used.
+        step: u64,
+    },
+    /// A recovery code, now used up.
+    Recovery {
+        /// Recovery codes left.
+        left: usize,
+    },
+    /// Refused.
+    Refused(CodeRefusal),
+    /// Refused unchecked: too many wrong codes for this user just now.
+    Limited,
+    /// The user has no enrollment.
+    NotEnrolled,
+}
+
+/// What `gatehouse totp status` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// Unix time of enrollment, if enrolled here.
+    pub created: Option<u64>,
+    /// Unused recovery codes.
+    pub recovery_left: usize,
+    /// The secret comes from `totp_secret_file`.
+    pub provisioned: bool,
 }
 
 /// The enrollments under `state_dir/totp/`.
@@ -142,8 +185,11 @@ struct EnrollmentFile {
 pub struct TotpStore {
     dir: PathBuf,
     /// One lock per user, so two logins of the same user cannot both use one
-    /// step. Keys are configured users only (a key was verified first).
+    /// step, and two enrollments cannot both be stored. Keys are configured
+    /// users only (a key was verified first).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// google-authenticator's RATE_LIMIT 3 30, per user.
+    code_limit: Mutex<UserCodeLimit>,
 }
 
 impl TotpStore {
@@ -152,6 +198,7 @@ impl TotpStore {
         TotpStore {
             dir: state_dir.join("totp"),
             locks: Mutex::default(),
+            code_limit: Mutex::default(),
         }
     }
 
@@ -159,33 +206,65 @@ impl TotpStore {
         self.dir.join(user)
     }
 
-    /// The user's enrollment, if any.
-    pub fn load(&self, user: &str) -> Result<Option<Enrollment>, JumpError> {
+    fn lock_for(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(user.to_owned()).or_default().clone()
+    }
+
+    fn read_file(&self, user: &str) -> Result<Option<EnrollmentFile>, JumpError> {
         let path = self.path(user);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(JumpError::State { path, source }),
         };
-        let bad = |why: String| JumpError::State {
-            path: path.clone(),
-            source: std::io::Error::other(why),
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| JumpError::State {
+                path,
+                source: std::io::Error::other(e),
+            })
+    }
+
+    /// The user's enrollment, if any. `provisioned` is the user's
+    /// `totp_secret_file`: its secret wins over anything stored here.
+    pub fn load(
+        &self,
+        user: &str,
+        provisioned: Option<&Path>,
+    ) -> Result<Option<Enrollment>, JumpError> {
+        let file = self.read_file(user)?;
+        let secret = match (provisioned, file.as_ref().and_then(|f| f.secret.as_deref())) {
+            (Some(path), _) => read_secret_file(path)?,
+            (None, Some(text)) => Secret::from_base32(text).map_err(|why| JumpError::State {
+                path: self.path(user),
+                source: std::io::Error::other(why),
+            })?,
+            (None, None) => return Ok(None),
         };
-        let file: EnrollmentFile = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let file = file.unwrap_or_default();
         Ok(Some(Enrollment {
-            secret: Secret::from_base32(&file.secret).map_err(bad)?,
+            secret,
             created: file.created,
             last_step: file.last_step,
+            recovery: file.recovery,
         }))
     }
 
-    /// Store the user's enrollment atomically (0600).
-    pub fn save(&self, user: &str, enrollment: &Enrollment) -> Result<(), JumpError> {
+    /// Store the user's enrollment atomically (0600). A provisioned secret
+    /// is never copied here: only the replay state and recovery hashes.
+    pub fn save(
+        &self,
+        user: &str,
+        enrollment: &Enrollment,
+        provisioned: bool,
+    ) -> Result<(), JumpError> {
         let path = self.path(user);
         let file = EnrollmentFile {
-            secret: enrollment.secret.to_base32(),
+            secret: (!provisioned).then(|| enrollment.secret.to_base32()),
             created: enrollment.created,
             last_step: enrollment.last_step,
+            recovery: enrollment.recovery.clone(),
         };
         let json = serde_json::to_vec_pretty(&file).map_err(|e| JumpError::State {
             path: path.clone(),
@@ -196,36 +275,135 @@ impl TotpStore {
             .map_err(|source| JumpError::State { path, source })
     }
 
-    /// Check a code for `user` and, when it is accepted, record its step
-    /// before returning. `Ok(None)`: the user is not enrolled.
+    /// Store a new enrollment unless the user already has one. Two
+    /// enrollments at once (two sessions, or a session and the CLI): the
+    /// first to confirm wins, the other gets false and nothing changes.
+    pub fn create(&self, user: &str, enrollment: &Enrollment) -> Result<bool, JumpError> {
+        let path = self.path(user);
+        let file = EnrollmentFile {
+            secret: Some(enrollment.secret.to_base32()),
+            created: enrollment.created,
+            last_step: enrollment.last_step,
+            recovery: enrollment.recovery.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&file).map_err(|e| JumpError::State {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        store::private_dir(&self.dir)
+            .and_then(|_| store::create_atomic(&path, &json))
+            .map_err(|source| JumpError::State { path, source })
+    }
+
+    /// Remove the user's enrollment (`gatehouse totp reset`). Returns whether one existed.
+    pub fn remove(&self, user: &str) -> Result<bool, JumpError> {
+        let path = self.path(user);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(JumpError::State { path, source }),
+        }
+    }
+
+    /// What `gatehouse totp status` shows; `None` when not enrolled.
+    pub fn status(
+        &self,
+        user: &str,
+        provisioned: Option<&Path>,
+    ) -> Result<Option<Status>, JumpError> {
+        Ok(self.load(user, provisioned)?.map(|e| Status {
+            created: (e.created > 0).then_some(e.created),
+            recovery_left: e.recovery.len(),
+            provisioned: provisioned.is_some(),
+        }))
+    }
+
+    /// Check what `user` typed at `Verification code:` (a TOTP code or a
+    /// recovery code) at unix time `now`; a used step or recovery code is
+    /// written before this returns.
     pub async fn verify(
         &self,
         user: &str,
+        provisioned: Option<&Path>,
         settings: &TotpSettings,
-        code: &str,
+        typed: &str,
         now: u64,
-    ) -> Result<Option<Result<u64, CodeRefusal>>, JumpError> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(user.to_owned()).or_default().clone()
-        };
-        let _held = lock.lock().await;
-        let Some(mut enrollment) = self.load(user)? else {
-            return Ok(None);
-        };
-        let result = check_code(
-            settings,
-            &enrollment.secret,
-            code,
-            now,
-            enrollment.last_step,
-        );
-        if let Ok(step) = result {
-            enrollment.last_step = Some(step);
-            self.save(user, &enrollment)?;
+    ) -> Result<Verdict, JumpError> {
+        let clock = Instant::now();
+        if !self
+            .code_limit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .allows(user, clock)
+        {
+            return Ok(Verdict::Limited);
         }
-        Ok(Some(result))
+        let lock = self.lock_for(user);
+        let _held = lock.lock().await;
+        let Some(mut enrollment) = self.load(user, provisioned)? else {
+            return Ok(Verdict::NotEnrolled);
+        };
+        let verdict = match recovery::normalize(typed) {
+            Some(code) => {
+                let hashes = enrollment.recovery.clone();
+                let used = tokio::task::spawn_blocking(move || {
+                    hashes.iter().position(|h| recovery::matches(h, &code))
+                })
+                .await
+                .ok()
+                .flatten();
+                match used {
+                    Some(i) => {
+                        enrollment.recovery.remove(i);
+                        Verdict::Recovery {
+                            left: enrollment.recovery.len(),
+                        }
+                    }
+                    None => Verdict::Refused(CodeRefusal::Wrong),
+                }
+            }
+            None => match check_code(
+                settings,
+                &enrollment.secret,
+                typed,
+                now,
+                enrollment.last_step,
+            ) {
+                Ok(step) => {
+                    enrollment.last_step = Some(step);
+                    Verdict::Code { step }
+                }
+                Err(refusal) => Verdict::Refused(refusal),
+            },
+        };
+        match verdict {
+            Verdict::Code { .. } | Verdict::Recovery { .. } => {
+                self.save(user, &enrollment, provisioned.is_some())?;
+            }
+            Verdict::Refused(_) => {
+                self.code_limit
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .failed(user, clock);
+            }
+            Verdict::Limited | Verdict::NotEnrolled => {}
+        }
+        Ok(verdict)
     }
+}
+
+/// A secret provisioned by configuration management: base32, readable by
+/// its owner only (0600 or 0400).
+fn read_secret_file(path: &Path) -> Result<Secret, JumpError> {
+    let err = |why: String| JumpError::State {
+        path: path.to_owned(),
+        source: std::io::Error::other(why),
+    };
+    if !store::is_private(path).map_err(|e| err(e.to_string()))? {
+        return Err(err("must be mode 0600 or 0400".into()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    Secret::from_base32(text.trim()).map_err(err)
 }
 
 #[cfg(test)]
@@ -323,37 +501,175 @@ mod tests {
         assert!(Secret::from_base32("JBSWY3DP").is_err(), "too short");
     }
 
+    fn enrollment(recovery: Vec<String>) -> Enrollment {
+        Enrollment {
+            secret: Secret(RFC_SECRET.to_vec()),
+            created: 1,
+            last_step: None,
+            recovery,
+        }
+    }
+
     #[tokio::test]
     async fn verify_persists_the_used_step() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = TotpStore::new(dir.path());
         let s = settings();
+        assert_eq!(
+            store
+                .verify("sean", None, &s, "287082", 59)
+                .await
+                .expect("io"),
+            Verdict::NotEnrolled
+        );
         assert!(
             store
-                .verify("sean", &s, "287082", 59)
-                .await
-                .expect("io")
-                .is_none()
+                .create("sean", &enrollment(Vec::new()))
+                .expect("create")
         );
-        store
-            .save(
-                "sean",
-                &Enrollment {
-                    secret: Secret(RFC_SECRET.to_vec()),
-                    created: 1,
-                    last_step: None,
-                },
-            )
-            .expect("save");
         assert_eq!(
-            store.verify("sean", &s, "287082", 59).await.expect("io"),
-            Some(Ok(1))
+            store
+                .verify("sean", None, &s, "287082", 59)
+                .await
+                .expect("io"),
+            Verdict::Code { step: 1 }
         );
         // A new store (a restart) still refuses the same step.
         let again = TotpStore::new(dir.path());
         assert_eq!(
-            again.verify("sean", &s, "287082", 59).await.expect("io"),
-            Some(Err(CodeRefusal::Replayed))
+            again
+                .verify("sean", None, &s, "287082", 59)
+                .await
+                .expect("io"),
+            Verdict::Refused(CodeRefusal::Replayed)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_first_enrollment_wins() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TotpStore::new(dir.path());
+        assert!(
+            store
+                .create("sean", &enrollment(Vec::new()))
+                .expect("create")
+        );
+        let other = Enrollment {
+            secret: Secret::generate(),
+            ..enrollment(Vec::new())
+        };
+        assert!(!store.create("sean", &other).expect("create"));
+        let kept = store.load("sean", None).expect("load").expect("enrolled");
+        assert_eq!(kept.secret, Secret(RFC_SECRET.to_vec()));
+        assert!(store.remove("sean").expect("remove"));
+        assert!(!store.remove("sean").expect("remove"));
+    }
+
+    #[tokio::test]
+    async fn recovery_codes_work_once_and_are_stored_hashed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TotpStore::new(dir.path());
+        let codes = recovery::generate();
+        let hashes = codes
+            .iter()
+            .map(|c| recovery::hash(c).expect("hash"))
+            .collect();
+        assert!(store.create("sean", &enrollment(hashes)).expect("create"));
+        let on_disk = std::fs::read_to_string(dir.path().join("totp/sean")).expect("read");
+        assert!(
+            codes.iter().all(|c| !on_disk.contains(c.as_str())),
+            "never in clear"
+        );
+        let s = settings();
+        let typed = codes[3].to_uppercase();
+        assert_eq!(
+            store
+                .verify("sean", None, &s, &typed, 59)
+                .await
+                .expect("io"),
+            Verdict::Recovery { left: 7 }
+        );
+        assert_eq!(
+            store
+                .verify("sean", None, &s, &codes[3], 59)
+                .await
+                .expect("io"),
+            Verdict::Refused(CodeRefusal::Wrong),
+            "used up"
+        );
+    }
+
+    #[tokio::test]
+    async fn three_wrong_codes_lock_the_user_briefly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TotpStore::new(dir.path());
+        assert!(
+            store
+                .create("sean", &enrollment(Vec::new()))
+                .expect("create")
+        );
+        let s = settings();
+        for _ in 0..3 {
+            assert_eq!(
+                store
+                    .verify("sean", None, &s, "000000", 59)
+                    .await
+                    .expect("io"),
+                Verdict::Refused(CodeRefusal::Wrong)
+            );
+        }
+        assert_eq!(
+            store
+                .verify("sean", None, &s, "287082", 59)
+                .await
+                .expect("io"),
+            Verdict::Limited
+        );
+    }
+
+    #[tokio::test]
+    async fn a_provisioned_secret_keeps_only_replay_state_here() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret_file = dir.path().join("sean.totp");
+        let b32 = Secret(RFC_SECRET.to_vec()).to_base32();
+        std::fs::write(&secret_file, format!("{b32}\n")).expect("write");
+        let store = TotpStore::new(&dir.path().join("state"));
+        let s = settings();
+        std::fs::set_permissions(
+            &secret_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .expect("chmod");
+        assert!(
+            store
+                .verify("sean", Some(&secret_file), &s, "287082", 59)
+                .await
+                .is_err(),
+            "0644 refused"
+        );
+        std::fs::set_permissions(
+            &secret_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o400),
+        )
+        .expect("chmod");
+        assert_eq!(
+            store
+                .verify("sean", Some(&secret_file), &s, "287082", 59)
+                .await
+                .expect("io"),
+            Verdict::Code { step: 1 }
+        );
+        let state = std::fs::read_to_string(dir.path().join("state/totp/sean")).expect("state");
+        assert!(
+            !state.contains(&b32),
+            "the provisioned secret is not copied: {state}"
+        );
+        assert_eq!(
+            store
+                .verify("sean", Some(&secret_file), &s, "287082", 59)
+                .await
+                .expect("io"),
+            Verdict::Refused(CodeRefusal::Replayed)
         );
     }
 }
