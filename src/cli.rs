@@ -26,6 +26,14 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// List bans; `lift ADDR` lifts one (a running server notices within seconds).
+    Bans {
+        #[command(subcommand)]
+        action: Option<BansAction>,
+        /// Config file [default: /etc/gatehouse/gatehouse.yaml].
+        #[arg(long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Operator side of TOTP enrollment.
     Totp {
         #[command(subcommand)]
@@ -58,6 +66,15 @@ pub enum TotpAction {
         /// Config file [default: /etc/gatehouse/gatehouse.yaml].
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BansAction {
+    /// Lift the ban on ADDR (an IPv4 address, or any address of an IPv6 /64).
+    Lift {
+        /// The banned address.
+        addr: std::net::IpAddr,
     },
 }
 

@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bans;
 mod check;
 mod cli;
 mod dev;
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         cli::Command::Run { config } => run::run(config.as_deref()),
         cli::Command::Check { config } => check::check(config.as_deref()),
         cli::Command::Totp { action } => totp::totp(action),
+        cli::Command::Bans { action, config } => bans::bans(action, config.as_deref()),
     };
     match result {
         Ok(code) => code,

@@ -53,10 +53,13 @@ pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
         TotpAction::Reset { user, config } => {
             let (config, provisioned) = user_config(config.as_deref(), &user)?;
             if provisioned.is_some() {
+                // Deleting this host's replay state would let the last used
+                // code be replayed within its window.
                 println!(
-                    "{user}'s secret is provisioned by totp_secret_file: change it there. \
-                     Clearing this host's replay state and recovery codes."
+                    "{user}'s secret is provisioned by totp_secret_file: roll it there \
+                     (see the README); nothing was changed here."
                 );
+                return Ok(ExitCode::from(1));
             }
             let existed = TotpStore::new(&config.state_dir)
                 .remove(&user)

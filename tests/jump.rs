@@ -55,12 +55,12 @@ fn one_user(mfa: &str, grants: Vec<String>) -> (Gatehouse, SshClient) {
 }
 
 /// `ssh -W HOST:PORT jump` with `input` on stdin.
-fn tunnel(client: &SshClient, to: &str, input: &[u8]) -> Output {
+pub(crate) fn tunnel(client: &SshClient, to: &str, input: &[u8]) -> Output {
     run(client.ssh().args(["-W", to, "jump"]), input)
 }
 
 /// The key's SHA256 fingerprint as `ssh-keygen -l` prints it.
-fn fingerprint(client: &SshClient) -> String {
+pub(crate) fn fingerprint(client: &SshClient) -> String {
     let out = run(
         tool("ssh-keygen")
             .args(["-l", "-E", "sha256", "-f"])
@@ -77,7 +77,7 @@ fn fingerprint(client: &SshClient) -> String {
 
 /// The code for `secret` at `when` (an `oathtool -N` date such as `now`),
 /// computed once: a fixed answer, to replay.
-fn code_at(secret: &str, when: &str) -> String {
+pub(crate) fn code_at(secret: &str, when: &str) -> String {
     let out = run(
         tool("oathtool").args(["--totp", "-b", secret, "-N", when]),
         b"",
@@ -86,13 +86,13 @@ fn code_at(secret: &str, when: &str) -> String {
     out.stdout().trim().to_owned()
 }
 
-fn field<'a>(v: &'a Value, name: &str) -> &'a str {
+pub(crate) fn field<'a>(v: &'a Value, name: &str) -> &'a str {
     v[name]
         .as_str()
         .unwrap_or_else(|| panic!("no string field {name} in {v}"))
 }
 
-fn loopback(port: u16) -> String {
+pub(crate) fn loopback(port: u16) -> String {
     SocketAddr::from(([127, 0, 0, 1], port)).to_string()
 }
 

@@ -7,6 +7,8 @@ mod util;
 mod check;
 // DNS answers for every kind of query, over UDP and TCP, with dig.
 mod dns;
+// MFA lifecycle: self-enrollment over ssh -tt, recovery codes, totp reset, code limits.
+mod enroll;
 // SSH jump host: key + TOTP, grants, -W/-J/nc tunnels, refusals, audit events.
 mod jump;
 // Start, stop, and the no-config dev setup.

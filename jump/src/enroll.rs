@@ -108,6 +108,100 @@ pub fn render_qr(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn settings() -> TotpSettings {
+        TotpSettings {
+            issuer: "Example Jump".into(),
+            digits: 6,
+            period: std::time::Duration::from_secs(30),
+            skew: 1,
+        }
+    }
+
+    #[test]
+    fn the_screen_shows_everything_to_enroll() {
+        let (enrollment, screen) = SelfEnrollment::start(&settings(), "sean").expect("start");
+        let b32 = enrollment.secret().to_base32();
+        assert!(screen.contains("issuer: Example Jump    account: sean"));
+        assert!(screen.contains(&format!("Or type the secret into the app: {b32}")));
+        assert!(screen.contains(&format!("otpauth://totp/Example%20Jump:sean?secret={b32}")));
+        assert!(screen.ends_with(CONFIRM_PROMPT));
+        assert!(
+            !screen.replace("\r\n", "").contains('\n'),
+            "CRLF for a raw terminal"
+        );
+    }
+
+    #[test]
+    fn the_line_editor_echoes_edits_and_aborts() {
+        let (mut e, _) = SelfEnrollment::start(&settings(), "sean").expect("start");
+        assert_eq!(e.typed(b"12"), [Typed::Echo(b"12".to_vec())]);
+        assert_eq!(e.typed(b"\x7f"), [Typed::Echo(b"\x08 \x08".to_vec())]);
+        assert_eq!(
+            e.typed(b"\x1b[A"),
+            [Typed::Echo(b"A".to_vec())],
+            "escape bytes are dropped"
+        );
+        assert_eq!(
+            e.typed(b"3\r"),
+            [Typed::Echo(b"3\r\n".to_vec()), Typed::Line("1A3".into())]
+        );
+        assert_eq!(
+            e.typed(b"9\x03"),
+            [Typed::Echo(b"9".to_vec()), Typed::Abort]
+        );
+        let long = [b'7'; 40];
+        let echoed: usize = e
+            .typed(&long)
+            .iter()
+            .map(|t| match t {
+                Typed::Echo(b) => b.len(),
+                _ => 0,
+            })
+            .sum();
+        assert!(echoed <= 16, "the line is bounded");
+    }
+
+    #[test]
+    fn three_wrong_codes_give_up_and_a_right_one_confirms() {
+        let s = settings();
+        let (mut e, _) = SelfEnrollment::start(&s, "sean").expect("start");
+        assert!(
+            matches!(e.confirm(&s, "000000", 1_000_000), Confirmation::Retry(t) if t.contains("2 tries left"))
+        );
+        assert!(
+            matches!(e.confirm(&s, "000001", 1_000_000), Confirmation::Retry(t) if t.contains("1 tries left"))
+        );
+        assert!(
+            matches!(e.confirm(&s, "000002", 1_000_000), Confirmation::GiveUp(t) if t.contains("Nothing was stored"))
+        );
+
+        let (mut e, _) = SelfEnrollment::start(&s, "sean").expect("start");
+        let totp = totp_rs::Builder::new()
+            .with_secret(
+                totp_rs::Secret::try_from_base32(e.secret().to_base32())
+                    .expect("b32")
+                    .as_bytes()
+                    .to_vec(),
+            )
+            .build()
+            .expect("totp");
+        let code = totp.generate(1_000_000).to_string();
+        assert_eq!(
+            e.confirm(&s, &code, 1_000_000),
+            Confirmation::Confirmed {
+                step: 1_000_000 / 30
+            }
+        );
+    }
+
+    #[test]
+    fn the_recovery_screen_lists_codes_one_per_line() {
+        let codes = vec!["abcde-12345".to_owned(), "fghij-67890".to_owned()];
+        let text = recovery_screen(&codes, "ssh -J sean@host:11122 TARGET");
+        assert!(text.contains("\r\n    abcde-12345\r\n    fghij-67890\r\n"));
+        assert!(text.contains("Store them safely"));
+    }
+
     #[test]
     fn qr_fits_an_80_column_terminal() {
         let uri = "otpauth://totp/Example%20Jump:sean?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&digits=6&algorithm=SHA1&issuer=Example%20Jump&period=30";

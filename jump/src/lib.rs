@@ -11,6 +11,8 @@
 //! - `totp`: codes, replay protection, enrollments on disk;
 //! - `recovery`: one-time recovery codes, stored as salted Argon2id hashes;
 //! - `limits`: per-user wrong-code limit (no I/O, `now` passed in);
+//! - `gate`, `bans`: per-source rate, pre-auth slots and bans, decided
+//!   from the peer address before any SSH byte (no I/O);
 //! - `policy`: grant matching, the loopback/link-local rule (no I/O);
 //! - `exec`: recognising the `nc` ProxyCommand (no I/O);
 //! - `proxy`: resolve once, dial, pump with half-close;
@@ -24,9 +26,11 @@
 
 mod audit;
 mod auth;
+mod bans;
 mod enroll;
 mod error;
 mod exec;
+mod gate;
 mod hostkey;
 mod limits;
 mod policy;
@@ -37,12 +41,14 @@ mod store;
 mod totp;
 
 pub use auth::{Access, AfterKey, after_key};
+pub use bans::{Ban, BanFile, BanList, ban_length, source_key};
 pub use enroll::{
     CONFIRM_PROMPT, Confirmation, NewEnrollment, SelfEnrollment, Typed, enroll, recovery_screen,
     render_qr,
 };
 pub use error::JumpError;
 pub use exec::{NcCommand, parse_nc};
+pub use gate::{Gate, PreauthSlot, Turned};
 pub use policy::{Allowed, Refusal, decide};
 pub use server::{JumpListeners, serve};
 pub use totp::{CodeRefusal, Secret, Status, TotpStore, Verdict, check_code};

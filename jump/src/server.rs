@@ -471,9 +471,9 @@ impl Connection {
                     return;
                 }
                 Confirmation::Confirmed { step } => {
-                    let text = self.store_enrollment(&user, &enrollment, step, now).await;
+                    let (text, stored) = self.store_enrollment(&user, &enrollment, step, now).await;
                     let _ = session.data(channel, text.into_bytes());
-                    end_channel(session, channel, 0);
+                    end_channel(session, channel, if stored { 0 } else { 1 });
                     return;
                 }
             }
@@ -488,11 +488,14 @@ impl Connection {
         enrollment: &SelfEnrollment,
         step: u64,
         now: u64,
-    ) -> String {
+    ) -> (String, bool) {
         let codes = tokio::task::spawn_blocking(new_recovery_codes).await;
         let Ok(Ok((codes, hashes))) = codes else {
             warn!(user, "cannot hash recovery codes");
-            return "\r\nSomething went wrong on the server; nothing was stored.\r\n".into();
+            return (
+                "\r\nSomething went wrong on the server; nothing was stored.\r\n".into(),
+                false,
+            );
         };
         let stored = self.shared.totp.create(
             user,
@@ -513,7 +516,7 @@ impl Connection {
                     &format!("{} recovery codes", codes.len()),
                 );
                 let hint = format!("ssh -J {user}@{} TARGET", self.local);
-                recovery_screen(&codes, &hint)
+                (recovery_screen(&codes, &hint), true)
             }
             Ok(false) => {
                 audit::totp(
@@ -522,11 +525,14 @@ impl Connection {
                     "enrollment_refused",
                     "another enrollment was confirmed first",
                 );
-                "\r\nAnother session enrolled you first; this secret was not stored. Use the code from that enrollment.\r\n".into()
+                ("\r\nAnother session enrolled you first; this secret was not stored. Use the code from that enrollment.\r\n".into(), false)
             }
             Err(error) => {
                 warn!(%error, user, "cannot store an enrollment");
-                "\r\nSomething went wrong on the server; nothing was stored.\r\n".into()
+                (
+                    "\r\nSomething went wrong on the server; nothing was stored.\r\n".into(),
+                    false,
+                )
             }
         }
     }

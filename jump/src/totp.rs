@@ -329,6 +329,11 @@ impl TotpStore {
         typed: &str,
         now: u64,
     ) -> Result<Verdict, JumpError> {
+        // The limit is checked under the user's lock, where failures are
+        // counted: checked before it, codes sent in parallel (each waiting
+        // for the lock) would all be let through.
+        let lock = self.lock_for(user);
+        let _held = lock.lock().await;
         let clock = Instant::now();
         if !self
             .code_limit
@@ -338,8 +343,6 @@ impl TotpStore {
         {
             return Ok(Verdict::Limited);
         }
-        let lock = self.lock_for(user);
-        let _held = lock.lock().await;
         let Some(mut enrollment) = self.load(user, provisioned)? else {
             return Ok(Verdict::NotEnrolled);
         };

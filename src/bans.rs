@@ -1,0 +1,52 @@
+//! `gatehouse bans`: list the bans in `state_dir`, lift one.
+
+use std::{
+    path::Path,
+    process::ExitCode,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context;
+use gatehouse_jump::{BanFile, BanList};
+
+use crate::{cli::BansAction, run::config_or_dev};
+
+pub fn bans(action: Option<BansAction>, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (config, _) = config_or_dev(config, false)?;
+    let file = BanFile::new(&config.state_dir);
+    let stored = file.load().context("reading the ban list")?;
+    let now = SystemTime::now();
+    match action {
+        None => {
+            let unix_now = now
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let active: Vec<_> = stored.iter().filter(|b| b.until > unix_now).collect();
+            if active.is_empty() {
+                println!("no bans in force");
+            }
+            for ban in active {
+                let until = UNIX_EPOCH + Duration::from_secs(ban.until);
+                println!(
+                    "{}  until {}  ({} left, ban #{})",
+                    ban.source,
+                    humantime::format_rfc3339_seconds(until),
+                    humantime::format_duration(Duration::from_secs(ban.until - unix_now)),
+                    ban.count
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(BansAction::Lift { addr }) => {
+            let mut list = BanList::from_bans(stored);
+            if !list.lift(addr, now) {
+                println!("{addr}: not banned");
+                return Ok(ExitCode::from(3));
+            }
+            file.save(&list.bans()).context("writing the ban list")?;
+            println!("{addr}: ban lifted; a running gatehouse applies it within 2 seconds");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
