@@ -155,3 +155,23 @@ pub fn totp(who: &Who, user: &str, action: &str, detail: &str) {
         detail
     );
 }
+
+/// A source was banned.
+pub fn banned(source: std::net::IpAddr, count: u32, seconds: u64, until: u64) {
+    info!(target: "audit", event = "ban", source = %source, count, seconds, until);
+}
+
+/// A ban was lifted by an operator.
+pub fn ban_lifted(source: std::net::IpAddr) {
+    info!(target: "audit", event = "ban_lifted", source = %source);
+}
+
+/// A failure from a source was counted toward a ban.
+pub fn failure(who: &Who, user: Option<&str>, reason: &str) {
+    info!(target: "audit", event = "failure", conn = who.conn, peer = %who.peer, user, reason);
+}
+
+/// A live connection was cut because its user or key left the config.
+pub fn offboarded(who: &Who, user: &str, reason: &str) {
+    info!(target: "audit", event = "offboarded", conn = who.conn, peer = %who.peer, user, reason);
+}

@@ -8,6 +8,7 @@
 use std::{
     io,
     net::{IpAddr, SocketAddr},
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -133,8 +134,17 @@ enum Failed {
     Writing(io::Error),
 }
 
-/// Copy one way until EOF, then pass the EOF on (half-close).
-async fn one_way<R, W>(mut from: R, mut to: W) -> (u64, Option<Failed>)
+/// Unix seconds now, for activity stamps.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Copy one way until EOF, then pass the EOF on (half-close). Every chunk
+/// stamps `activity` (unix seconds) for the connection's idle timeout.
+async fn one_way<R, W>(mut from: R, mut to: W, activity: &AtomicU64) -> (u64, Option<Failed>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -156,20 +166,23 @@ where
         if let Err(e) = to.write_all(chunk).await {
             return (total, Some(Failed::Writing(e)));
         }
+        activity.store(unix_now(), Ordering::Relaxed);
         total = total.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
     }
 }
 
 /// Copy both ways between the client's channel and the internal host until
 /// both directions have ended.
-pub async fn pump<C>(channel: C, target: TcpStream) -> Pumped
+pub async fn pump<C>(channel: C, target: TcpStream, activity: &AtomicU64) -> Pumped
 where
     C: AsyncRead + AsyncWrite + Send,
 {
     let (chan_read, chan_write) = tokio::io::split(channel);
     let (tcp_read, tcp_write) = target.into_split();
-    let ((up, up_err), (down, down_err)) =
-        tokio::join!(one_way(chan_read, tcp_write), one_way(tcp_read, chan_write));
+    let ((up, up_err), (down, down_err)) = tokio::join!(
+        one_way(chan_read, tcp_write, activity),
+        one_way(tcp_read, chan_write, activity)
+    );
     // Up reads the client and writes the target; down the other way round.
     let reason = match (up_err, down_err) {
         (None, None) => "eof".to_owned(),
@@ -204,7 +217,9 @@ mod tests {
         });
         let (client, channel_side) = tokio::io::duplex(1024);
         let tcp = TcpStream::connect(addr).await.expect("connect");
-        let pumping = tokio::spawn(pump(channel_side, tcp));
+        let activity = std::sync::Arc::new(AtomicU64::new(0));
+        let stamp = std::sync::Arc::clone(&activity);
+        let pumping = tokio::spawn(async move { pump(channel_side, tcp, &stamp).await });
         let (mut client_read, mut client_write) = tokio::io::split(client);
         client_write
             .write_all(&[7_u8; 100_000])

@@ -12,11 +12,12 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use gatehouse_config::{Config, JumpConfig};
+use gatehouse_config::{BanPolicy, Config, JumpConfig};
 use russh::{
     Channel, ChannelId, ChannelOpenFailure, Disconnect, MethodKind, MethodSet, Preferred, SshId,
     cipher, kex,
-    keys::{HashAlg, PrivateKey},
+    keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey, ssh_key::public::KeyData},
+    mac,
     server::{Auth, ChannelOpenHandle, Handle, Msg, Response, Session, VerifiedPublicKey},
 };
 use tokio::{
@@ -29,9 +30,11 @@ use tracing::{debug, warn};
 use crate::{
     audit::{self, TunnelAsk, Who},
     auth::{self, Access, AfterKey, AuthProgress},
+    bans::{Ban, BanFile, BanList},
     enroll::{Confirmation, SelfEnrollment, Typed, new_recovery_codes, recovery_screen},
     error::JumpError,
     exec::parse_nc,
+    gate::{Gate, PreauthSlot},
     hostkey, proxy, store,
     totp::{CodeRefusal, Enrollment, TotpStore, Verdict},
 };
@@ -78,6 +81,99 @@ struct Shared {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     next_conn: AtomicU64,
+    /// Decides from the peer address alone, before any SSH byte.
+    gate: Mutex<Arc<Gate>>,
+    bans: Mutex<BanList>,
+    ban_file: BanFile,
+    /// The ban file's mtime as we last wrote or read it, to notice
+    /// `gatehouse bans lift` from outside.
+    ban_file_seen: Mutex<Option<SystemTime>>,
+    /// Authenticated connections, for offboarding on reload.
+    live: Mutex<HashMap<u64, LiveSession>>,
+}
+
+/// An authenticated connection: who, with which key, and how to cut it.
+struct LiveSession {
+    who: Who,
+    user: String,
+    key: KeyData,
+    cut: CancellationToken,
+}
+
+impl Shared {
+    /// Count a failure from `who`; ban the source when it reaches the policy.
+    fn fail(&self, who: &Who, user: Option<&str>, reason: &str, policy: &BanPolicy) {
+        let gate = Arc::clone(&self.gate.lock().unwrap_or_else(|p| p.into_inner()));
+        if gate.trusted(who.peer.ip()) {
+            return;
+        }
+        audit::failure(who, user, reason);
+        let now = SystemTime::now();
+        let (ban, all) = {
+            let mut bans = self.bans.lock().unwrap_or_else(|p| p.into_inner());
+            let ban = bans.failure(who.peer.ip(), policy, Instant::now(), now);
+            (ban, bans.bans())
+        };
+        if let Some(ban) = ban {
+            let seconds = ban.until.saturating_sub(proxy::unix_now());
+            audit::banned(ban.source, ban.count, seconds, ban.until);
+            self.persist_bans(&all);
+        }
+    }
+
+    fn persist_bans(&self, all: &[Ban]) {
+        if let Err(error) = self.ban_file.save(all) {
+            warn!(%error, "cannot persist the ban list");
+        }
+        *self.ban_file_seen.lock().unwrap_or_else(|p| p.into_inner()) = self.ban_file.modified();
+    }
+
+    /// Pick up `gatehouse bans lift` (an edit of the ban file by another process).
+    fn reread_bans(&self) {
+        let modified = self.ban_file.modified();
+        {
+            let mut seen = self.ban_file_seen.lock().unwrap_or_else(|p| p.into_inner());
+            if *seen == modified {
+                return;
+            }
+            *seen = modified;
+        }
+        let stored = match self.ban_file.load() {
+            Ok(stored) => stored,
+            Err(error) => {
+                warn!(%error, "cannot read the ban list; keeping the one in memory");
+                return;
+            }
+        };
+        let now = SystemTime::now();
+        let mut bans = self.bans.lock().unwrap_or_else(|p| p.into_inner());
+        for old in bans.bans() {
+            let still = stored.iter().any(|b| b.source == old.source);
+            if !still && bans.banned(old.source, now).is_some() {
+                audit::ban_lifted(old.source);
+            }
+        }
+        *bans = BanList::from_bans(stored);
+    }
+
+    /// Cut every live connection whose user or key is gone from `jump`.
+    fn offboard(&self, jump: Option<&JumpConfig>) {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for session in live.values() {
+            let user = jump.and_then(|j| j.users.iter().find(|(n, _)| n.as_str() == session.user));
+            let reason = match user {
+                None => "user removed from the configuration",
+                Some((_, u)) if !u.keys.iter().any(|k| *k.key_data() == session.key) => {
+                    "key removed from the configuration"
+                }
+                Some(_) => continue,
+            };
+            if !session.cut.is_cancelled() {
+                audit::offboarded(&session.who, &session.user, reason);
+                session.cut.cancel();
+            }
+        }
+    }
 }
 
 /// The russh settings for one version of the config, built once and shared
@@ -93,7 +189,10 @@ fn russh_config(jump: &JumpConfig, host_key: &PrivateKey) -> Arc<russh::server::
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key.clone()],
         max_auth_attempts: usize::try_from(jump.limits.max_auth_attempts.get()).unwrap_or(6),
-        inactivity_timeout: Some(jump.limits.idle_timeout),
+        // Idle time is judged on channel traffic by our own watchdog
+        // (`idle_timeout`); keepalives notice dead clients: 3 unanswered
+        // at 30 s intervals end the connection.
+        inactivity_timeout: None,
         keepalive_interval: Some(Duration::from_secs(30)),
         keepalive_max: 3,
         nodelay: true,
@@ -113,7 +212,29 @@ fn russh_config(jump: &JumpConfig, host_key: &PrivateKey) -> Arc<russh::server::
                 cipher::AES_256_GCM,
                 cipher::AES_128_GCM,
             ]),
+            // Encrypt-then-MAC only (used with no AEAD cipher anyway).
+            mac: std::borrow::Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM]),
             compression: std::borrow::Cow::Borrowed(&[russh::compression::NONE]),
+            // Host key: ed25519 only (the only key we have). The same list is
+            // sent as `server-sig-algs` for user keys: no SHA-1 `ssh-rsa`.
+            key: std::borrow::Cow::Borrowed(&[
+                Algorithm::Ed25519,
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP256,
+                },
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP384,
+                },
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP521,
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+            ]),
             ..Preferred::default()
         },
         ..Default::default()
@@ -131,12 +252,20 @@ pub async fn serve(
     let jump = first.jump.as_ref().ok_or(JumpError::NoJumpConfig)?;
     store::check_state_dir(&first.state_dir)?;
     let host_key = hostkey::load_or_generate(&first.state_dir)?;
+    let ban_file = BanFile::new(&first.state_dir);
+    let mut bans = BanList::from_bans(ban_file.load()?);
+    bans.purge(&jump.limits.ban, SystemTime::now());
     let shared = Arc::new(Shared {
         totp: TotpStore::new(&first.state_dir),
         host_key,
         tracker: TaskTracker::new(),
         shutdown,
         next_conn: AtomicU64::new(1),
+        gate: Mutex::new(Arc::new(Gate::new(&jump.limits))),
+        bans: Mutex::new(bans),
+        ban_file_seen: Mutex::new(ban_file.modified()),
+        ban_file,
+        live: Mutex::default(),
     });
     let ssh_config = Arc::new(Mutex::new(russh_config(jump, &shared.host_key)));
     let mut accepting = Vec::new();
@@ -152,13 +281,50 @@ pub async fn serve(
             Arc::clone(&ssh_config),
         )));
     }
+    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&shared), config.clone()));
     shared.shutdown.cancelled().await;
     for task in accepting {
         let _ = task.await;
     }
+    let _ = housekeeping.await;
     shared.tracker.close();
     shared.tracker.wait().await;
     Ok(())
+}
+
+/// How often bans are purged, the ban file re-read and the rate limiter trimmed.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
+/// Reloads: offboard removed users and keys, rebuild the gate when limits
+/// change. Every second: notice lifted bans, trim the rate limiter.
+async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Config>>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING);
+    loop {
+        tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let live = Arc::clone(&config.borrow_and_update());
+                shared.offboard(live.jump.as_ref());
+                if let Some(jump) = live.jump.as_ref() {
+                    let mut gate = shared.gate.lock().unwrap_or_else(|p| p.into_inner());
+                    if *gate.limits() != jump.limits {
+                        *gate = Arc::new(Gate::new(&jump.limits));
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                shared.reread_bans();
+                let gate = Arc::clone(&shared.gate.lock().unwrap_or_else(|p| p.into_inner()));
+                gate.purge();
+                if let Some(jump) = config.borrow().jump.as_ref() {
+                    shared.bans.lock().unwrap_or_else(|p| p.into_inner()).purge(&jump.limits.ban, SystemTime::now());
+                }
+            }
+        }
+    }
 }
 
 async fn accept_loop(
@@ -187,6 +353,29 @@ async fn accept_loop(
         let Some(jump) = live.jump.as_ref() else {
             continue;
         };
+        // Before any SSH byte: banned and over-rate sources are closed here,
+        // with no identification string and no key exchange.
+        let gate = Arc::clone(&shared.gate.lock().unwrap_or_else(|p| p.into_inner()));
+        let ip = peer.ip();
+        if !gate.trusted(ip) {
+            let banned = shared
+                .bans
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .banned(ip, SystemTime::now())
+                .is_some();
+            if banned {
+                debug!(%peer, "banned source: closed before the handshake");
+                continue;
+            }
+        }
+        let slot = match gate.admit(ip) {
+            Ok(slot) => slot,
+            Err(turned) => {
+                debug!(%peer, why = turned.as_str(), "closed before the handshake");
+                continue;
+            }
+        };
         let ssh = {
             let mut cached = ssh_config.lock().unwrap_or_else(|p| p.into_inner());
             if config.has_changed().unwrap_or(false) || cached.max_auth_attempts == 0 {
@@ -214,6 +403,14 @@ async fn accept_loop(
             channel_permits: Arc::new(Semaphore::new(max_channels)),
             enroll_ptys: HashSet::new(),
             enrolling: None,
+            slot: Some(slot),
+            key: None,
+            attempted: Arc::new(AtomicBool::new(false)),
+            failed: Arc::new(AtomicBool::new(false)),
+            activity: Arc::new(AtomicU64::new(proxy::unix_now())),
+            cut: CancellationToken::new(),
+            ban_policy: jump.limits.ban,
+            idle_timeout: jump.limits.idle_timeout,
         };
         shared.tracker.spawn(run_connection(
             Arc::clone(&shared),
@@ -237,34 +434,79 @@ async fn run_connection(
     let who = conn.who.clone();
     let authenticated = Arc::clone(&conn.authenticated);
     let user = Arc::clone(&conn.user);
+    let attempted = Arc::clone(&conn.attempted);
+    let failed = Arc::clone(&conn.failed);
+    let activity = Arc::clone(&conn.activity);
+    let cut = conn.cut.clone();
+    let (policy, idle_timeout) = (conn.ban_policy, conn.idle_timeout);
     audit::connection_opened(&who, conn.local);
     let deadline = tokio::time::Instant::from_std(started + login_grace);
+    let mut grace_expired = false;
     let reason = match tokio::time::timeout_at(deadline, russh::server::run_stream(ssh, tcp, conn))
         .await
     {
-        Err(_) => "login_grace expired during the handshake".to_owned(),
+        Err(_) => {
+            grace_expired = true;
+            "login_grace expired during the handshake".to_owned()
+        }
         Ok(Err(e)) => format!("handshake failed: {e}"),
         Ok(Ok(running)) => {
             let handle = running.handle();
             tokio::pin!(running);
-            tokio::select! {
-                ended = &mut running => end_reason(ended),
-                () = tokio::time::sleep_until(deadline), if !authenticated.load(Ordering::Acquire) => {
-                    if authenticated.load(Ordering::Acquire) {
-                        end_reason(running.await)
-                    } else {
-                        disconnect(&handle, running, "login grace time expired").await;
-                        "login_grace expired before authentication".to_owned()
+            // Check idleness often enough to act within a few percent of the limit.
+            let mut idle_check = tokio::time::interval(
+                (idle_timeout / 8).clamp(Duration::from_millis(100), Duration::from_secs(30)),
+            );
+            loop {
+                tokio::select! {
+                    ended = &mut running => break end_reason(ended),
+                    () = tokio::time::sleep_until(deadline), if !authenticated.load(Ordering::Acquire) && !grace_expired => {
+                        if !authenticated.load(Ordering::Acquire) {
+                            grace_expired = true;
+                            disconnect(&handle, running, "login grace time expired").await;
+                            break "login_grace expired before authentication".to_owned();
+                        }
                     }
-                }
-                () = shared.shutdown.cancelled() => {
-                    disconnect(&handle, running, "gatehouse is shutting down").await;
-                    "server shutdown".to_owned()
+                    _ = idle_check.tick(), if authenticated.load(Ordering::Acquire) => {
+                        let idle = proxy::unix_now().saturating_sub(activity.load(Ordering::Relaxed));
+                        if idle >= idle_timeout.as_secs() {
+                            disconnect(&handle, running, "idle timeout").await;
+                            break format!("idle_timeout: no channel traffic for {idle}s");
+                        }
+                    }
+                    () = cut.cancelled() => {
+                        disconnect(&handle, running, "access revoked").await;
+                        break "offboarded: access revoked by a configuration reload".to_owned();
+                    }
+                    () = shared.shutdown.cancelled() => {
+                        disconnect(&handle, running, "gatehouse is shutting down").await;
+                        break "server shutdown".to_owned();
+                    }
                 }
             }
         }
     };
+    shared
+        .live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&who.conn);
     let user = user.lock().ok().and_then(|u| u.clone());
+    // An unauthenticated end after trying to authenticate (no acceptable
+    // key, max_auth_attempts, or login_grace) counts once toward a ban,
+    // unless a failure was already counted on this connection.
+    let authed = authenticated.load(Ordering::Acquire);
+    if !authed
+        && !failed.load(Ordering::Acquire)
+        && (attempted.load(Ordering::Acquire) || grace_expired)
+    {
+        let why = if grace_expired {
+            "login_grace expired"
+        } else {
+            "no successful authentication"
+        };
+        shared.fail(&who, user.as_deref(), why, &policy);
+    }
     audit::connection_closed(&who, user.as_deref(), started.elapsed(), &reason);
 }
 
@@ -320,6 +562,20 @@ struct Connection {
     enroll_ptys: HashSet<ChannelId>,
     /// The self-enrollment running on a channel, if any.
     enrolling: Option<(ChannelId, SelfEnrollment)>,
+    /// This connection's `max_unauthenticated` slot, until it authenticates.
+    slot: Option<PreauthSlot>,
+    /// The verified key, for offboarding when it leaves the config.
+    key: Option<KeyData>,
+    /// An authentication was attempted (beyond `none`).
+    attempted: Arc<AtomicBool>,
+    /// A failure was already counted toward a ban on this connection.
+    failed: Arc<AtomicBool>,
+    /// Unix seconds of the last channel traffic (idle timeout).
+    activity: Arc<AtomicU64>,
+    /// Cancelled to offboard this connection.
+    cut: CancellationToken,
+    ban_policy: BanPolicy,
+    idle_timeout: Duration,
 }
 
 fn only(method: MethodKind) -> Option<MethodSet> {
@@ -350,9 +606,34 @@ impl Connection {
     fn finish(&mut self, user: &str, access: Access) {
         self.progress.complete(access);
         self.authenticated.store(true, Ordering::Release);
+        self.activity.store(proxy::unix_now(), Ordering::Relaxed);
+        // Authenticated: the pre-auth slot goes back to the pool.
+        self.slot = None;
         if let Ok(mut u) = self.user.lock() {
             *u = Some(user.to_owned());
         }
+        if let Some(key) = self.key.clone() {
+            self.shared
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    self.who.conn,
+                    LiveSession {
+                        who: self.who.clone(),
+                        user: user.to_owned(),
+                        key,
+                        cut: self.cut.clone(),
+                    },
+                );
+        }
+    }
+
+    /// Count a failure toward a ban of this connection's source.
+    fn fail(&self, user: &str, reason: &str) {
+        self.failed.store(true, Ordering::Release);
+        self.shared
+            .fail(&self.who, Some(user), reason, &self.ban_policy);
     }
 
     /// The user's `totp_secret_file`, if configuration management provisions their secret.
@@ -573,6 +854,7 @@ struct Tunnel {
     channel: Channel<Msg>,
     reply: Option<ChannelOpenHandle>,
     handle: Handle,
+    activity: Arc<AtomicU64>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -629,7 +911,7 @@ impl Tunnel {
             reply.accept().await;
         }
         let started = Instant::now();
-        let pumped = proxy::pump(self.channel.into_stream(), dialled.stream).await;
+        let pumped = proxy::pump(self.channel.into_stream(), dialled.stream, &self.activity).await;
         if self.via == "exec-nc" {
             let _ = self.handle.exit_status_request(id, 0).await;
         }
@@ -662,6 +944,7 @@ impl russh::server::Handler for Connection {
     }
 
     async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+        self.attempted.store(true, Ordering::Release);
         audit::auth(
             &self.who,
             user,
@@ -678,6 +961,7 @@ impl russh::server::Handler for Connection {
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
+        self.attempted.store(true, Ordering::Release);
         let allowed = self
             .live()
             .and_then(|c| {
@@ -727,6 +1011,7 @@ impl russh::server::Handler for Connection {
             return Ok(Auth::reject());
         }
         self.progress.key_proven(user, fp.clone());
+        self.key = Some(key.public_key.key_data().clone());
         let provisioned = Self::provisioned(&config, user);
         let enrolled = match self.shared.totp.load(user, provisioned.as_deref()) {
             Ok(e) => e.is_some(),
@@ -783,6 +1068,7 @@ impl russh::server::Handler for Connection {
         _submethods: &str,
         response: Option<Response<'a>>,
     ) -> Result<Auth, Self::Error> {
+        self.attempted.store(true, Ordering::Release);
         if !self.progress.may_check_code(user) {
             audit::auth(
                 &self.who,
@@ -842,6 +1128,7 @@ impl russh::server::Handler for Connection {
             self.finish(user, Access::Tunnels);
             Ok(Auth::Accept)
         } else {
+            self.fail(user, &detail);
             Ok(reject_with(MethodKind::KeyboardInteractive))
         }
     }
@@ -919,6 +1206,7 @@ impl russh::server::Handler for Connection {
             channel,
             reply: Some(reply),
             handle: session.handle(),
+            activity: Arc::clone(&self.activity),
             _permit: permit,
         });
         Ok(())
@@ -967,6 +1255,7 @@ impl russh::server::Handler for Connection {
             channel: chan,
             reply: None,
             handle: session.handle(),
+            activity: Arc::clone(&self.activity),
             _permit: permit,
         });
         Ok(())
@@ -1003,6 +1292,7 @@ impl russh::server::Handler for Connection {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.activity.store(proxy::unix_now(), Ordering::Relaxed);
         if self.enrolling.as_ref().is_some_and(|(c, _)| *c == channel) {
             self.enrollment_input(channel, data, session).await;
         }
