@@ -26,6 +26,33 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Print a ~/.ssh/config block: the jump host, and ProxyJump for every granted pattern.
+    SshConfig {
+        /// How laptops reach the jump host: HOST or HOST:PORT ([IPv6]:PORT).
+        #[arg(long, value_name = "HOST[:PORT]")]
+        jump: String,
+        /// Only this user's grants (and `User NAME`); all users' grants if absent.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Config file [default: /etc/gatehouse/gatehouse.yaml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Print how to send the config's zones to gatehouse from a laptop.
+    Resolver {
+        /// The address laptops reach gatehouse's DNS on.
+        #[arg(long, value_name = "IP")]
+        nameserver: std::net::IpAddr,
+        /// The DNS port.
+        #[arg(long, default_value_t = 53)]
+        port: u16,
+        /// The laptop's OS.
+        #[arg(long, value_enum, default_value_t = OsArg::Macos)]
+        os: OsArg,
+        /// Config file [default: /etc/gatehouse/gatehouse.yaml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// List bans; `lift ADDR` lifts one (a running server notices within seconds).
     Bans {
         #[command(subcommand)]
@@ -67,6 +94,13 @@ pub enum TotpAction {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum OsArg {
+    Macos,
+    Linux,
+    Windows,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ mod bans;
 mod check;
 mod cli;
 mod dev;
+mod laptop;
 mod logging;
 mod run;
 mod totp;
@@ -24,6 +25,15 @@ fn main() -> ExitCode {
         cli::Command::Check { config } => check::check(config.as_deref()),
         cli::Command::Totp { action } => totp::totp(action),
         cli::Command::Bans { action, config } => bans::bans(action, config.as_deref()),
+        cli::Command::SshConfig { jump, user, config } => {
+            laptop::ssh_config(&jump, user.as_deref(), config.as_deref())
+        }
+        cli::Command::Resolver {
+            nameserver,
+            port,
+            os,
+            config,
+        } => laptop::resolver(nameserver, port, os, config.as_deref()),
     };
     match result {
         Ok(code) => code,

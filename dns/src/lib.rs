@@ -16,7 +16,8 @@
 //!   response bytes (no I/O);
 //! - `listeners`: [`DnsListeners`], binding UDP + TCP on each address;
 //! - `server`: [`serve`], live reloads and graceful shutdown;
-//! - `udp`, `tcp`, `forward`: the I/O glue.
+//! - `udp`, `tcp`, `forward`: the I/O glue;
+//! - `resolver`: the laptop side, `/etc/resolver` and friends (text only).
 //!
 //! ```no_run
 //! # async fn run(
@@ -38,6 +39,7 @@ mod error;
 mod forward;
 mod listeners;
 mod message;
+mod resolver;
 mod server;
 mod tcp;
 mod udp;
@@ -50,6 +52,7 @@ pub use answer::{Outcome, Reply, answer};
 pub use error::{DnsError, Transport};
 pub use listeners::DnsListeners;
 pub use message::{EDNS_UDP_PAYLOAD, Handled, finish_forwarded, respond};
+pub use resolver::{Os, resolver_setup};
 pub use server::serve;
 pub use zones::{AddressRecord, Lookup, ZoneApex, ZoneTable};
 

@@ -18,7 +18,8 @@
 //! - `proxy`: resolve once, dial, pump with half-close;
 //! - `audit`: one structured event per connection, attempt and tunnel;
 //! - `hostkey`, `store`: the state directory, written atomically;
-//! - `enroll`: operator enrollment with a terminal QR code;
+//! - `enroll`: enrollment screens and operator enrollment with a QR code;
+//! - `laptop`: the `~/.ssh/config` block for a user's grants (text only);
 //! - `server`: the accept loop and the thin russh glue.
 
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ mod error;
 mod exec;
 mod gate;
 mod hostkey;
+mod laptop;
 mod limits;
 mod policy;
 mod proxy;
@@ -49,6 +51,7 @@ pub use enroll::{
 pub use error::JumpError;
 pub use exec::{NcCommand, parse_nc};
 pub use gate::{Gate, PreauthSlot, Turned};
+pub use laptop::{cidr_pattern, ssh_config};
 pub use policy::{Allowed, Refusal, decide};
 pub use server::{JumpListeners, serve};
 pub use totp::{CodeRefusal, Secret, Status, TotpStore, Verdict, check_code};
