@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+mod admin;
 mod bans;
 mod check;
 mod cli;

@@ -1,12 +1,13 @@
 //! `gatehouse run`: load the config, start the configured servers, reload on
 //! SIGHUP or file change, stop gracefully on SIGTERM/SIGINT.
 
-use std::{path::Path, process::ExitCode, time::Duration};
+use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use gatehouse_config::{Config, Reloader};
 use gatehouse_dns::DnsListeners;
 use gatehouse_jump::JumpListeners;
+use prometheus_client::registry::Registry;
 use tokio::{
     signal::unix::{SignalKind, signal},
     task::JoinSet,
@@ -14,7 +15,11 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::{cli::DEFAULT_CONFIG, dev, logging};
+use crate::{
+    admin::{self, Health},
+    cli::DEFAULT_CONFIG,
+    dev, logging,
+};
 
 /// How long connections get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -56,14 +61,27 @@ async fn serve(config: Config, watch_file: bool) -> anyhow::Result<ExitCode> {
     let reloader = Reloader::new(&config.source, config.clone());
     let live = reloader.subscribe();
     let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    let mut configured = Vec::new();
+    if config.jump.is_some() {
+        configured.push("jump");
+    }
+    if config.dns.is_some() {
+        configured.push("dns");
+    }
+    let health = Arc::new(Health::new(&configured));
 
     if let Some(dns) = &config.dns {
         let listeners = DnsListeners::bind(&dns.listen).context("starting DNS")?;
         for addr in listeners.local_addrs() {
             info!(event = "listening", service = "dns", %addr, "DNS listening on {addr} (UDP and TCP)");
         }
-        let (live, shutdown) = (live.clone(), shutdown.clone());
-        servers.spawn(async move { Ok(gatehouse_dns::serve(listeners, live, shutdown).await?) });
+        let (live, shutdown, health) = (live.clone(), shutdown.clone(), Arc::clone(&health));
+        health.set("dns", true);
+        servers.spawn(async move {
+            let served = gatehouse_dns::serve(listeners, live, shutdown).await;
+            health.set("dns", false);
+            Ok(served?)
+        });
     }
 
     if let Some(jump) = &config.jump {
@@ -71,8 +89,29 @@ async fn serve(config: Config, watch_file: bool) -> anyhow::Result<ExitCode> {
         for addr in listeners.local_addrs() {
             info!(event = "listening", service = "jump", %addr, "SSH jump host listening on {addr}");
         }
-        let (live, shutdown) = (live.clone(), shutdown.clone());
-        servers.spawn(async move { Ok(gatehouse_jump::serve(listeners, live, shutdown).await?) });
+        let (live, shutdown, health) = (live.clone(), shutdown.clone(), Arc::clone(&health));
+        health.set("jump", true);
+        servers.spawn(async move {
+            let served = gatehouse_jump::serve(listeners, live, shutdown).await;
+            health.set("jump", false);
+            Ok(served?)
+        });
+    }
+
+    if let Some(admin) = &config.admin {
+        let listener = tokio::net::TcpListener::bind(admin.listen)
+            .await
+            .with_context(|| format!("admin: cannot listen on {}", admin.listen))?;
+        let addr = listener.local_addr().unwrap_or(admin.listen);
+        info!(event = "listening", service = "admin", %addr, "admin endpoint on http://{addr}/healthz and /metrics");
+        let mut registry = Registry::default();
+        gatehouse_jump::register_metrics(&mut registry);
+        gatehouse_dns::register_metrics(&mut registry);
+        let (health, shutdown) = (Arc::clone(&health), shutdown.clone());
+        servers.spawn(async move {
+            admin::serve(listener, Arc::new(registry), health, shutdown).await;
+            Ok(())
+        });
     }
 
     // The reloader owns the only sender of the live config; in the dev setup
@@ -91,6 +130,11 @@ async fn serve(config: Config, watch_file: bool) -> anyhow::Result<ExitCode> {
     };
 
     info!(event = "ready", config = %config.source.display(), "gatehouse ready");
+    // systemd `Type=notify`: ready once every listener is bound. Outside
+    // systemd (no NOTIFY_SOCKET) this does nothing.
+    if let Err(error) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!(%error, "cannot notify systemd");
+    }
     loop {
         tokio::select! {
             _ = term.recv() => break info!(event = "shutdown", signal = "SIGTERM", "stopping"),

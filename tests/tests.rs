@@ -3,6 +3,9 @@
 
 mod util;
 
+// The admin endpoint: /healthz and /metrics with curl.
+mod admin;
+
 // `gatehouse check`: exit codes, summaries and located errors.
 mod check;
 // DNS answers for every kind of query, over UDP and TCP, with dig.

@@ -17,6 +17,7 @@
 //! - `listeners`: [`DnsListeners`], binding UDP + TCP on each address;
 //! - `server`: [`serve`], live reloads and graceful shutdown;
 //! - `udp`, `tcp`, `forward`: the I/O glue;
+//! - `metrics`: Prometheus counters (responses by rcode);
 //! - `resolver`: the laptop side, `/etc/resolver` and friends (text only).
 //!
 //! ```no_run
@@ -39,6 +40,7 @@ mod error;
 mod forward;
 mod listeners;
 mod message;
+mod metrics;
 mod resolver;
 mod server;
 mod tcp;
@@ -52,6 +54,7 @@ pub use answer::{Outcome, Reply, answer};
 pub use error::{DnsError, Transport};
 pub use listeners::DnsListeners;
 pub use message::{EDNS_UDP_PAYLOAD, Handled, finish_forwarded, respond};
+pub use metrics::register_metrics;
 pub use resolver::{Os, resolver_setup};
 pub use server::serve;
 pub use zones::{AddressRecord, Lookup, ZoneApex, ZoneTable};

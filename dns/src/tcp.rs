@@ -142,6 +142,7 @@ async fn serve_connection(
             debug!(%client, len = response.len(), "dns response too long for TCP; dropped");
             continue;
         };
+        crate::metrics::count_response(&response);
         frame.clear();
         frame.extend_from_slice(&response_len.to_be_bytes());
         frame.extend_from_slice(&response);

@@ -96,6 +96,7 @@ async fn start_forward(
 }
 
 async fn send(socket: &UdpSocket, response: &[u8], client: SocketAddr) {
+    crate::metrics::count_response(response);
     if let Err(error) = socket.send_to(response, client).await {
         // About one client (unreachable, filtered), not the listener.
         debug!(%client, %error, "dns udp send failed");

@@ -6,6 +6,8 @@ use std::{net::SocketAddr, time::Duration};
 
 use tracing::info;
 
+use crate::metrics::{METRICS, labels};
+
 /// Who and where, carried by every event of one connection.
 #[derive(Clone, Debug)]
 pub struct Who {
@@ -29,6 +31,7 @@ pub struct TunnelAsk<'a> {
 }
 
 pub fn connection_opened(who: &Who, local: SocketAddr) {
+    METRICS.connections.inc();
     info!(target: "audit", event = "connection_opened", conn = who.conn, peer = %who.peer, %local);
 }
 
@@ -54,6 +57,10 @@ pub fn auth(
     result: &str,
     detail: &str,
 ) {
+    METRICS
+        .auth
+        .get_or_create(&labels(&[("method", method), ("result", result)]))
+        .inc();
     info!(
         target: "audit",
         event = "auth",
@@ -74,6 +81,11 @@ pub fn tunnel_opened(
     group: &str,
     grant: &str,
 ) {
+    METRICS.tunnels_open.inc();
+    METRICS
+        .tunnels
+        .get_or_create(&labels(&[("result", "opened")]))
+        .inc();
     info!(
         target: "audit",
         event = "tunnel_opened",
@@ -90,6 +102,10 @@ pub fn tunnel_opened(
 }
 
 pub fn tunnel_refused(who: &Who, ask: &TunnelAsk<'_>, reason: &str) {
+    METRICS
+        .tunnels
+        .get_or_create(&labels(&[("result", "refused")]))
+        .inc();
     info!(
         target: "audit",
         event = "tunnel_refused",
@@ -113,6 +129,15 @@ pub fn tunnel_closed(
     duration: Duration,
     reason: &str,
 ) {
+    METRICS.tunnels_open.dec();
+    METRICS
+        .bytes
+        .get_or_create(&labels(&[("direction", "up")]))
+        .inc_by(bytes_up);
+    METRICS
+        .bytes
+        .get_or_create(&labels(&[("direction", "down")]))
+        .inc_by(bytes_down);
     info!(
         target: "audit",
         event = "tunnel_closed",
@@ -158,6 +183,7 @@ pub fn totp(who: &Who, user: &str, action: &str, detail: &str) {
 
 /// A source was banned.
 pub fn banned(source: std::net::IpAddr, count: u32, seconds: u64, until: u64) {
+    METRICS.bans.inc();
     info!(target: "audit", event = "ban", source = %source, count, seconds, until);
 }
 
