@@ -6,7 +6,7 @@ use std::{
 
 use crate::{
     dns::zone_config,
-    util::{Gatehouse, dig, eventually, gatehouse_bin},
+    util::{Gatehouse, SshClient, Sshd, dig, eventually, gatehouse_bin, run},
 };
 
 #[test]
@@ -24,16 +24,46 @@ fn no_config_starts_the_loopback_dev_setup() {
         "{} exists on this machine; this test needs it absent",
         default.display()
     );
+    // A laptop: $HOME with a key in ~/.ssh, and $USER.
+    let mut client = SshClient::new();
     let home = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(gatehouse_bin())
+    std::fs::create_dir_all(home.path().join(".ssh")).expect("mkdir .ssh");
+    std::fs::write(
+        home.path().join(".ssh/id_ed25519.pub"),
+        client.public_key() + "\n",
+    )
+    .expect("write key");
+    let laptop = |cmd: &mut Command| {
+        cmd.env("HOME", home.path())
+            .env("USER", "devuser")
+            .env_remove("XDG_STATE_HOME");
+    };
+
+    // Enroll first, on the dev setup (no --config, like `run`).
+    let mut enroll = Command::new(gatehouse_bin());
+    enroll.args(["totp", "enroll", "devuser"]);
+    laptop(&mut enroll);
+    let enrolled = enroll.output().expect("enroll");
+    let text = String::from_utf8_lossy(&enrolled.stdout).into_owned();
+    assert!(
+        enrolled.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("secret:"))
+        .map(|s| s.trim().to_owned())
+        .expect("secret line");
+
+    let mut run_cmd = Command::new(gatehouse_bin());
+    run_cmd
         .arg("run")
-        .env("HOME", home.path())
-        .env("XDG_STATE_HOME", home.path().join("state"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
+        .stderr(Stdio::null());
+    laptop(&mut run_cmd);
+    let mut child = run_cmd.spawn().expect("spawn");
     let out = Arc::new(Mutex::new(String::new()));
     let sink = out.clone();
     let stdout = child.stdout.take().expect("stdout");
@@ -49,9 +79,29 @@ fn no_config_starts_the_loopback_dev_setup() {
     eventually("dev DNS answers", || {
         dig(server, &["admin.gateway.test", "A"]).answer_data() == ["127.0.0.1"]
     });
+    eventually("dev jump host listens", || {
+        out.lock()
+            .map(|s| s.contains("SSH jump host listening on 127.0.0.1:11122"))
+            .unwrap_or(false)
+    });
+
+    // A real second hop through the dev jump host: key + code, ssh -J.
+    let sshd = Sshd::start(&client.public_key());
+    client.add_host("jump", "127.0.0.1:11122".parse().expect("addr"), "devuser");
+    client.add_host("target", sshd.addr, &sshd.user);
+    client.answer_with_totp(&secret);
+    let hop = run(
+        client
+            .ssh()
+            .args(["-J", "jump", "target", "echo", "dev-hop-ok"]),
+        b"",
+    );
+
     let text = out.lock().map(|s| s.clone()).unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
+    hop.success().stderr_has("partial success");
+    assert_eq!(hop.stdout(), "dev-hop-ok\n", "{hop}");
     assert!(text.contains("starting a loopback dev setup"), "{text}");
     assert!(
         text.contains("gateway.test and every name below it -> 127.0.0.1"),
@@ -61,4 +111,9 @@ fn no_config_starts_the_loopback_dev_setup() {
         text.contains("dig @127.0.0.1 -p 10053 admin.gateway.test"),
         "{text}"
     );
+    assert!(
+        text.contains("user `devuser` (1 keys from ~/.ssh/*.pub) may reach 127.0.0.0/8"),
+        "{text}"
+    );
+    assert!(text.contains("ssh -J devuser@127.0.0.1:11122"), "{text}");
 }
