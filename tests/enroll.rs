@@ -139,7 +139,7 @@ fn recovery_codes(text: &str) -> Vec<String> {
 }
 
 /// A code that is right for no step in the window around now.
-fn wrong_code(secret: &str) -> String {
+pub(crate) fn wrong_code(secret: &str) -> String {
     let window: Vec<String> = [
         "-60 seconds",
         "-30 seconds",

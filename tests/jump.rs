@@ -15,7 +15,7 @@ use crate::util::{Daemon, Gatehouse, Output, SshClient, Sshd, TcpServer, eventua
 
 /// A gatehouse config: `users` as (name, client whose key they use, groups),
 /// `groups` as (name, grants).
-fn config(
+pub(crate) fn config(
     mfa: &str,
     users: &[(&str, &SshClient, &[&str])],
     groups: &[(&str, Vec<String>)],
@@ -43,7 +43,7 @@ fn config(
 
 /// One user `sean` in group `dev` with `grants`; the client is pointed at
 /// the running jump host as the alias `jump`.
-fn one_user(mfa: &str, grants: Vec<String>) -> (Gatehouse, SshClient) {
+pub(crate) fn one_user(mfa: &str, grants: Vec<String>) -> (Gatehouse, SshClient) {
     let mut client = SshClient::new();
     let g = Gatehouse::start(&config(
         mfa,

@@ -8,12 +8,16 @@ mod admin;
 
 // `gatehouse check`: exit codes, summaries and located errors.
 mod check;
+// Defences: bans before any SSH byte, rate and pre-auth limits, login grace, idle cut, max_channels, offboarding, ssh-audit.
+mod defence;
 // DNS answers for every kind of query, over UDP and TCP, with dig.
 mod dns;
 // MFA lifecycle: self-enrollment over ssh -tt, recovery codes, totp reset, code limits.
 mod enroll;
 // SSH jump host: key + TOTP, grants, -W/-J/nc tunnels, refusals, audit events.
 mod jump;
+// ssh-config and resolver generators, the vagrant/ files.
+mod laptop;
 // Start, stop, and the no-config dev setup.
 mod lifecycle;
 // Live reload by file change and SIGHUP; invalid reloads keep the old config.

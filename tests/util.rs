@@ -4,7 +4,7 @@
 use std::{
     fs::File,
     io::{BufRead, BufReader, Read, Seek, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     sync::{
@@ -550,6 +550,81 @@ pub fn run(cmd: &mut Command, input: &[u8]) -> Output {
     }
 }
 
+/// What a raw TCP client reads first from an SSH server.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Hello {
+    /// The identification line, with its `\r\n` (`SSH-2.0-gatehouse\r\n`).
+    Identification(String),
+    /// The server closed the connection without sending a single byte.
+    Closed,
+}
+
+/// A TCP connection to `to` from the local address `from` (any port): a
+/// second source such as 127.0.0.2 (Linux routes all of 127.0.0.0/8 to lo).
+pub fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let stream = rt
+        .block_on(async {
+            let socket = match from {
+                IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            socket.bind(SocketAddr::new(from, 0))?;
+            tokio::time::timeout(PATIENCE, socket.connect(to))
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+        })
+        .unwrap_or_else(|e| panic!("connect from {from} to {to}: {e}"));
+    let stream = stream.into_std().expect("std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+}
+
+/// Read what the server says first on `stream`: its identification line,
+/// or nothing at all (a close before any SSH byte). Fails the test on
+/// anything else, or if nothing happens within [`PATIENCE`].
+pub fn read_hello(stream: &mut TcpStream) -> Hello {
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("read timeout");
+    let mut line = Vec::new();
+    let mut byte = [0_u8; 1];
+    loop {
+        match stream.read(&mut byte) {
+            Ok(0) if line.is_empty() => return Hello::Closed,
+            Ok(0) => panic!(
+                "closed after {:?} without a whole identification line",
+                String::from_utf8_lossy(&line)
+            ),
+            Ok(_) => {
+                line.push(byte[0]);
+                if byte[0] == b'\n' {
+                    return Hello::Identification(String::from_utf8_lossy(&line).into_owned());
+                }
+                assert!(line.len() <= 255, "no identification line: {line:?}");
+            }
+            Err(e) => panic!(
+                "reading the identification line (after {:?}): {e}",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+    }
+}
+
+/// Connect to `to` from `from` (default: the kernel's choice, 127.0.0.1 on
+/// loopback), read what comes first, and hang up.
+pub fn hello(to: SocketAddr, from: Option<IpAddr>) -> Hello {
+    let mut stream = match from {
+        Some(from) => connect_from(from, to),
+        None => TcpStream::connect_timeout(&to, PATIENCE)
+            .unwrap_or_else(|e| panic!("connect to {to}: {e}")),
+    };
+    read_hello(&mut stream)
+}
+
 /// A port that was free a moment ago (for helpers that cannot take port 0).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -726,6 +801,26 @@ impl SshClient {
     /// Answer every prompt with `code`.
     pub fn answer_with(&self, code: &str) {
         self.write_askpass(&format!("echo '{code}'"));
+    }
+
+    /// Answer with the current code for `secret` once the file `go` exists
+    /// (or after 30 s): a user still typing while the test changes things.
+    pub fn answer_with_totp_when(&self, secret: &str, go: &Path) {
+        let oathtool = which("oathtool").unwrap_or_else(|| {
+            panic!("`oathtool` is not installed; run `tests/run` (it installs the test tools)")
+        });
+        self.write_askpass(&format!(
+            "i=0\nwhile [ ! -e '{}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+             exec '{}' --totp -b '{secret}'",
+            go.display(),
+            oathtool.display()
+        ));
+    }
+
+    /// Answer every prompt with `code`, but only after `delay`: a user who
+    /// walked away from the `Verification code:` prompt.
+    pub fn answer_after(&self, delay: Duration, code: &str) {
+        self.write_askpass(&format!("sleep {}\necho '{code}'", delay.as_secs()));
     }
 
     /// The prompts askpass was shown so far.
@@ -993,7 +1088,8 @@ impl Terminal {
         String::from_utf8_lossy(&got.0).into_owned()
     }
 
-    fn stderr(&self) -> String {
+    /// Everything it printed on stderr so far.
+    pub fn stderr(&self) -> String {
         let mut buf = Vec::new();
         let mut err = &self.err;
         let _ = err.rewind();

@@ -54,6 +54,8 @@ pub fn resolver_setup(zones: &[DomainName], nameserver: IpAddr, port: u16, os: O
         }
         Os::Linux => {
             let domains: Vec<String> = zones.iter().map(|z| format!("~{z}")).collect();
+            // Quoted on the command line: a shell expands `~sean` to sean's home.
+            let quoted: Vec<String> = domains.iter().map(|d| format!("'{d}'")).collect();
             let _ = writeln!(
                 out,
                 "# Linux with systemd-resolved: a drop-in (persistent) ..."
@@ -70,7 +72,7 @@ pub fn resolver_setup(zones: &[DomainName], nameserver: IpAddr, port: u16, os: O
                 "\n# ... or one-off, for the link that reaches gatehouse (e.g. vboxnet0):"
             );
             let _ = writeln!(out, "sudo resolvectl dns LINK {server}");
-            let _ = writeln!(out, "sudo resolvectl domain LINK {}", domains.join(" "));
+            let _ = writeln!(out, "sudo resolvectl domain LINK {}", quoted.join(" "));
         }
         Os::Windows => {
             let _ = writeln!(out, "# Windows (PowerShell as Administrator): NRPT rules.");
@@ -131,7 +133,10 @@ mod tests {
             text.contains("DNS=192.168.222.2\\nDomains=~sean ~test\\n"),
             "{text}"
         );
-        assert!(text.contains("sudo resolvectl domain LINK ~sean ~test"));
+        assert!(
+            text.contains("sudo resolvectl domain LINK '~sean' '~test'"),
+            "{text}"
+        );
         let dev = resolver_setup(&zones(), "127.0.0.1".parse().expect("ip"), 10053, Os::Linux);
         assert!(dev.contains("resolvectl dns LINK 127.0.0.1:10053"), "{dev}");
     }

@@ -69,6 +69,11 @@ impl BanList {
         }
     }
 
+    /// Replace the bans (re-read from the file), keeping failure counts.
+    pub fn set_bans(&mut self, bans: Vec<Ban>) {
+        self.bans = bans.into_iter().map(|b| (b.source, b)).collect();
+    }
+
     /// The ban in force for `ip` at wall-clock `now`, if any.
     pub fn banned(&self, ip: IpAddr, now: SystemTime) -> Option<&Ban> {
         self.bans

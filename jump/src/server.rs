@@ -153,7 +153,7 @@ impl Shared {
                 audit::ban_lifted(old.source);
             }
         }
-        *bans = BanList::from_bans(stored);
+        bans.set_bans(stored);
     }
 
     /// Cut every live connection whose user or key is gone from `jump`.
@@ -469,7 +469,9 @@ async fn run_connection(
                     }
                     _ = idle_check.tick(), if authenticated.load(Ordering::Acquire) => {
                         let idle = proxy::unix_now().saturating_sub(activity.load(Ordering::Relaxed));
-                        if idle >= idle_timeout.as_secs() {
+                        // Activity is stamped in whole seconds: a sub-second
+                        // limit means one second.
+                        if idle >= idle_timeout.as_secs().max(1) {
                             disconnect(&handle, running, "idle timeout").await;
                             break format!("idle_timeout: no channel traffic for {idle}s");
                         }
@@ -626,7 +628,32 @@ impl Connection {
                         cut: self.cut.clone(),
                     },
                 );
+            // A reload between the key check and the line above may have
+            // offboarded everyone else already: check again, now that this
+            // session is where the next reload will look.
+            if !self.key_still_allowed(user) && !self.cut.is_cancelled() {
+                audit::offboarded(
+                    &self.who,
+                    user,
+                    "key or user removed from the configuration during login",
+                );
+                self.cut.cancel();
+            }
         }
+    }
+
+    /// Is this connection's verified key still one of `user`'s keys in the
+    /// live config?
+    fn key_still_allowed(&self, user: &str) -> bool {
+        let (Some(config), Some(key)) = (self.live(), self.key.as_ref()) else {
+            return false;
+        };
+        config.jump.as_ref().is_some_and(|jump| {
+            jump.users
+                .iter()
+                .find(|(name, _)| name.as_str() == user)
+                .is_some_and(|(_, u)| u.keys.iter().any(|k| k.key_data() == key))
+        })
     }
 
     /// Count a failure toward a ban of this connection's source.
@@ -1121,6 +1148,16 @@ impl russh::server::Handler for Connection {
                 warn!(%error, user, "TOTP check failed");
                 (false, "enrollment unreadable".to_owned())
             }
+        };
+        // The key was checked before the prompt; a reload since then may have
+        // removed it or its user (offboarding): then the right code is not enough.
+        let (accepted, detail) = if accepted && !self.key_still_allowed(user) {
+            (
+                false,
+                "key or user removed from the configuration".to_owned(),
+            )
+        } else {
+            (accepted, detail)
         };
         let result = if accepted { "accepted" } else { "rejected" };
         audit::auth(&self.who, user, method, fp.as_deref(), result, &detail);
