@@ -50,6 +50,17 @@ pub fn private_dir(dir: &Path) -> io::Result<PathBuf> {
     Ok(dir.to_owned())
 }
 
+/// Create `path` (it must not exist) with mode 0600, write `bytes`, fsync.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Write `bytes` to `path` atomically with mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path
@@ -64,13 +75,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         rand::random::<u64>()
     ));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+        write_private(&tmp, bytes)?;
         fs::rename(&tmp, path)?;
         fs::File::open(dir)?.sync_all()
     })();
@@ -90,13 +95,7 @@ pub fn create_atomic(path: &Path, bytes: &[u8]) -> io::Result<bool> {
         .ok_or_else(|| io::Error::other("path has no parent folder"))?;
     let tmp = dir.join(format!(".new.{}", rand::random::<u64>()));
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
+        write_private(&tmp, bytes)?;
         match fs::hard_link(&tmp, path) {
             Ok(()) => {
                 fs::File::open(dir)?.sync_all()?;

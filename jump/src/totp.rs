@@ -251,14 +251,13 @@ impl TotpStore {
         }))
     }
 
-    /// Store the user's enrollment atomically (0600). A provisioned secret
-    /// is never copied here: only the replay state and recovery hashes.
-    pub fn save(
+    /// The file for `enrollment`: with its secret unless `provisioned`.
+    fn encode(
         &self,
         user: &str,
         enrollment: &Enrollment,
         provisioned: bool,
-    ) -> Result<(), JumpError> {
+    ) -> Result<(PathBuf, Vec<u8>), JumpError> {
         let path = self.path(user);
         let file = EnrollmentFile {
             secret: (!provisioned).then(|| enrollment.secret.to_base32()),
@@ -270,29 +269,31 @@ impl TotpStore {
             path: path.clone(),
             source: std::io::Error::other(e),
         })?;
-        store::private_dir(&self.dir)
-            .and_then(|_| store::write_atomic(&path, &json))
-            .map_err(|source| JumpError::State { path, source })
+        store::private_dir(&self.dir).map_err(|source| JumpError::State {
+            path: self.dir.clone(),
+            source,
+        })?;
+        Ok((path, json))
+    }
+
+    /// Store the user's enrollment atomically (0600). A provisioned secret
+    /// is never copied here: only the replay state and recovery hashes.
+    pub fn save(
+        &self,
+        user: &str,
+        enrollment: &Enrollment,
+        provisioned: bool,
+    ) -> Result<(), JumpError> {
+        let (path, json) = self.encode(user, enrollment, provisioned)?;
+        store::write_atomic(&path, &json).map_err(|source| JumpError::State { path, source })
     }
 
     /// Store a new enrollment unless the user already has one. Two
     /// enrollments at once (two sessions, or a session and the CLI): the
     /// first to confirm wins, the other gets false and nothing changes.
     pub fn create(&self, user: &str, enrollment: &Enrollment) -> Result<bool, JumpError> {
-        let path = self.path(user);
-        let file = EnrollmentFile {
-            secret: Some(enrollment.secret.to_base32()),
-            created: enrollment.created,
-            last_step: enrollment.last_step,
-            recovery: enrollment.recovery.clone(),
-        };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| JumpError::State {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        store::private_dir(&self.dir)
-            .and_then(|_| store::create_atomic(&path, &json))
-            .map_err(|source| JumpError::State { path, source })
+        let (path, json) = self.encode(user, enrollment, false)?;
+        store::create_atomic(&path, &json).map_err(|source| JumpError::State { path, source })
     }
 
     /// Remove the user's enrollment (`gatehouse totp reset`). Returns whether one existed.
