@@ -142,6 +142,7 @@ class Settings:
         self.par_width = 8
         self.mem_steps = [0, 10, 20] if quick else [0, 50, 500]
         self.dns_seconds = 2 if quick else DNSPERF_SECONDS
+        self.dns_runs = 1 if quick else 3
         self.dns_fixed_seconds = 2 if quick else DNS_FIXED_SECONDS
         self.dns_sizes = [10, 10_000]
         self.flood_idle_seconds = 3 if quick else 10
@@ -191,6 +192,34 @@ def wait_tcp(port: int, proc: subprocess.Popen, what: str, timeout: float = 20):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
+
+
+def cpu_busy(seconds: float = 1.0) -> float:
+    """Share of all CPUs busy over `seconds` (0..1), from /proc/stat."""
+
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]  # idle + iowait
+        return sum(v), idle
+
+    t0, i0 = sample()
+    time.sleep(seconds)
+    t1, i1 = sample()
+    return 1 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_quiet(limit: float = 0.15, patience: float = 120) -> float:
+    """Wait (up to `patience` s) until other programs use less than `limit`
+    of the CPUs: these figures mean nothing next to a compiler. Returns the
+    last busy share seen, which the report shows."""
+    deadline = time.monotonic() + patience
+    busy = cpu_busy()
+    while busy > limit and time.monotonic() < deadline:
+        log(f"machine {busy:.0%} busy before starting; waiting for it to calm down")
+        time.sleep(4)
+        busy = cpu_busy()
+    return busy
 
 
 def median(xs):
@@ -450,7 +479,12 @@ class Lab:
                 "      records:",
             ]
             lines += [f"        r{i}: {record_ip(i)}" for i in range(dns_records)]
-        config = self.dir / f"{name}.yaml"
+        # The config gets a folder of its own: gatehouse watches the config's
+        # folder for changes, and would wake up for every line written to
+        # the logs if they were next to it.
+        etc = self.dir / f"{name}-etc"
+        etc.mkdir(mode=0o700)
+        config = etc / "gatehouse.yaml"
         config.write_text("\n".join(lines) + "\n")
         p = self.start(name, [str(GATEHOUSE), "run", "--config", str(config)])
         if ssh_port:
@@ -1007,13 +1041,27 @@ def part_dns(s: Settings):
             procs = {"gatehouse": g, "dnsmasq": d}
             qps_ratios = []
             for i, (kind, qfile) in enumerate(sets.items()):
+                runs = {name: [] for name, _ in servers}
+                for k in range(s.dns_runs):
+                    order = servers if (i + k) % 2 == 0 else list(reversed(servers))
+                    for name, port in order:
+                        pid = procs[name].pid
+                        cpu0 = tree_cpu(pid)
+                        run = dnsperf(port, qfile, s.dns_seconds, DNSPERF_MAX)
+                        run["cpu"] = (tree_cpu(pid) - cpu0) / s.dns_seconds
+                        runs[name].append(run)
+                        log(f"dns {records} {kind} {name}: {run['qps']:.0f} QPS, cpu {run['cpu']:.2f}")
                 res = {}
-                order = servers if i % 2 == 0 else list(reversed(servers))
-                for name, port in order:
-                    pid = procs[name].pid
-                    cpu0 = tree_cpu(pid)
-                    res[name] = dnsperf(port, qfile, s.dns_seconds, DNSPERF_MAX)
-                    res[name]["cpu"] = (tree_cpu(pid) - cpu0) / s.dns_seconds
+                for name, port in servers:
+                    rs = runs[name]
+                    res[name] = {
+                        "qps": median([r["qps"] for r in rs]),
+                        "cpu": median([r["cpu"] for r in rs]),
+                        "avg_ms": median([r["avg_ms"] for r in rs]),
+                        "lost": median([r["lost"] for r in rs]),
+                        "rcodes": rs[0]["rcodes"],
+                        "runs": [r["qps"] for r in rs],
+                    }
                     fixed = dnsperf(
                         port,
                         qfile,
@@ -1022,7 +1070,6 @@ def part_dns(s: Settings):
                         verbose=True,
                     )
                     res[name].update(p50=fixed["p50"], p99=fixed["p99"])
-                    log(f"dns {records} {kind} {name}: {res[name]}")
                 r = ratio(res["gatehouse"]["qps"], res["dnsmasq"]["qps"])
                 qps_ratios.append(r)
                 for name in ("gatehouse", "dnsmasq"):
@@ -1040,6 +1087,7 @@ def part_dns(s: Settings):
                             fmt(x["p50"], 3),
                             fmt(x["p99"], 3),
                             x["rcodes"],
+                            " ".join(fmt(q / 1000, 0) for q in x["runs"]),
                         ]
                     )
                 eff = ratio(
@@ -1047,14 +1095,16 @@ def part_dns(s: Settings):
                     res["dnsmasq"]["qps"] / res["dnsmasq"]["cpu"],
                 )
                 rows.append(
-                    ["", "", "**ratio g/d**", f"**{r:.2f}x**", "", f"{eff:.2f}x", "", "", "", "", ""]
+                    ["", "", "**ratio g/d**", f"**{r:.2f}x**", "", f"{eff:.2f}x", "", "", "", "", "", ""]
                 )
             summary[records] = {"min_ratio": min(qps_ratios), "ratios": qps_ratios}
         finally:
             lab.close()
     md = [
-        f"dnsperf 10 s per run for the maximum (`{' '.join(DNSPERF_MAX)}`, UDP, no EDNS; "
-        f"dnsperf runs on the same 2 cores), then {DNS_FIXED_SECONDS} s at a fixed "
+        f"dnsperf {s.dns_seconds} s per run for the maximum (`{' '.join(DNSPERF_MAX)}`, UDP, "
+        f"no EDNS), {s.dns_runs} runs per server and query set alternating which goes first, "
+        "medians; dnsperf runs on the same 2 cores; "
+        f"then {DNS_FIXED_SECONDS} s at a fixed "
         f"{DNS_FIXED_QPS:,} QPS (`-c 8 -T 2 -Q {DNS_FIXED_QPS} -v`) for p50/p99 latency. "
         "20,000 query lines per set (seeded random record numbers; half the in-zone names are "
         "one label below a record). Server CPU % = the server's CPU time during the max run "
@@ -1074,7 +1124,8 @@ def part_dns(s: Settings):
                 "lost",
                 f"p50 ms at {DNS_FIXED_QPS // 1000}k",
                 f"p99 ms at {DNS_FIXED_QPS // 1000}k",
-                "response codes",
+                "response codes (first run)",
+                "runs, k QPS",
             ],
             rows,
         ),
@@ -1399,6 +1450,7 @@ def main():
         if p not in parts:
             continue
         title, fn = PARTS[p]
+        busy = wait_quiet()
         log(f"== {p}: {title}")
         t0 = time.monotonic()
         try:
@@ -1408,8 +1460,12 @@ def main():
             md = f"**failed**: {e}"
             log(f"{p} failed: {e}")
         took = time.monotonic() - t0
-        sections.append(f"### {title}\n\n{md}\n\n_({took:.0f} s; load after: "
-                        + " ".join(f"{x:.2f}" for x in os.getloadavg()) + ")_\n")
+        sections.append(
+            f"### {title}\n\n{md}\n\n_({took:.0f} s; CPUs {busy:.0%} busy with other "
+            "programs just before; load average after: "
+            + " ".join(f"{x:.2f}" for x in os.getloadavg())
+            + ")_\n"
+        )
     total = time.monotonic() - started
     cmd = "benches/run" + ("" if not args.parts else " " + " ".join(args.parts)) + (" --quick" if args.quick else "")
     text = "\n".join(
