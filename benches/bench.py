@@ -9,7 +9,8 @@ on ports picked at random, in a fresh /tmp/gatehouse-bench.* folder that is
 deleted at the end; both servers of a comparison run at the same time and
 are measured with the same client command line, alternating which goes
 first. Everything is bounded: each client has a timeout and is killed after
-it.
+it. Before each part the harness waits (up to 2 min) for other programs to
+use less than 15% of the CPUs, and the report says how busy they were.
 
 The two jump hosts:
   gatehouse  `gatehouse run --config FILE`: user `bench`, key only
@@ -48,9 +49,9 @@ Parts and figures:
           processes) with 0, 50 and 500 connections; growth per connection =
           (at 500 - at 50) / 450. PSS is the fair figure for sshd: its
           per-connection processes share their libraries.
-  dns     (e) dnsperf (UDP, no EDNS), 10 s per run, against zone `bench` with
-          10 and 10,000 records `rN: 10.x.y.z` (dnsmasq: `address=/.rN.bench/
-          10.x.y.z`). Query sets: A for record names and names below them;
+  dns     (e) dnsperf (UDP, no EDNS), 3 runs of 10 s per server and query
+          set (medians), against zone `bench` with 10 and 10,000 records
+          `rN: 10.x.y.z` (dnsmasq: `address=/.rN.bench/10.x.y.z`). Query sets: A for record names and names below them;
           AAAA for the same (IPv4-only) names; A for names outside the zone.
           "max" = dnsperf's QPS with DNSPERF_MAX flags (dnsperf shares the 2
           cores with the server); latency = a second run at a fixed
@@ -61,8 +62,9 @@ Parts and figures:
           key right away (what a credential stuffer's client does first:
           it makes the server compute the shared secret and sign with its
           host key), then staying 1 s after the server's reply (3 s
-          timeout for it) as a client in its first auth round would. Meanwhile 127.0.0.2 (`ssh -b 127.0.0.2`) logs in
-          sequentially as in (c). Figures: that user's p50/p99 and failures
+          timeout for it) as a client in its first auth round would.
+          Meanwhile 127.0.0.2 (`ssh -b 127.0.0.2`) logs in sequentially as
+          in (c); a failed login counts as infinitely slow in its p99. Figures: that user's p50/p99 and failures
           idle versus flooded, and what happened to the flood connections.
           gatehouse keeps its default limits here (20/min per source, 64
           unauthenticated) and trusts only 127.0.0.2/32 (the user's office);
