@@ -16,6 +16,7 @@
 //! - `policy`: grant matching, the loopback/link-local rule (no I/O);
 //! - `exec`: recognising the `nc` ProxyCommand (no I/O);
 //! - `proxy`: resolve once, dial, pump with half-close;
+//! - `quickack`: immediate TCP ACKs during the login (Nagle on the client);
 //! - `audit`: one structured event per connection, attempt and tunnel;
 //! - `metrics`: Prometheus counters, fed by the audit events;
 //! - `hostkey`, `store`: the state directory, written atomically;
@@ -39,6 +40,7 @@ mod limits;
 mod metrics;
 mod policy;
 mod proxy;
+mod quickack;
 mod recovery;
 mod server;
 mod store;

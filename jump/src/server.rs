@@ -35,7 +35,9 @@ use crate::{
     error::JumpError,
     exec::parse_nc,
     gate::{Gate, PreauthSlot},
-    hostkey, proxy, store,
+    hostkey, proxy,
+    quickack::QuickAck,
+    store,
     totp::{CodeRefusal, Enrollment, TotpStore, Verdict},
 };
 
@@ -442,8 +444,11 @@ async fn run_connection(
     audit::connection_opened(&who, conn.local);
     let deadline = tokio::time::Instant::from_std(started + login_grace);
     let mut grace_expired = false;
-    let reason = match tokio::time::timeout_at(deadline, russh::server::run_stream(ssh, tcp, conn))
-        .await
+    let reason = match tokio::time::timeout_at(
+        deadline,
+        russh::server::run_stream(ssh, QuickAck::new(tcp), conn),
+    )
+    .await
     {
         Err(_) => {
             grace_expired = true;
