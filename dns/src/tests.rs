@@ -1,6 +1,7 @@
 //! Socket tests: the real server on loopback, driven with hickory-proto messages.
 
 use std::{
+    collections::BTreeSet,
     net::SocketAddr,
     path::Path,
     str::FromStr,
@@ -315,4 +316,73 @@ async fn a_dead_upstream_gives_servfail() {
     assert_eq!(reply.metadata.id, 9);
     assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
     stop(running).await;
+}
+
+#[tokio::test]
+async fn bursts_are_answered_query_by_query() {
+    let upstream = fake_upstream().await;
+    let running = start(&zone_yaml("192.168.222.16", Some(upstream)));
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let socket = UdpSocket::bind("127.0.0.1:0").await;
+        clients.push(socket.unwrap_or_else(|e| panic!("{e}")));
+    }
+    // Each round is more than one batch, sent before reading anything, so
+    // the server finds many queued: local names, a NODATA, forwarded names,
+    // an oversize datagram and garbage in between, from two clients (an
+    // answer sent to the wrong one would show). Rounds stay well inside the
+    // kernel's default receive buffer (~200 KiB), which would otherwise drop
+    // the excess before the server sees it.
+    let mut buffer = vec![0; 4096];
+    for round in 0..3_u16 {
+        let ids = round * 100..(round + 1) * 100;
+        for id in ids.clone() {
+            let request = match id % 5 {
+                0 | 1 => query(id, &format!("h{id}.saxophone.sean."), RecordType::A),
+                2 => query(id, "saxophone.sean.", RecordType::AAAA),
+                3 => query(id, &format!("n{id}.example.com."), RecordType::A),
+                _ if id % 10 == 4 => vec![0xff; 5000],
+                _ => vec![0x00, 0x01, 0x02],
+            };
+            clients[usize::from(id % 2)]
+                .send_to(&request, running.addr)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        for (parity, client) in (0_u16..).zip(&clients) {
+            let mut missing: BTreeSet<u16> = ids
+                .clone()
+                .filter(|id| id % 5 != 4 && id % 2 == parity)
+                .collect();
+            while !missing.is_empty() {
+                let (len, _) = timeout(WAIT, client.recv_from(&mut buffer))
+                    .await
+                    .unwrap_or_else(|_| panic!("no answers to {missing:?}"))
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let reply = Message::from_vec(&buffer[..len]).unwrap_or_else(|e| panic!("{e}"));
+                check_burst_reply(&reply, &mut missing);
+            }
+        }
+    }
+    stop(running).await;
+}
+
+fn check_burst_reply(reply: &Message, missing: &mut BTreeSet<u16>) {
+    let id = reply.metadata.id;
+    assert!(missing.remove(&id), "unexpected or second answer for {id}");
+    match id % 5 {
+        0 | 1 => {
+            let name = reply.queries[0].name().to_ascii();
+            assert_eq!(name, format!("h{id}.saxophone.sean."));
+            assert_eq!(first_a(reply).as_deref(), Some("192.168.222.16"));
+        }
+        2 => {
+            assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+            assert!(
+                reply.answers.is_empty(),
+                "AAAA of an IPv4-only name is NODATA"
+            );
+        }
+        _ => assert!(reply.metadata.truncation, "forwarded: the upstream's reply"),
+    }
 }
