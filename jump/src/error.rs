@@ -54,6 +54,9 @@ pub enum JumpError {
         #[source]
         source: io::Error,
     },
+    /// A connection thread or its runtime could not be started.
+    #[error("jump: cannot start a connection thread: {0}")]
+    Runtime(#[source] io::Error),
     /// The user is not in the configuration.
     #[error("no user {0:?} in the jump configuration")]
     UnknownUser(String),

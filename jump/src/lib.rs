@@ -22,6 +22,7 @@
 //! - `hostkey`, `store`: the state directory, written atomically;
 //! - `enroll`: enrollment screens and operator enrollment with a QR code;
 //! - `laptop`: the `~/.ssh/config` block for a user's grants (text only);
+//! - `workers`: one single-threaded runtime per core; a connection stays on one;
 //! - `server`: the accept loop and the thin russh glue.
 
 #![forbid(unsafe_code)]
@@ -45,6 +46,7 @@ mod recovery;
 mod server;
 mod store;
 mod totp;
+mod workers;
 
 pub use auth::{Access, AfterKey, after_key};
 pub use bans::{Ban, BanFile, BanList, ban_length, source_key};

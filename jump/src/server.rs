@@ -39,6 +39,7 @@ use crate::{
     quickack::QuickAck,
     store,
     totp::{CodeRefusal, Enrollment, TotpStore, Verdict},
+    workers::Workers,
 };
 
 /// The identification string (RFC 4253 §4.2): no library name or version
@@ -92,6 +93,8 @@ struct Shared {
     ban_file_seen: Mutex<Option<SystemTime>>,
     /// Authenticated connections, for offboarding on reload.
     live: Mutex<HashMap<u64, LiveSession>>,
+    /// The threads connections run on (accepting runs on the caller's runtime).
+    workers: Workers,
 }
 
 /// An authenticated connection: who, with which key, and how to cut it.
@@ -268,6 +271,7 @@ pub async fn serve(
         ban_file_seen: Mutex::new(ban_file.modified()),
         ban_file,
         live: Mutex::default(),
+        workers: Workers::start()?,
     });
     let ssh_config = Arc::new(Mutex::new(russh_config(jump, &shared.host_key)));
     let mut accepting = Vec::new();
@@ -291,6 +295,7 @@ pub async fn serve(
     let _ = housekeeping.await;
     shared.tracker.close();
     shared.tracker.wait().await;
+    shared.workers.stop().await;
     Ok(())
 }
 
@@ -414,23 +419,42 @@ async fn accept_loop(
             ban_policy: jump.limits.ban,
             idle_timeout: jump.limits.idle_timeout,
         };
-        shared.tracker.spawn(run_connection(
-            Arc::clone(&shared),
-            ssh,
-            tcp,
-            conn,
-            login_grace,
-        ));
+        let Some((runtime, load)) = shared.workers.pick() else {
+            continue;
+        };
+        // Leave this runtime's reactor: the connection's thread registers it.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                warn!(%peer, %error, "cannot hand the connection to its thread");
+                continue;
+            }
+        };
+        let connection = run_connection(Arc::clone(&shared), ssh, tcp, conn, login_grace);
+        shared.tracker.spawn_on(
+            async move {
+                let _load = load;
+                connection.await;
+            },
+            runtime,
+        );
     }
 }
 
 async fn run_connection(
     shared: Arc<Shared>,
     ssh: Arc<russh::server::Config>,
-    tcp: TcpStream,
+    tcp: std::net::TcpStream,
     conn: Connection,
     login_grace: Duration,
 ) {
+    let tcp = match TcpStream::from_std(tcp) {
+        Ok(tcp) => tcp,
+        Err(error) => {
+            warn!(peer = %conn.who.peer, %error, "cannot register the connection");
+            return;
+        }
+    };
     let _ = tcp.set_nodelay(true);
     let started = Instant::now();
     let who = conn.who.clone();
