@@ -387,3 +387,68 @@ fn check_burst_reply(reply: &Message, missing: &mut BTreeSet<u16>) {
         _ => assert!(reply.metadata.truncation, "forwarded: the upstream's reply"),
     }
 }
+
+#[tokio::test]
+async fn a_forwarded_query_in_flight_is_answered_after_shutdown_starts() {
+    // An upstream that takes its time: the reply comes after shutdown has
+    // been asked for, within the grace period.
+    let upstream = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let upstream_addr = upstream.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (asked_tx, asked_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut buffer = vec![0; 4096];
+        let Ok((len, from)) = upstream.recv_from(&mut buffer).await else {
+            return;
+        };
+        let _ = asked_tx.send(());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let request = Message::from_vec(&buffer[..len]).unwrap_or_else(|e| panic!("{e}"));
+        let mut reply = Message::new(request.metadata.id, MessageType::Response, OpCode::Query);
+        reply.add_queries(request.queries.clone());
+        let name = request.queries[0].name().clone();
+        let answer = RData::A(A::new(192, 0, 2, 9));
+        reply.add_answer(hickory_proto::rr::Record::from_rdata(name, 60, answer));
+        let bytes = reply.to_vec().unwrap_or_else(|e| panic!("{e}"));
+        let _ = upstream.send_to(&bytes, from).await;
+    });
+    let running = start(&zone_yaml("192.168.222.16", Some(upstream_addr)));
+    let client = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let request = query(77, "slow.example.com.", RecordType::A);
+    client
+        .send_to(&request, running.addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    timeout(WAIT, asked_rx)
+        .await
+        .unwrap_or_else(|_| panic!("the query never reached the upstream"))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    running.shutdown.cancel();
+    let mut buffer = vec![0; 4096];
+    let (len, _) = timeout(WAIT, client.recv_from(&mut buffer))
+        .await
+        .unwrap_or_else(|_| panic!("the forwarded answer was lost in the shutdown"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reply = Message::from_vec(&buffer[..len]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reply.metadata.id, 77);
+    assert_eq!(first_a(&reply).as_deref(), Some("192.0.2.9"));
+    let ended = timeout(WAIT, running.server)
+        .await
+        .unwrap_or_else(|_| panic!("serve did not return after shutdown"));
+    assert!(matches!(ended, Ok(Ok(()))), "serve ended with {ended:?}");
+
+    // The listening sockets are gone with their threads.
+    client
+        .send_to(&request, running.addr)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let late = timeout(Duration::from_millis(300), client.recv_from(&mut buffer)).await;
+    assert!(
+        !matches!(late, Ok(Ok(_))),
+        "answered after shutdown: {late:?}"
+    );
+}

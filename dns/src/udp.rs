@@ -6,7 +6,8 @@
 //! one wake-up of each client) per batch instead of two per query; when idle
 //! a batch is a single query and costs what `recv_from`/`send_to` would.
 //! Several sockets share each port through `SO_REUSEPORT`, so the kernel
-//! spreads clients over the loops. Only forwarded queries, which wait on the
+//! spreads clients over the loops, each on a thread of its own (see
+//! `server`). Only forwarded queries, which wait on the
 //! network, get a task of their own, capped by a semaphore.
 
 use std::{
