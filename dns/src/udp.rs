@@ -7,8 +7,8 @@
 //! a batch is a single query and costs what `recv_from`/`send_to` would.
 //! Several sockets share each port through `SO_REUSEPORT`, so the kernel
 //! spreads clients over the loops, each on a thread of its own (see
-//! `server`). Only forwarded queries, which wait on the
-//! network, get a task of their own, capped by a semaphore.
+//! `server`). Only forwarded queries, which wait on the network, get a task
+//! of their own, capped by a semaphore.
 
 use std::{
     io::{self, IoSlice, IoSliceMut},
