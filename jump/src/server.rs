@@ -187,10 +187,10 @@ fn russh_config(jump: &JumpConfig, host_key: &PrivateKey) -> Arc<russh::server::
     Arc::new(russh::server::Config {
         server_id: SshId::Standard(SERVER_ID.into()),
         methods: MethodSet::from(&[MethodKind::PublicKey][..]),
-        // Rejections are padded to this so a known and an unknown user take
-        // the same time; partial success goes through the same path.
-        auth_rejection_time: Duration::from_millis(100),
-        // The client's first `none` probe needs no padding: it reveals nothing.
+        // Rejections are padded by the handler (`padded`), not by russh,
+        // which would delay partial success too. `none` is not padded: its
+        // answer is the same for every user.
+        auth_rejection_time: Duration::ZERO,
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key.clone()],
         max_auth_attempts: usize::try_from(jump.limits.max_auth_attempts.get()).unwrap_or(6),
@@ -984,22 +984,10 @@ impl Tunnel {
     }
 }
 
-impl russh::server::Handler for Connection {
-    type Error = russh::Error;
-
-    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
-        Ok(self
-            .live()
-            .and_then(|c| c.jump.as_ref().and_then(|j| j.banner.clone()))
-            .map(|b| if b.ends_with('\n') { b } else { b + "\n" }))
-    }
-
-    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        debug!(conn = self.who.conn, user, "auth none");
-        Ok(reject_with(MethodKind::PublicKey))
-    }
-
-    async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {
+/// The authentication decisions; the `Handler` methods below pad their
+/// rejections (see [`padded`]).
+impl Connection {
+    async fn check_password(&mut self, user: &str, _password: &str) -> Result<Auth, russh::Error> {
         self.attempted.store(true, Ordering::Release);
         audit::auth(
             &self.who,
@@ -1012,11 +1000,11 @@ impl russh::server::Handler for Connection {
         Ok(reject_with(MethodKind::PublicKey))
     }
 
-    async fn auth_publickey_offered(
+    async fn check_key_offer(
         &mut self,
         user: &str,
         offer: russh::server::PublicKeyOffer<'_>,
-    ) -> Result<Auth, Self::Error> {
+    ) -> Result<Auth, russh::Error> {
         self.attempted.store(true, Ordering::Release);
         let allowed = self
             .live()
@@ -1043,11 +1031,11 @@ impl russh::server::Handler for Connection {
         }
     }
 
-    async fn auth_publickey(
+    async fn check_key(
         &mut self,
         user: &str,
         key: VerifiedPublicKey<'_>,
-    ) -> Result<Auth, Self::Error> {
+    ) -> Result<Auth, russh::Error> {
         let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
         let Some(config) = self.live() else {
             return Ok(Auth::reject());
@@ -1118,12 +1106,12 @@ impl russh::server::Handler for Connection {
         }
     }
 
-    async fn auth_keyboard_interactive<'a>(
+    async fn check_code<'a>(
         &'a mut self,
         user: &str,
         _submethods: &str,
         response: Option<Response<'a>>,
-    ) -> Result<Auth, Self::Error> {
+    ) -> Result<Auth, russh::Error> {
         self.attempted.store(true, Ordering::Release);
         if !self.progress.may_check_code(user) {
             audit::auth(
@@ -1197,6 +1185,81 @@ impl russh::server::Handler for Connection {
             self.fail(user, &detail);
             Ok(reject_with(MethodKind::KeyboardInteractive))
         }
+    }
+}
+
+/// How long a rejected authentication takes at least, from the request's
+/// arrival, so that an unknown user, a key not authorized for a user and a
+/// wrong code look alike from outside (sshd pads its failures the same
+/// way). Done here rather than by russh's `auth_rejection_time`, which also
+/// delays *partial* success — the key step of every TOTP login — although
+/// that answer reveals nothing a rejection would hide.
+const REJECTION_TIME: Duration = Duration::from_millis(100);
+
+/// `auth`, after waiting out [`REJECTION_TIME`] if it is a rejection.
+async fn padded(started: tokio::time::Instant, auth: Auth) -> Auth {
+    if matches!(
+        auth,
+        Auth::Reject {
+            partial_success: false,
+            ..
+        }
+    ) {
+        tokio::time::sleep_until(started + REJECTION_TIME).await;
+    }
+    auth
+}
+
+impl russh::server::Handler for Connection {
+    type Error = russh::Error;
+
+    async fn authentication_banner(&mut self) -> Result<Option<String>, Self::Error> {
+        Ok(self
+            .live()
+            .and_then(|c| c.jump.as_ref().and_then(|j| j.banner.clone()))
+            .map(|b| if b.ends_with('\n') { b } else { b + "\n" }))
+    }
+
+    async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
+        debug!(conn = self.who.conn, user, "auth none");
+        Ok(reject_with(MethodKind::PublicKey))
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let started = tokio::time::Instant::now();
+        let auth = self.check_password(user, password).await?;
+        Ok(padded(started, auth).await)
+    }
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: russh::server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let started = tokio::time::Instant::now();
+        let auth = self.check_key_offer(user, offer).await?;
+        Ok(padded(started, auth).await)
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        let started = tokio::time::Instant::now();
+        let auth = self.check_key(user, key).await?;
+        Ok(padded(started, auth).await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        submethods: &str,
+        response: Option<Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        let started = tokio::time::Instant::now();
+        let auth = self.check_code(user, submethods, response).await?;
+        Ok(padded(started, auth).await)
     }
 
     async fn channel_open_session(
@@ -1522,5 +1585,43 @@ impl russh::server::Handler for Connection {
             self.enrolling = None;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn only_real_rejections_are_padded() {
+        let started = tokio::time::Instant::now();
+        let rejected = padded(started, Auth::reject()).await;
+        assert!(matches!(rejected, Auth::Reject { .. }));
+        assert_eq!(started.elapsed(), REJECTION_TIME);
+
+        let started = tokio::time::Instant::now();
+        let partial = Auth::Reject {
+            proceed_with_methods: only(MethodKind::KeyboardInteractive),
+            partial_success: true,
+        };
+        assert!(matches!(
+            padded(started, partial).await,
+            Auth::Reject {
+                partial_success: true,
+                ..
+            }
+        ));
+        assert_eq!(padded(started, Auth::Accept).await, Auth::Accept);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no wait for partial success or accept"
+        );
+
+        // Time already spent deciding counts toward the padding.
+        let started = tokio::time::Instant::now();
+        tokio::time::advance(Duration::from_millis(70)).await;
+        let _ = padded(started, reject_with(MethodKind::PublicKey)).await;
+        assert_eq!(started.elapsed(), REJECTION_TIME);
     }
 }
