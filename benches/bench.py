@@ -897,6 +897,24 @@ def logins(cmd, total, width):
     return time.perf_counter() - t0, lat, fails, errs[-1] if errs else ""
 
 
+def measure_logins(proc, cmd, total, width) -> dict:
+    """`total` logins (`width` at a time) with the server's CPU time around them."""
+    time.sleep(0.3)
+    cpu0 = tree_cpu(proc.pid)
+    wall, lat, fails, err = logins(cmd, total, width)
+    time.sleep(0.5)  # sshd reaps its per-connection processes
+    cpu = tree_cpu(proc.pid) - cpu0
+    return {
+        "per_s": len(lat) / wall,
+        "p50": pct(lat, 50) * 1000,
+        "p99": pct(lat, 99) * 1000,
+        "cpu_ms": cpu * 1000 / max(1, total),
+        "fails": fails,
+        "err": err,
+        "n": total,
+    }
+
+
 def part_logins(s: Settings):
     lab = Lab(KEEP)
     try:
@@ -911,20 +929,7 @@ def part_logins(s: Settings):
         for mode, total, width in (("sequential", s.seq_logins, 1), ("8 parallel", s.par_logins, s.par_width)):
             for name, proc, port, user in servers if mode == "sequential" else reversed(servers):
                 cmd = lab.ssh(port, user, "-W", f"127.0.0.1:{one.port}")
-                time.sleep(0.3)
-                cpu0 = tree_cpu(proc.pid)
-                wall, lat, fails, err = logins(cmd, total, width)
-                time.sleep(0.5)  # sshd reaps its per-connection processes
-                cpu = tree_cpu(proc.pid) - cpu0
-                res[(mode, name)] = {
-                    "per_s": len(lat) / wall,
-                    "p50": pct(lat, 50) * 1000,
-                    "p99": pct(lat, 99) * 1000,
-                    "cpu_ms": cpu * 1000 / max(1, total),
-                    "fails": fails,
-                    "err": err,
-                    "n": total,
-                }
+                res[(mode, name)] = measure_logins(proc, cmd, total, width)
                 log(f"logins {mode} {name}: {res[(mode, name)]}")
         totp_note = totp_logins(s, lab, one, res)
         rows, summary = [], {}
@@ -1019,20 +1024,7 @@ def totp_logins(s: Settings, lab: Lab, one: DataServer, res: dict) -> str:
         ("key + TOTP, 8 parallel", s.par_logins, s.par_width),
     ):
         for name, proc, cmd in servers:
-            time.sleep(0.3)
-            cpu0 = tree_cpu(proc.pid)
-            wall, lat, fails, err = logins(cmd, total, width)
-            time.sleep(0.5)
-            cpu = tree_cpu(proc.pid) - cpu0
-            res[(mode, name)] = {
-                "per_s": len(lat) / wall,
-                "p50": pct(lat, 50) * 1000,
-                "p99": pct(lat, 99) * 1000,
-                "cpu_ms": cpu * 1000 / max(1, total),
-                "fails": fails,
-                "err": err,
-                "n": total,
-            }
+            res[(mode, name)] = measure_logins(proc, cmd, total, width)
             log(f"logins {mode} {name}: {res[(mode, name)]}")
     sshd_part = (
         "sshd: `UsePAM yes`, `AuthenticationMethods publickey,keyboard-interactive`, "
