@@ -16,7 +16,9 @@
 //!   response bytes (no I/O);
 //! - `listeners`: [`DnsListeners`], binding UDP + TCP on each address;
 //! - `server`: [`serve`], live reloads and graceful shutdown;
-//! - `udp`, `tcp`, `forward`: the I/O glue;
+//! - `udp`: one loop per socket, each on its own thread, `recvmmsg`/`sendmmsg`
+//!   batches;
+//! - `tcp`, `forward`: the rest of the I/O glue;
 //! - `metrics`: Prometheus counters (responses by rcode);
 //! - `resolver`: the laptop side, `/etc/resolver` and friends (text only).
 //!
