@@ -53,6 +53,8 @@ impl Workers {
 
     pub(crate) fn start_n(count: usize) -> Result<Self, JumpError> {
         let stop = CancellationToken::new();
+        // Threads already started end if a later one cannot be.
+        let started = stop.clone().drop_guard();
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count.max(1) {
@@ -71,6 +73,7 @@ impl Workers {
                 .map_err(JumpError::Runtime)?;
             threads.push(thread);
         }
+        started.disarm();
         Ok(Self {
             workers,
             stop,
@@ -101,6 +104,14 @@ impl Workers {
         if !matches!(joined, Ok(true)) {
             warn!("a jump connection thread panicked");
         }
+    }
+}
+
+impl Drop for Workers {
+    /// A server that returns early (an error after start) leaves no
+    /// threads behind.
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
@@ -145,5 +156,21 @@ mod tests {
                 .all(|w| w.live.load(Ordering::Relaxed) == 0)
         );
         workers.stop().await;
+    }
+
+    #[test]
+    fn dropping_the_workers_ends_their_threads() {
+        let workers = Workers::start_n(2).expect("threads");
+        let threads = std::mem::take(&mut *workers.threads.lock().expect("lock"));
+        drop(workers);
+        let (ended, joined) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let all = threads.into_iter().all(|t| t.join().is_ok());
+            let _ = ended.send(all);
+        });
+        let all = joined
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the threads ended");
+        assert!(all, "no thread panicked");
     }
 }
