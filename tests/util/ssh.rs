@@ -1,0 +1,284 @@
+//! OpenSSH on both sides of the jump: [`SshClient`] (its own key and
+//! `ssh_config`, codes answered through an askpass script, e.g. from
+//! `oathtool`) and [`Sshd`], a throwaway sshd as the real second hop.
+//! The gatehouse server itself is in `gatehouse.rs`.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use super::{Daemon, PATIENCE, free_port, process::which, run, tool};
+
+/// An OpenSSH client with its own key and `ssh_config`, answering the
+/// `Verification code:` prompt through `SSH_ASKPASS`.
+pub struct SshClient {
+    dir: tempfile::TempDir,
+    /// The `ssh -F` file; every host in it uses this client's key.
+    pub config: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+    askpass: PathBuf,
+    prompts: PathBuf,
+    hosts: Vec<(String, SocketAddr, String)>,
+}
+
+impl SshClient {
+    /// A new key and an empty config: add hosts with [`SshClient::add_host`]
+    /// (the jump host's port is known only once it runs with this key).
+    pub fn new() -> SshClient {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("id_ed25519");
+        run(
+            tool("ssh-keygen")
+                .args([
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    "gatehouse-test",
+                    "-f",
+                ])
+                .arg(&key),
+            b"",
+        )
+        .success();
+        let client = SshClient {
+            config: dir.path().join("ssh_config"),
+            askpass: dir.path().join("askpass"),
+            prompts: dir.path().join("prompts"),
+            key,
+            dir,
+            hosts: Vec::new(),
+        };
+        client.write_askpass("echo 'no code configured for this test' >&2; exit 1");
+        client
+    }
+
+    /// The public key line, for the gatehouse config or `authorized_keys`.
+    pub fn public_key(&self) -> String {
+        std::fs::read_to_string(self.key.with_extension("pub"))
+            .expect("read public key")
+            .trim()
+            .to_owned()
+    }
+
+    /// A folder that lives as long as this client (control sockets, ...).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Add (or replace) the host alias `alias`: `user` at `addr`.
+    pub fn add_host(&mut self, alias: &str, addr: SocketAddr, user: &str) {
+        self.hosts.retain(|(a, _, _)| a != alias);
+        self.hosts.push((alias.to_owned(), addr, user.to_owned()));
+        let mut text = String::new();
+        for (alias, addr, user) in &self.hosts {
+            text.push_str(&format!(
+                "Host {alias}\n  HostName {}\n  Port {}\n  User {user}\n\n",
+                addr.ip(),
+                addr.port()
+            ));
+        }
+        // First value wins in ssh_config, so the defaults come last. One
+        // code prompt per connection: a refused code is one failure, not
+        // three (failures count toward bans).
+        text.push_str(&format!(
+            "Host *\n  IdentityFile {}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  \
+             UserKnownHostsFile /dev/null\n  GlobalKnownHostsFile /dev/null\n  BatchMode no\n  \
+             NumberOfPasswordPrompts 1\n  LogLevel VERBOSE\n  ConnectTimeout 15\n",
+            self.key.display()
+        ));
+        std::fs::write(&self.config, text).expect("write ssh_config");
+    }
+
+    fn write_askpass(&self, body: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let script = format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$1\" >> '{}'\n{body}\n",
+            self.prompts.display()
+        );
+        let tmp = self.askpass.with_extension("tmp");
+        std::fs::write(&tmp, script).expect("write askpass");
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod askpass");
+        std::fs::rename(&tmp, &self.askpass).expect("rename askpass");
+    }
+
+    /// Answer every prompt with the current code for `secret` (`oathtool --totp`).
+    pub fn answer_with_totp(&self, secret: &str) {
+        let oathtool = which("oathtool").unwrap_or_else(|| {
+            panic!("`oathtool` is not installed; run `tests/run` (it installs the test tools)")
+        });
+        self.write_askpass(&format!(
+            "exec '{}' --totp -b '{secret}'",
+            oathtool.display()
+        ));
+    }
+
+    /// Answer every prompt with `code`.
+    pub fn answer_with(&self, code: &str) {
+        self.write_askpass(&format!("echo '{code}'"));
+    }
+
+    /// Answer with the current code for `secret` once the file `go` exists
+    /// (or after 30 s): a user still typing while the test changes things.
+    pub fn answer_with_totp_when(&self, secret: &str, go: &Path) {
+        let oathtool = which("oathtool").unwrap_or_else(|| {
+            panic!("`oathtool` is not installed; run `tests/run` (it installs the test tools)")
+        });
+        self.write_askpass(&format!(
+            "i=0\nwhile [ ! -e '{}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\n\
+             exec '{}' --totp -b '{secret}'",
+            go.display(),
+            oathtool.display()
+        ));
+    }
+
+    /// Answer every prompt with `code`, but only after `delay`: a user who
+    /// walked away from the `Verification code:` prompt.
+    pub fn answer_after(&self, delay: Duration, code: &str) {
+        self.write_askpass(&format!("sleep {}\necho '{code}'", delay.as_secs()));
+    }
+
+    /// The prompts askpass was shown so far.
+    pub fn prompts(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.prompts)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env_remove("SSH_AUTH_SOCK")
+            .env_remove("DISPLAY")
+            .env("SSH_ASKPASS", &self.askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force");
+    }
+
+    /// `ssh -F CONFIG`, no agent, askpass answering prompts.
+    pub fn ssh(&self) -> Command {
+        let mut cmd = tool("ssh");
+        cmd.arg("-F").arg(&self.config);
+        self.env(&mut cmd);
+        cmd
+    }
+
+    /// `sftp -F CONFIG`, same environment.
+    pub fn sftp(&self) -> Command {
+        let mut cmd = tool("sftp");
+        cmd.arg("-F").arg(&self.config);
+        self.env(&mut cmd);
+        cmd
+    }
+
+    /// `ssh -F CONFIG` as a shell command line (for `ProxyCommand`).
+    pub fn ssh_command_line(&self) -> String {
+        format!("ssh -F {}", self.config.display())
+    }
+}
+
+/// A throwaway OpenSSH sshd on loopback: the real host behind the jump.
+pub struct Sshd {
+    pub addr: SocketAddr,
+    /// Log in as this user (the one running the tests).
+    pub user: String,
+    daemon: Daemon,
+    _dir: tempfile::TempDir,
+}
+
+impl Sshd {
+    /// Start an sshd that lets `authorized_key` in as the current user.
+    pub fn start(authorized_key: &str) -> Sshd {
+        let sshd = "/usr/sbin/sshd";
+        let _ = tool(sshd);
+        // The privilege separation folder; only root can create it, and only
+        // root needs it.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let host_key = dir.path().join("ssh_host_ed25519_key");
+        run(
+            tool("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(&host_key),
+            b"",
+        )
+        .success();
+        let authorized = dir.path().join("authorized_keys");
+        std::fs::write(&authorized, format!("{authorized_key}\n")).expect("authorized_keys");
+        let user = current_user();
+        let config = dir.path().join("sshd_config");
+        let log = dir.path().join("sshd.log");
+        // The port is picked, released, then bound by sshd: another test may
+        // grab it in between, so a failed bind is retried with a new port.
+        for _ in 0..5 {
+            let port = free_port();
+            std::fs::write(
+                &config,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\n\
+                     AuthorizedKeysFile {}\nStrictModes no\nUsePAM no\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+                     PermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
+                    host_key.display(),
+                    authorized.display()
+                ),
+            )
+            .expect("write sshd_config");
+            let mut daemon = Daemon::start(
+                "sshd",
+                Command::new(sshd)
+                    .arg("-D")
+                    .arg("-e")
+                    .arg("-f")
+                    .arg(&config),
+                &log,
+            );
+            let listening = format!("Server listening on 127.0.0.1 port {port}.");
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                if daemon.log().contains(&listening) {
+                    return Sshd {
+                        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                        user,
+                        daemon,
+                        _dir: dir,
+                    };
+                }
+                if let Some(status) = daemon.exited() {
+                    let log = daemon.log();
+                    assert!(
+                        log.contains("Address already in use"),
+                        "sshd exited with {status}:\n{log}"
+                    );
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "sshd did not start listening:\n{}",
+                    daemon.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("sshd found no free port in 5 tries");
+    }
+
+    /// What sshd logged so far.
+    pub fn log(&self) -> String {
+        self.daemon.log()
+    }
+}
+
+/// A small TCP server on 127.0.0.1 standing in for an internal host: one
+/// The login name this test runs as.
+pub fn current_user() -> String {
+    let out = run(tool("id").arg("-un"), b"");
+    out.success();
+    out.stdout().trim().to_owned()
+}
