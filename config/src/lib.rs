@@ -13,6 +13,7 @@
 //! - `locate`: where each value stands in the text, for error messages;
 //! - `values`, `grant`: the small typed values;
 //! - `load`: read + parse + validate;
+//! - `secret`: provisioned TOTP secret files, the one reader everyone uses;
 //! - `reload`: SIGHUP / file-change reloads published on a watch channel.
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ mod locate;
 mod model;
 mod raw;
 mod reload;
+mod secret;
 mod validate;
 mod values;
 
@@ -37,5 +39,6 @@ pub use model::{
     LogLevel, Mfa, PublicKey, Record, TotpSettings, User, Zone,
 };
 pub use reload::Reloader;
+pub use secret::{MIN_SECRET_BYTES, SecretError, parse_totp_secret, read_totp_secret_file};
 pub use validate::DEFAULT_STATE_DIR;
 pub use values::{DomainName, Rate, UserName, parse_cidr, parse_duration};

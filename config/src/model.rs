@@ -103,6 +103,13 @@ pub struct JumpConfig {
     pub groups: IndexMap<String, Group>,
 }
 
+impl JumpConfig {
+    /// The user called `name`, if configured (one hash lookup).
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.get(name)
+    }
+}
+
 /// Second-factor policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mfa {

@@ -390,7 +390,7 @@ fn user(c: &mut Checker<'_>, path: &str, raw: RawUser, groups: &IndexMap<String,
     }
     let totp_secret_file = raw.totp_secret_file.map(|f| {
         let full = c.path(&f);
-        if let Err(why) = check_secret_file(&full) {
+        if let Err(why) = crate::secret::read_totp_secret_file(&full) {
             c.problem(
                 &format!("{path}.totp_secret_file"),
                 format!("{}: {why}", full.display()),
@@ -403,29 +403,6 @@ fn user(c: &mut Checker<'_>, path: &str, raw: RawUser, groups: &IndexMap<String,
         groups: raw.groups,
         totp_secret_file,
     }
-}
-
-/// A TOTP secret provisioned by configuration management: readable by its
-/// owner only (0600 or 0400), base32 of at least 128 bits (RFC 4226 §4).
-fn check_secret_file(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & 0o177 != 0 {
-        return Err(format!(
-            "mode is {mode:04o}; it must be 0600 or 0400 (chmod 600 it)"
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    let secret = text.trim().trim_end_matches('=');
-    if secret.len() < 26
-        || !secret.chars().all(|ch| {
-            ch.is_ascii_uppercase() || ('2'..='7').contains(&ch) || ch.is_ascii_lowercase()
-        })
-    {
-        return Err("expected a base32 TOTP secret of at least 26 characters".into());
-    }
-    Ok(())
 }
 
 fn list_or_none(items: &[&str]) -> String {

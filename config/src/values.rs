@@ -223,6 +223,15 @@ impl FromStr for UserName {
     }
 }
 
+/// Lets a map keyed by `UserName` be looked up with the `&str` a client
+/// sent (`users.get("sean")`). Hashing and equality are the inner string's,
+/// as `Borrow` requires.
+impl std::borrow::Borrow<str> for UserName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for UserName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -40,10 +40,8 @@ pub fn after_key(mfa: Mfa, enrolled: bool) -> AfterKey {
 /// Is `key` one of `user`'s keys? Unknown users simply have none, so they
 /// get the same answer as a known user with a wrong key (no enumeration).
 pub fn key_allowed(jump: &JumpConfig, user: &str, key: &PublicKey) -> bool {
-    jump.users
-        .iter()
-        .find(|(name, _)| name.as_str() == user)
-        .is_some_and(|(_, u)| u.keys.iter().any(|k| k.key_data() == key.key_data()))
+    jump.user(user)
+        .is_some_and(|u| u.keys.iter().any(|k| k.key_data() == key.key_data()))
 }
 
 /// Per-connection progress through authentication.

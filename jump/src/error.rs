@@ -37,6 +37,35 @@ pub enum JumpError {
         #[source]
         source: io::Error,
     },
+    /// A state file could be read but does not parse (or could not be encoded).
+    #[error("{}: {source}", path.display())]
+    StateFormat {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A state file holds a value gatehouse refuses (a bad secret).
+    #[error("{}: {reason}", path.display())]
+    StateValue {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A provisioned TOTP secret file (`totp_secret_file`) cannot be used.
+    #[error("{}: {source}", path.display())]
+    SecretFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: gatehouse_config::SecretError,
+    },
+    /// State I/O runs on a blocking thread; that thread failed.
+    #[error("state I/O task failed: {0}")]
+    Blocking(#[source] tokio::task::JoinError),
     /// The host key could not be generated, read or written.
     #[error("host key {}: {reason}", path.display())]
     HostKey {

@@ -73,7 +73,7 @@ pub fn ssh_config(
 ) -> Result<String, String> {
     let users: Vec<_> = match user {
         Some(name) => {
-            let found = jump.users.iter().find(|(n, _)| n.as_str() == name);
+            let found = jump.users.get_key_value(name);
             vec![found.ok_or_else(|| format!("no user {name:?} in jump.users"))?]
         }
         None => jump.users.iter().collect(),

@@ -6,24 +6,34 @@
 //! only to destinations their groups were granted. Everything else is
 //! refused and audited.
 //!
-//! Layout:
-//! - `auth`: the order of methods and what each result allows (no I/O);
-//! - `totp`: codes, replay protection, enrollments on disk;
-//! - `recovery`: one-time recovery codes, stored as salted Argon2id hashes;
-//! - `limits`: per-user wrong-code limit (no I/O, `now` passed in);
-//! - `gate`, `bans`: per-source rate, pre-auth slots and bans, decided
-//!   from the peer address before any SSH byte (no I/O);
-//! - `policy`: grant matching, the loopback/link-local rule (no I/O);
-//! - `exec`: recognising the `nc` ProxyCommand (no I/O);
+//! Layout — decisions (no I/O, `now` passed in where time matters):
+//! - `auth`: the order of methods and what each result allows;
+//! - `policy`: grant matching, the loopback/link-local rule;
+//! - `gate`: per-source rate and pre-auth slots, from the peer address
+//!   before any SSH byte;
+//! - `bans` (`list`): failures into bans that double;
+//! - `limits`: the per-user wrong-code limit;
+//! - `exec`: recognising the `nc` ProxyCommand;
+//! - `totp` (`check_code`), `recovery`: codes and one-time recovery codes;
+//! - `enroll` (`SelfEnrollment`): the enrollment screen's text and editor.
+//!
+//! State, written atomically, read and written off the connection threads:
+//! - `store`, `hostkey`: the state directory and the host key;
+//! - `totp` (`TotpStore`): enrollments and replay state;
+//! - `bans` (`file`, `keeper`): the ban file and its single writer.
+//!
+//! I/O and glue:
+//! - `server`: listeners, accept and admission, one connection and its
+//!   watchdog, the russh handler, login, channels, tunnels, russh settings;
+//! - `sessions`: live sessions, for offboarding on reload;
 //! - `proxy`: resolve once, dial, pump with half-close;
+//! - `enroll` (`screen`): the enrollment screen on an ssh channel;
 //! - `quickack`: immediate TCP ACKs during the login (Nagle on the client);
-//! - `audit`: one structured event per connection, attempt and tunnel;
-//! - `metrics`: Prometheus counters, fed by the audit events;
-//! - `hostkey`, `store`: the state directory, written atomically;
-//! - `enroll`: enrollment screens and operator enrollment with a QR code;
-//! - `laptop`: the `~/.ssh/config` block for a user's grants (text only);
 //! - `workers`: one single-threaded runtime per core; a connection stays on one;
-//! - `server`: the accept loop and the thin russh glue.
+//! - `audit`: [`AuditEvent`], the schema of every audit line, and its emission;
+//! - `metrics`: Prometheus counters, fed by the audit events;
+//! - `clock`: wall-clock seconds;
+//! - `laptop`: the `~/.ssh/config` block for a user's grants (text only).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -31,6 +41,7 @@
 mod audit;
 mod auth;
 mod bans;
+mod clock;
 mod enroll;
 mod error;
 mod exec;
@@ -44,10 +55,12 @@ mod proxy;
 mod quickack;
 mod recovery;
 mod server;
+mod sessions;
 mod store;
 mod totp;
 mod workers;
 
+pub use audit::{AuditEvent, AuthResult, Method, Request, TotpAction, Via};
 pub use auth::{Access, AfterKey, after_key};
 pub use bans::{Ban, BanFile, BanList, ban_length, source_key};
 pub use enroll::{
@@ -60,5 +73,5 @@ pub use gate::{Gate, PreauthSlot, Turned};
 pub use laptop::{cidr_pattern, ssh_config};
 pub use metrics::register_metrics;
 pub use policy::{Allowed, Refusal, decide};
-pub use server::{JumpListeners, serve};
+pub use server::{JumpListeners, SHUTDOWN_GRACE, serve};
 pub use totp::{CodeRefusal, Secret, Status, TotpStore, Verdict, check_code};

@@ -20,7 +20,10 @@ use tokio::{
     time::timeout,
 };
 
-use crate::policy::{self, Refusal};
+use crate::{
+    clock::unix_now,
+    policy::{self, Refusal},
+};
 
 /// A connected tunnel, and the grant that allowed it.
 #[derive(Debug)]
@@ -132,14 +135,6 @@ const COPY_BUFFER: usize = 64 * 1024;
 enum Failed {
     Reading(io::Error),
     Writing(io::Error),
-}
-
-/// Unix seconds now, for activity stamps.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Copy one way until EOF, then pass the EOF on (half-close). Every chunk

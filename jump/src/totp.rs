@@ -35,21 +35,10 @@ impl Secret {
         Secret(rand::random::<[u8; 20]>().to_vec())
     }
 
-    /// Parse base32 (RFC 4648, padding and case ignored), as apps show it.
-    pub fn from_base32(text: &str) -> Result<Secret, String> {
-        let clean: String = text
-            .chars()
-            .filter(|c| !c.is_whitespace() && *c != '=')
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
-        let secret = totp_rs::Secret::try_from_base32(&clean)
-            .map_err(|_| "not a base32 secret".to_string())?;
-        let bytes = secret.as_bytes().to_vec();
-        // RFC 4226 §4: at least 128 bits.
-        if bytes.len() < 16 {
-            return Err("a TOTP secret needs at least 128 bits (26 base32 characters)".into());
-        }
-        Ok(Secret(bytes))
+    /// Parse base32 (RFC 4648, padding and case ignored), as apps show it;
+    /// at least 128 bits (RFC 4226 §4). The same rules as `totp_secret_file`.
+    pub fn from_base32(text: &str) -> Result<Secret, gatehouse_config::SecretError> {
+        gatehouse_config::parse_totp_secret(text).map(Secret)
     }
 
     /// The base32 form authenticator apps take.
@@ -183,7 +172,7 @@ pub struct Status {
 /// The enrollments under `state_dir/totp/`.
 #[derive(Debug)]
 pub struct TotpStore {
-    dir: PathBuf,
+    files: Files,
     /// One lock per user, so two logins of the same user cannot both use one
     /// step, and two enrollments cannot both be stored. Keys are configured
     /// users only (a key was verified first).
@@ -192,23 +181,27 @@ pub struct TotpStore {
     code_limit: Mutex<UserCodeLimit>,
 }
 
-impl TotpStore {
-    /// The store in `state_dir/totp`.
-    pub fn new(state_dir: &Path) -> TotpStore {
-        TotpStore {
-            dir: state_dir.join("totp"),
-            locks: Mutex::default(),
-            code_limit: Mutex::default(),
-        }
-    }
+/// The files themselves: blocking I/O, run on a blocking thread by the
+/// async methods of [`TotpStore`] (never on a connection's thread).
+#[derive(Clone, Debug)]
+struct Files {
+    dir: PathBuf,
+}
 
+/// Run `f` on `files` on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    files: &Files,
+    f: impl FnOnce(&Files) -> Result<T, JumpError> + Send + 'static,
+) -> Result<T, JumpError> {
+    let files = files.clone();
+    tokio::task::spawn_blocking(move || f(&files))
+        .await
+        .map_err(JumpError::Blocking)?
+}
+
+impl Files {
     fn path(&self, user: &str) -> PathBuf {
         self.dir.join(user)
-    }
-
-    fn lock_for(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(user.to_owned()).or_default().clone()
     }
 
     fn read_file(&self, user: &str) -> Result<Option<EnrollmentFile>, JumpError> {
@@ -220,26 +213,28 @@ impl TotpStore {
         };
         serde_json::from_str(&text)
             .map(Some)
-            .map_err(|e| JumpError::State {
-                path,
-                source: std::io::Error::other(e),
-            })
+            .map_err(|source| JumpError::StateFormat { path, source })
     }
 
-    /// The user's enrollment, if any. `provisioned` is the user's
-    /// `totp_secret_file`: its secret wins over anything stored here.
-    pub fn load(
+    fn load(
         &self,
         user: &str,
         provisioned: Option<&Path>,
     ) -> Result<Option<Enrollment>, JumpError> {
         let file = self.read_file(user)?;
         let secret = match (provisioned, file.as_ref().and_then(|f| f.secret.as_deref())) {
-            (Some(path), _) => read_secret_file(path)?,
-            (None, Some(text)) => Secret::from_base32(text).map_err(|why| JumpError::State {
-                path: self.path(user),
-                source: std::io::Error::other(why),
-            })?,
+            (Some(path), _) => gatehouse_config::read_totp_secret_file(path)
+                .map(Secret)
+                .map_err(|source| JumpError::SecretFile {
+                    path: path.to_owned(),
+                    source,
+                })?,
+            (None, Some(text)) => {
+                Secret::from_base32(text).map_err(|why| JumpError::StateValue {
+                    path: self.path(user),
+                    reason: why.to_string(),
+                })?
+            }
             (None, None) => return Ok(None),
         };
         let file = file.unwrap_or_default();
@@ -265,15 +260,69 @@ impl TotpStore {
             last_step: enrollment.last_step,
             recovery: enrollment.recovery.clone(),
         };
-        let json = serde_json::to_vec_pretty(&file).map_err(|e| JumpError::State {
+        let json = serde_json::to_vec_pretty(&file).map_err(|source| JumpError::StateFormat {
             path: path.clone(),
-            source: std::io::Error::other(e),
+            source,
         })?;
         store::private_dir(&self.dir).map_err(|source| JumpError::State {
             path: self.dir.clone(),
             source,
         })?;
         Ok((path, json))
+    }
+
+    fn save(
+        &self,
+        user: &str,
+        enrollment: &Enrollment,
+        provisioned: bool,
+    ) -> Result<(), JumpError> {
+        let (path, json) = self.encode(user, enrollment, provisioned)?;
+        store::write_atomic(&path, &json).map_err(|source| JumpError::State { path, source })
+    }
+
+    fn create(&self, user: &str, enrollment: &Enrollment) -> Result<bool, JumpError> {
+        let (path, json) = self.encode(user, enrollment, false)?;
+        store::create_atomic(&path, &json).map_err(|source| JumpError::State { path, source })
+    }
+}
+
+impl TotpStore {
+    /// The store in `state_dir/totp`.
+    pub fn new(state_dir: &Path) -> TotpStore {
+        TotpStore {
+            files: Files {
+                dir: state_dir.join("totp"),
+            },
+            locks: Mutex::default(),
+            code_limit: Mutex::default(),
+        }
+    }
+
+    fn lock_for(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(user.to_owned()).or_default().clone()
+    }
+
+    /// The user's enrollment, if any. `provisioned` is the user's
+    /// `totp_secret_file`: its secret wins over anything stored here.
+    /// Blocking: the CLI's; the server uses [`TotpStore::load_async`].
+    pub fn load(
+        &self,
+        user: &str,
+        provisioned: Option<&Path>,
+    ) -> Result<Option<Enrollment>, JumpError> {
+        self.files.load(user, provisioned)
+    }
+
+    /// [`TotpStore::load`] on a blocking thread.
+    pub(crate) async fn load_async(
+        &self,
+        user: &str,
+        provisioned: Option<&Path>,
+    ) -> Result<Option<Enrollment>, JumpError> {
+        let (user, provisioned) = (user.to_owned(), provisioned.map(Path::to_owned));
+        blocking(&self.files, move |f| f.load(&user, provisioned.as_deref())).await
     }
 
     /// Store the user's enrollment atomically (0600). A provisioned secret
@@ -284,21 +333,29 @@ impl TotpStore {
         enrollment: &Enrollment,
         provisioned: bool,
     ) -> Result<(), JumpError> {
-        let (path, json) = self.encode(user, enrollment, provisioned)?;
-        store::write_atomic(&path, &json).map_err(|source| JumpError::State { path, source })
+        self.files.save(user, enrollment, provisioned)
     }
 
     /// Store a new enrollment unless the user already has one. Two
     /// enrollments at once (two sessions, or a session and the CLI): the
     /// first to confirm wins, the other gets false and nothing changes.
     pub fn create(&self, user: &str, enrollment: &Enrollment) -> Result<bool, JumpError> {
-        let (path, json) = self.encode(user, enrollment, false)?;
-        store::create_atomic(&path, &json).map_err(|source| JumpError::State { path, source })
+        self.files.create(user, enrollment)
+    }
+
+    /// [`TotpStore::create`] on a blocking thread.
+    pub(crate) async fn create_async(
+        &self,
+        user: &str,
+        enrollment: &Enrollment,
+    ) -> Result<bool, JumpError> {
+        let (user, enrollment) = (user.to_owned(), enrollment.clone());
+        blocking(&self.files, move |f| f.create(&user, &enrollment)).await
     }
 
     /// Remove the user's enrollment (`gatehouse totp reset`). Returns whether one existed.
     pub fn remove(&self, user: &str) -> Result<bool, JumpError> {
-        let path = self.path(user);
+        let path = self.files.path(user);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -344,7 +401,7 @@ impl TotpStore {
         {
             return Ok(Verdict::Limited);
         }
-        let Some(mut enrollment) = self.load(user, provisioned)? else {
+        let Some(mut enrollment) = self.load_async(user, provisioned).await? else {
             return Ok(Verdict::NotEnrolled);
         };
         let verdict = match recovery::normalize(typed) {
@@ -382,7 +439,13 @@ impl TotpStore {
         };
         match verdict {
             Verdict::Code { .. } | Verdict::Recovery { .. } => {
-                self.save(user, &enrollment, provisioned.is_some())?;
+                // On disk before the login proceeds (the lock is still held),
+                // written on a blocking thread.
+                let (name, is_provisioned) = (user.to_owned(), provisioned.is_some());
+                blocking(&self.files, move |f| {
+                    f.save(&name, &enrollment, is_provisioned)
+                })
+                .await?;
             }
             Verdict::Refused(_) => {
                 self.code_limit
@@ -394,20 +457,6 @@ impl TotpStore {
         }
         Ok(verdict)
     }
-}
-
-/// A secret provisioned by configuration management: base32, readable by
-/// its owner only (0600 or 0400).
-fn read_secret_file(path: &Path) -> Result<Secret, JumpError> {
-    let err = |why: String| JumpError::State {
-        path: path.to_owned(),
-        source: std::io::Error::other(why),
-    };
-    if !store::is_private(path).map_err(|e| err(e.to_string()))? {
-        return Err(err("must be mode 0600 or 0400".into()));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    Secret::from_base32(text.trim()).map_err(err)
 }
 
 #[cfg(test)]
@@ -675,5 +724,50 @@ mod tests {
                 .expect("io"),
             Verdict::Refused(CodeRefusal::Replayed)
         );
+    }
+
+    /// A state file that blocks on read (a provisioned secret on a FIFO
+    /// with no writer yet, as a hung disk would) must not stall the thread
+    /// that connections run on: the read waits on a blocking thread.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stalled_state_file_does_not_stall_the_runtime_thread() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("sean.totp");
+        let made = std::process::Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let written = Arc::new(AtomicBool::new(false));
+        let writer = std::thread::spawn({
+            let (fifo, written) = (fifo.clone(), Arc::clone(&written));
+            move || {
+                std::thread::sleep(std::time::Duration::from_millis(1500));
+                written.store(true, Ordering::Release);
+                let b32 = Secret(RFC_SECRET.to_vec()).to_base32();
+                std::fs::write(&fifo, format!("{b32}\n")).expect("write fifo");
+            }
+        });
+        let store = Arc::new(TotpStore::new(&dir.path().join("state")));
+        let check = tokio::spawn({
+            let (store, fifo) = (Arc::clone(&store), fifo.clone());
+            async move {
+                store
+                    .verify("sean", Some(&fifo), &settings(), "287082", 59)
+                    .await
+            }
+        });
+        // The check is now waiting on the FIFO; this thread still runs timers.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !written.load(Ordering::Acquire),
+            "the runtime thread was blocked until the FIFO was written"
+        );
+        let verdict = check.await.expect("task").expect("io");
+        assert_eq!(verdict, Verdict::Code { step: 1 });
+        writer.join().expect("writer");
     }
 }

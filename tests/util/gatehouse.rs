@@ -14,7 +14,17 @@ use std::{
 
 use serde_json::Value;
 
+use gatehouse_jump::AuditEvent;
+
 use super::PATIENCE;
+
+/// `v` (an audit line) as the schema's type: a line the server writes and
+/// the schema cannot read fails the test.
+pub fn typed(v: &Value) -> AuditEvent {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| {
+        panic!("audit line does not match gatehouse_jump::AuditEvent: {e}: {v}")
+    })
+}
 
 /// The binary under test.
 pub fn gatehouse_bin() -> &'static str {
@@ -197,24 +207,53 @@ impl Gatehouse {
     }
 
     /// Wait for the audit event `event` (target `audit`) matching `pred`.
+    /// Every audit line returned is checked against the schema.
     pub fn audit(&self, event: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_for(|v| v["target"] == "audit" && v["event"] == event && pred(v))
+        let v = self.wait_for(|v| v["target"] == "audit" && v["event"] == event && pred(v));
+        typed(&v);
+        v
     }
 
     /// Wait for the audit event `event` matching `pred` that comes after the
     /// first `skip` such events.
     pub fn audit_nth(&self, skip: usize, event: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        self.wait_for_nth(skip, |v| {
+        let v = self.wait_for_nth(skip, |v| {
             v["target"] == "audit" && v["event"] == event && pred(v)
-        })
+        });
+        typed(&v);
+        v
     }
 
     /// Every audit event `event` logged so far.
     pub fn audits(&self, event: &str) -> Vec<Value> {
-        self.events()
+        let found: Vec<Value> = self
+            .events()
             .into_iter()
             .filter(|v| v["target"] == "audit" && v["event"] == event)
+            .collect();
+        found.iter().for_each(|v| drop(typed(v)));
+        found
+    }
+
+    /// Every audit line so far, as the schema's type.
+    pub fn audit_events(&self) -> Vec<AuditEvent> {
+        self.events()
+            .iter()
+            .filter(|v| v["target"] == "audit")
+            .map(typed)
             .collect()
+    }
+
+    /// Wait for an audit line for which `pick` gives something.
+    pub fn audit_typed<T>(&self, pick: impl Fn(&AuditEvent) -> Option<T>) -> T {
+        let v = self.wait_for(|v| {
+            v["target"] == "audit"
+                && serde_json::from_value::<AuditEvent>(v.clone())
+                    .ok()
+                    .and_then(|e| pick(&e))
+                    .is_some()
+        });
+        pick(&typed(&v)).expect("matched above")
     }
 
     pub fn stderr(&self) -> String {
@@ -289,6 +328,10 @@ impl Gatehouse {
 
 impl Drop for Gatehouse {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            // Every audit line of every test run follows the schema.
+            let _ = self.audit_events();
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();

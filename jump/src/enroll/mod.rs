@@ -1,8 +1,10 @@
-//! Operator enrollment: `gatehouse totp enroll USER` creates a secret,
-//! stores it, and shows it as an otpauth URI, base32 text and a QR code
-//! drawn with UTF-8 half blocks.
+//! Enrollment: the operator's (`gatehouse totp enroll USER` creates a
+//! secret, stores it, and shows it as an otpauth URI, base32 text and a QR
+//! code drawn with UTF-8 half blocks) and the user's own over ssh
+//! ([`SelfEnrollment`]: the screen text, a tiny line editor and the
+//! confirmation, no I/O; `screen` runs it on an ssh channel).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+pub(crate) mod screen;
 
 use gatehouse_config::Config;
 use qrcode::{QrCode, render::unicode::Dense1x2};
@@ -10,6 +12,7 @@ use qrcode::{QrCode, render::unicode::Dense1x2};
 use gatehouse_config::TotpSettings;
 
 use crate::{
+    clock::unix_now,
     error::JumpError,
     recovery, store,
     totp::{Enrollment, Secret, TotpStore, check_code},
@@ -28,13 +31,6 @@ pub struct NewEnrollment {
     pub recovery_codes: Vec<String>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Hash fresh recovery codes; returns (codes in clear to show once, hashes to store).
 pub fn new_recovery_codes() -> Result<(Vec<String>, Vec<String>), String> {
     let codes = recovery::generate();
@@ -50,7 +46,7 @@ pub fn new_recovery_codes() -> Result<(Vec<String>, Vec<String>), String> {
 /// already enrolled or their secret is provisioned by `totp_secret_file`.
 pub fn enroll(config: &Config, user: &str) -> Result<NewEnrollment, JumpError> {
     let jump = config.jump.as_ref().ok_or(JumpError::NoJumpConfig)?;
-    let Some((_, account)) = jump.users.iter().find(|(name, _)| name.as_str() == user) else {
+    let Some(account) = jump.user(user) else {
         return Err(JumpError::UnknownUser(user.to_owned()));
     };
     let state = |why: String| JumpError::State {

@@ -4,21 +4,19 @@
 //! bantime). Sources are IPv4 addresses and IPv6 /64s: one IPv6 host owns a
 //! whole /64, so banning a single address would ban nothing.
 //!
-//! Plain bookkeeping with `now` passed in; the server persists [`BanList`]
-//! (wall-clock expiry) so a restart does not lift a ban.
+//! Plain bookkeeping with `now` passed in, no I/O: `file` stores it and
+//! `keeper` owns it in the running server.
 
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv6Addr},
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime},
 };
-
-use std::path::{Path, PathBuf};
 
 use gatehouse_config::BanPolicy;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::JumpError, store};
+use crate::clock::unix;
 
 /// At most this many sources are tracked for failures; past it, stale
 /// entries are purged and, if still full, the table starts over. An
@@ -52,12 +50,6 @@ pub struct Ban {
 pub struct BanList {
     bans: HashMap<IpAddr, Ban>,
     failures: HashMap<IpAddr, (Instant, u32)>,
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl BanList {
@@ -144,55 +136,6 @@ impl BanList {
         let mut all: Vec<Ban> = self.bans.values().cloned().collect();
         all.sort_by_key(|b| (b.until, b.source));
         all
-    }
-}
-
-/// `state_dir/bans.json`: the ban list, written atomically on every change.
-#[derive(Debug, Clone)]
-pub struct BanFile {
-    path: PathBuf,
-}
-
-impl BanFile {
-    /// The ban file of `state_dir`.
-    pub fn new(state_dir: &Path) -> BanFile {
-        BanFile {
-            path: state_dir.join("bans.json"),
-        }
-    }
-
-    /// The stored bans (none when the file does not exist yet).
-    pub fn load(&self) -> Result<Vec<Ban>, JumpError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| JumpError::State {
-                path: self.path.clone(),
-                source: std::io::Error::other(e),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(JumpError::State {
-                path: self.path.clone(),
-                source,
-            }),
-        }
-    }
-
-    /// Store `bans` atomically (0600).
-    pub fn save(&self, bans: &[Ban]) -> Result<(), JumpError> {
-        let json = serde_json::to_vec_pretty(bans).map_err(|e| JumpError::State {
-            path: self.path.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        store::write_atomic(&self.path, &json).map_err(|source| JumpError::State {
-            path: self.path.clone(),
-            source,
-        })
-    }
-
-    /// When the file last changed, to notice edits by `gatehouse bans lift`.
-    pub fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
     }
 }
 

@@ -1,0 +1,339 @@
+//! The running server's ban list and its file, owned in one place.
+//!
+//! Connections count failures and the accept loop asks "banned?" in memory
+//! only; every read and write of `bans.json` happens in [`BanKeeper::run`],
+//! one task, on a blocking thread. So a slow disk never stalls a connection
+//! thread, writes are batched (one write per burst of new bans), and two
+//! writes can never race each other and bring back an older list. Must not
+//! decide what counts as a failure: the server says so.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::Path,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use gatehouse_config::BanPolicy;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::{
+    file::BanFile,
+    list::{Ban, BanList},
+};
+use crate::{
+    audit::{self, AuditEvent, Who},
+    clock::unix_now,
+    error::JumpError,
+};
+
+/// The ban list in memory and on disk.
+#[derive(Debug)]
+pub(crate) struct BanKeeper {
+    list: Mutex<BanList>,
+    file: BanFile,
+    disk: Mutex<Disk>,
+    /// Set by a change that is not on disk yet.
+    dirty: AtomicBool,
+    changed: Notify,
+}
+
+/// What the file held when we last wrote or read it.
+#[derive(Debug, Default)]
+struct Disk {
+    /// Its mtime then: a different one means someone else wrote it.
+    seen: Option<SystemTime>,
+    /// Its bans then: a ban in memory that differs from these is ours and
+    /// newer than the file.
+    bans: HashMap<IpAddr, Ban>,
+}
+
+fn by_source(bans: &[Ban]) -> HashMap<IpAddr, Ban> {
+    bans.iter().map(|b| (b.source, b.clone())).collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, JumpError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(JumpError::Blocking)
+}
+
+impl BanKeeper {
+    /// Load `state_dir/bans.json`. Blocking: call it before serving, on a
+    /// blocking thread.
+    pub(crate) fn open(state_dir: &Path, policy: &BanPolicy) -> Result<BanKeeper, JumpError> {
+        let file = BanFile::new(state_dir);
+        let stored = file.load()?;
+        let disk = Disk {
+            seen: file.modified(),
+            bans: by_source(&stored),
+        };
+        let mut list = BanList::from_bans(stored);
+        list.purge(policy, SystemTime::now());
+        Ok(BanKeeper {
+            list: Mutex::new(list),
+            file,
+            disk: Mutex::new(disk),
+            dirty: AtomicBool::new(false),
+            changed: Notify::new(),
+        })
+    }
+
+    fn list(&self) -> std::sync::MutexGuard<'_, BanList> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Is `ip` banned at `now`? Memory only.
+    pub(crate) fn banned(&self, ip: IpAddr, now: SystemTime) -> bool {
+        self.list().banned(ip, now).is_some()
+    }
+
+    /// Count a failure from `who` (the caller has checked `trusted`). A ban
+    /// it triggers is in force at once and audited here; the file follows
+    /// from [`BanKeeper::run`].
+    pub(crate) fn fail(
+        &self,
+        who: &Who,
+        user: Option<&str>,
+        reason: &str,
+        policy: &BanPolicy,
+    ) -> Option<Ban> {
+        audit::failure(who, user, reason);
+        let ban = self
+            .list()
+            .failure(who.peer.ip(), policy, Instant::now(), SystemTime::now())?;
+        audit::emit(&AuditEvent::Ban {
+            source: ban.source,
+            count: ban.count,
+            seconds: ban.until.saturating_sub(unix_now()),
+            until: ban.until,
+        });
+        self.dirty.store(true, Ordering::Release);
+        self.changed.notify_one();
+        Some(ban)
+    }
+
+    /// Forget bans long over (memory; the next write drops them from the file).
+    pub(crate) fn purge(&self, policy: &BanPolicy, now: SystemTime) {
+        self.list().purge(policy, now);
+    }
+
+    /// Persist changes as they come and notice outside edits every `tick`,
+    /// until `shutdown`; then write what is left once more.
+    pub(crate) async fn run(&self, tick: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(tick);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = self.changed.notified() => {}
+                _ = ticks.tick() => {}
+            }
+            self.sync().await;
+        }
+        self.sync().await;
+    }
+
+    /// Read the file if someone else changed it, then write ours if needed.
+    async fn sync(&self) {
+        if let Err(error) = self.reread().await {
+            warn!(%error, "cannot read the ban list; keeping the one in memory");
+        }
+        if self.dirty.swap(false, Ordering::AcqRel)
+            && let Err(error) = self.write().await
+        {
+            // Tried again at the next tick.
+            self.dirty.store(true, Ordering::Release);
+            warn!(%error, "cannot persist the ban list");
+        }
+    }
+
+    /// Pick up `gatehouse bans lift` (or any edit from outside): the file's
+    /// bans, plus ours that are newer than the file.
+    async fn reread(&self) -> Result<(), JumpError> {
+        let file = self.file.clone();
+        let modified = blocking(move || file.modified()).await?;
+        if self.disk().seen == modified {
+            return Ok(());
+        }
+        let file = self.file.clone();
+        let stored = blocking(move || file.load()).await??;
+        let now = SystemTime::now();
+        let mut disk = self.disk();
+        let mut list = self.list();
+        let mut merged = by_source(&stored);
+        let mut ours_newer = false;
+        for mine in list.bans() {
+            let on_disk_before = disk.bans.get(&mine.source);
+            if on_disk_before != Some(&mine) {
+                // Not written yet (or changed since): keep it.
+                ours_newer = true;
+                merged.insert(mine.source, mine);
+            } else if !merged.contains_key(&mine.source) && list.banned(mine.source, now).is_some()
+            {
+                audit::emit(&AuditEvent::BanLifted {
+                    source: mine.source,
+                });
+            }
+        }
+        list.set_bans(merged.into_values().collect());
+        disk.seen = modified;
+        disk.bans = by_source(&stored);
+        if ours_newer {
+            self.dirty.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    async fn write(&self) -> Result<(), JumpError> {
+        let snapshot = self.list().bans();
+        let file = self.file.clone();
+        let saved = snapshot.clone();
+        let modified = blocking(move || file.save(&saved).map(|()| file.modified())).await??;
+        let mut disk = self.disk();
+        disk.seen = modified;
+        disk.bans = by_source(&snapshot);
+        Ok(())
+    }
+
+    fn disk(&self) -> std::sync::MutexGuard<'_, Disk> {
+        self.disk.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        net::SocketAddr,
+        num::NonZeroU32,
+        sync::{Arc, atomic::AtomicBool},
+    };
+
+    use super::*;
+
+    fn policy() -> BanPolicy {
+        BanPolicy {
+            after: NonZeroU32::MIN,
+            within: Duration::from_secs(60),
+            duration: Duration::from_secs(600),
+            max: Duration::from_secs(3600),
+        }
+    }
+
+    fn who(addr: &str) -> Who {
+        Who {
+            conn: 1,
+            peer: addr.parse::<SocketAddr>().expect("addr"),
+        }
+    }
+
+    async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}");
+    }
+
+    #[tokio::test]
+    async fn a_ban_is_written_and_an_outside_lift_is_kept_without_losing_newer_bans() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keeper = Arc::new(BanKeeper::open(dir.path(), &policy()).expect("open"));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (keeper, stop) = (Arc::clone(&keeper), stop.clone());
+            async move { keeper.run(Duration::from_millis(20), stop).await }
+        });
+        let file = BanFile::new(dir.path());
+        keeper
+            .fail(&who("192.0.2.1:1"), None, "test", &policy())
+            .expect("banned");
+        eventually("the ban reaches the file", || {
+            file.load()
+                .is_ok_and(|b| b.iter().any(|b| b.source.to_string() == "192.0.2.1"))
+        })
+        .await;
+
+        // `gatehouse bans lift 192.0.2.1` from outside, while a new ban is
+        // in memory only: the lift holds and the new ban survives.
+        keeper.dirty.store(false, Ordering::Release);
+        let mut edited = BanList::from_bans(file.load().expect("load"));
+        edited.lift("192.0.2.1".parse().expect("ip"), SystemTime::now());
+        keeper.list().failure(
+            "192.0.2.2".parse().expect("ip"),
+            &policy(),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        file.save(&edited.bans()).expect("outside write");
+        let now = SystemTime::now();
+        eventually("the lift is noticed", || {
+            !keeper.banned("192.0.2.1".parse().expect("ip"), now)
+        })
+        .await;
+        assert!(
+            keeper.banned("192.0.2.2".parse().expect("ip"), now),
+            "the newer ban is kept"
+        );
+        eventually("the newer ban reaches the file", || {
+            file.load()
+                .is_ok_and(|b| b.len() == 1 && b[0].source.to_string() == "192.0.2.2")
+        })
+        .await;
+        stop.cancel();
+        task.await.expect("keeper task");
+    }
+
+    /// A ban file that blocks on read (a FIFO with no writer yet, as a hung
+    /// disk would) must not stall the thread that connections run on.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stalled_ban_file_does_not_stall_the_runtime_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keeper = Arc::new(BanKeeper::open(dir.path(), &policy()).expect("open"));
+        let path = dir.path().join("bans.json");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        let written = Arc::new(AtomicBool::new(false));
+        let writer = std::thread::spawn({
+            let (path, written) = (path.clone(), Arc::clone(&written));
+            move || {
+                std::thread::sleep(Duration::from_millis(1500));
+                written.store(true, Ordering::Release);
+                // Opening for write lets the blocked reader through.
+                std::fs::write(&path, b"[]").expect("write fifo");
+            }
+        });
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (keeper, stop) = (Arc::clone(&keeper), stop.clone());
+            async move { keeper.run(Duration::from_millis(10), stop).await }
+        });
+        // The keeper sees a new mtime and reads the FIFO; meanwhile this
+        // thread keeps serving: a failure is counted and a timer fires.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        keeper
+            .fail(&who("192.0.2.9:1"), None, "test", &policy())
+            .expect("banned");
+        assert!(keeper.banned("192.0.2.9".parse().expect("ip"), SystemTime::now()));
+        assert!(
+            !written.load(Ordering::Acquire),
+            "the runtime thread was blocked until the FIFO was written"
+        );
+        writer.join().expect("writer");
+        stop.cancel();
+        task.await.expect("keeper task");
+    }
+}

@@ -1,0 +1,388 @@
+//! Channels and channel requests: session channels (an `exec nc` tunnel or
+//! the enrollment screen), `direct-tcpip` opens, and every refusal — shell,
+//! pty, env, X11, agent, remote forwarding, subsystems — each audited and
+//! told to the client in one line. One way to end a session channel.
+//!
+//! What a user may reach is `tunnel`'s (through `policy`); what a user may
+//! do after login is `auth::Access`. Must not read or write sockets.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use russh::{
+    Channel, ChannelId, ChannelOpenFailure,
+    server::{ChannelOpenHandle, Handle, Msg, Session},
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::debug;
+
+use super::{
+    connection::Connection,
+    login::provisioned,
+    tunnel::{Tunnel, TunnelRequest},
+};
+use crate::{
+    audit::{self, Request, TunnelAsk, Via},
+    auth::Access,
+    enroll::screen::{EnrollScreen, Screen, ScreenContext},
+    exec::parse_nc,
+};
+
+/// The channels of one connection.
+pub(super) struct Channels {
+    /// Session channels waiting for an `exec`.
+    sessions: HashMap<ChannelId, (Channel<Msg>, OwnedSemaphorePermit)>,
+    /// `max_channels`: one permit per open channel, held for its life.
+    permits: Arc<Semaphore>,
+    /// Session channels with a pty granted for self-enrollment.
+    enroll_ptys: HashSet<ChannelId>,
+    /// The self-enrollment running on a channel, if any.
+    enrolling: Option<EnrollScreen>,
+}
+
+impl Channels {
+    pub(super) fn new(max_channels: usize) -> Channels {
+        Channels {
+            sessions: HashMap::new(),
+            permits: Arc::new(Semaphore::new(max_channels)),
+            enroll_ptys: HashSet::new(),
+            enrolling: None,
+        }
+    }
+
+    fn permit(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).try_acquire_owned().ok()
+    }
+
+    fn enrolling_on(&self, channel: ChannelId) -> bool {
+        self.enrolling
+            .as_ref()
+            .is_some_and(|e| e.channel() == channel)
+    }
+}
+
+/// End a session channel: an optional line on stderr, the exit status,
+/// EOF and close.
+pub(super) fn end_channel(
+    session: &mut Session,
+    channel: ChannelId,
+    status: u32,
+    stderr: Option<String>,
+) {
+    if let Some(line) = stderr {
+        let _ = session.extended_data(channel, 1, line.into_bytes());
+    }
+    let _ = session.exit_status_request(channel, status);
+    let _ = session.eof(channel);
+    let _ = session.close(channel);
+}
+
+/// [`end_channel`] from a task outside the session (a tunnel).
+pub(super) async fn end_channel_later(
+    handle: &Handle,
+    channel: ChannelId,
+    status: u32,
+    stderr: Option<String>,
+) {
+    if let Some(line) = stderr {
+        let _ = handle.extended_data(channel, 1, line.into_bytes()).await;
+    }
+    let _ = handle.exit_status_request(channel, status).await;
+    let _ = handle.eof(channel).await;
+    let _ = handle.close(channel).await;
+}
+
+impl Connection {
+    /// A session channel: kept until an `exec nc` or a shell asks for it.
+    pub(super) async fn open_session(&mut self, channel: Channel<Msg>, reply: ChannelOpenHandle) {
+        let Some(permit) = self.channels.permit() else {
+            audit::refused(
+                &self.who,
+                self.progress.user(),
+                Request::Session,
+                "max_channels reached",
+            );
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return;
+        };
+        self.channels
+            .sessions
+            .insert(channel.id(), (channel, permit));
+        reply.accept().await;
+    }
+
+    /// `ssh -J` / `ssh -W`: a tunnel for a fully authenticated user.
+    pub(super) async fn open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        reply: ChannelOpenHandle,
+        handle: Handle,
+    ) {
+        let user = self.progress.user().unwrap_or("").to_owned();
+        let ask = TunnelAsk {
+            via: Via::DirectTcpip,
+            user: &user,
+            host,
+            port,
+        };
+        if self.progress.access() != Some(Access::Tunnels) {
+            audit::tunnel_refused(&self.who, &ask, "no TOTP enrollment yet: enroll first");
+            // OpenSSH prints the reason: "open failed: administratively prohibited: ...".
+            let reason = format!(
+                "no second factor yet; set it up in a terminal first: {}",
+                self.login_hint()
+            );
+            reply
+                .reject(ChannelOpenFailure::Other { code: 1, reason })
+                .await;
+            return;
+        }
+        let Some(config) = self.live() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return;
+        };
+        let Some(permit) = self.channels.permit() else {
+            audit::tunnel_refused(&self.who, &ask, "max_channels reached");
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return;
+        };
+        self.start_tunnel(TunnelRequest {
+            via: Via::DirectTcpip,
+            user,
+            host: host.to_owned(),
+            port,
+            connect_timeout: None,
+            config,
+            channel,
+            reply: Some(reply),
+            handle,
+            permit,
+        });
+    }
+
+    /// `exec`: only `nc [-w N] HOST PORT` (the legacy ProxyCommand), and only
+    /// once fully authenticated.
+    pub(super) async fn exec(&mut self, channel: ChannelId, command: &[u8], session: &mut Session) {
+        let nc = match parse_nc(command) {
+            Ok(nc) if self.progress.access() == Some(Access::Tunnels) => nc,
+            Ok(nc) => {
+                let user = self.progress.user().unwrap_or("").to_owned();
+                let ask = TunnelAsk {
+                    via: Via::ExecNc,
+                    user: &user,
+                    host: &nc.host,
+                    port: u32::from(nc.port),
+                };
+                audit::tunnel_refused(&self.who, &ask, "no TOTP enrollment yet: enroll first");
+                self.refuse_on_channel(channel, session, Request::Exec, None)
+                    .await;
+                return;
+            }
+            Err(why) => {
+                debug!(conn = self.who.conn, why, "exec refused");
+                self.refuse_on_channel(channel, session, Request::Exec, None)
+                    .await;
+                return;
+            }
+        };
+        let (Some((chan, permit)), Some(config)) =
+            (self.channels.sessions.remove(&channel), self.live())
+        else {
+            let _ = session.channel_failure(channel);
+            return;
+        };
+        let _ = session.channel_success(channel);
+        self.start_tunnel(TunnelRequest {
+            via: Via::ExecNc,
+            user: self.progress.user().unwrap_or("").to_owned(),
+            host: nc.host,
+            port: u32::from(nc.port),
+            connect_timeout: nc.connect_timeout,
+            config,
+            channel: chan,
+            reply: None,
+            handle: session.handle(),
+            permit,
+        });
+    }
+
+    fn start_tunnel(&self, request: TunnelRequest) {
+        let tunnel = Tunnel::new(self.who.clone(), Arc::clone(&self.state.activity), request);
+        self.shared.tracker.spawn(tunnel.run());
+    }
+
+    /// A terminal only ever serves self-enrollment.
+    pub(super) async fn pty(&mut self, channel: ChannelId, session: &mut Session) {
+        if self.may_enroll().await {
+            self.channels.enroll_ptys.insert(channel);
+            let _ = session.channel_success(channel);
+            return;
+        }
+        audit::refused(
+            &self.who,
+            self.progress.user(),
+            Request::Pty,
+            "no terminal on a jump host",
+        );
+        let _ = session.channel_failure(channel);
+    }
+
+    /// A shell: the enrollment screen on an enrollment pty, else refused.
+    pub(super) async fn shell(&mut self, channel: ChannelId, session: &mut Session) {
+        if self.channels.enroll_ptys.contains(&channel)
+            && self.channels.enrolling.is_none()
+            && self.may_enroll().await
+        {
+            self.start_enrollment(channel, session);
+        } else {
+            self.refuse_on_channel(channel, session, Request::Shell, None)
+                .await;
+        }
+    }
+
+    /// A subsystem (`sftp`): refused with the jump-host hint.
+    pub(super) async fn subsystem(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) {
+        self.refuse_on_channel(channel, session, Request::Subsystem, Some(name))
+            .await;
+    }
+
+    /// Channel data: activity, and keystrokes for the enrollment screen.
+    pub(super) async fn data(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) {
+        self.state.touch();
+        if self.channels.enrolling_on(channel) {
+            self.enrollment_input(channel, data, session).await;
+        }
+    }
+
+    /// The client's input ended: mid-enrollment, nothing more can be typed.
+    pub(super) async fn eof(&mut self, channel: ChannelId, session: &mut Session) {
+        if self.channels.enrolling_on(channel) {
+            self.enrollment_input(channel, &[0x04], session).await;
+        }
+    }
+
+    pub(super) fn closed(&mut self, channel: ChannelId) {
+        self.channels.sessions.remove(&channel);
+        self.channels.enroll_ptys.remove(&channel);
+        if self.channels.enrolling_on(channel) {
+            self.channels.enrolling = None;
+        }
+    }
+
+    /// A request a jump host never grants, refused with a reply (not a channel).
+    pub(super) fn refuse(&self, request: Request, detail: &str) {
+        audit::refused(&self.who, self.progress.user(), request, detail);
+    }
+
+    /// Refuse a session request, telling the client why on stderr.
+    async fn refuse_on_channel(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+        request: Request,
+        what: Option<&str>,
+    ) {
+        let detail = match what {
+            Some(what) => format!("{what}: a jump host only proxies"),
+            None => "a jump host only proxies".to_owned(),
+        };
+        audit::refused(&self.who, self.progress.user(), request, &detail);
+        let message = self.jump_only_message().await;
+        let _ = session.channel_success(channel);
+        end_channel(session, channel, 1, Some(message));
+        self.channels.sessions.remove(&channel);
+    }
+
+    /// May this connection's user set up their second factor here? Yes when
+    /// logged in without one and no secret is provisioned for them.
+    async fn may_enroll(&self) -> bool {
+        let (Some(user), Some(config)) = (self.progress.user(), self.live()) else {
+            return false;
+        };
+        provisioned(&config, user).is_none()
+            && matches!(self.shared.totp.load_async(user, None).await, Ok(None))
+    }
+
+    /// How to reach the jump host interactively, for hints.
+    fn login_hint(&self) -> String {
+        let user = self.progress.user().unwrap_or("USER");
+        format!("ssh -p {} {user}@{}", self.local.port(), self.local.ip())
+    }
+
+    /// The lines a client sees when it asks for what a jump host never gives.
+    async fn jump_only_message(&self) -> String {
+        let user = self.progress.user().unwrap_or("USER");
+        let set_up = format!(
+            "gatehouse: {user} has no second factor yet. Set it up in a terminal: {}\r\n",
+            self.login_hint()
+        );
+        if self.progress.access() == Some(Access::EnrollOnly) {
+            return set_up;
+        }
+        // SocketAddr's Display brackets IPv6 (`[::1]:22`), as ssh -J needs.
+        let mut message = format!(
+            "gatehouse is a jump host: use ssh -J {user}@{} TARGET\r\n",
+            self.local
+        );
+        // `mfa: optional` lets unenrolled users tunnel; still offer the factor.
+        if self.may_enroll().await {
+            message += &set_up;
+        }
+        message
+    }
+
+    fn screen_context<'a>(
+        &'a self,
+        config: &'a gatehouse_config::Config,
+    ) -> Option<ScreenContext<'a>> {
+        let jump = config.jump.as_ref()?;
+        let user = self.progress.user()?;
+        Some(ScreenContext {
+            who: &self.who,
+            settings: &jump.totp,
+            totp: &self.shared.totp,
+            tunnel_hint: format!("ssh -J {user}@{} TARGET", self.local),
+        })
+    }
+
+    fn start_enrollment(&mut self, channel: ChannelId, session: &mut Session) {
+        let Some(config) = self.live() else {
+            return;
+        };
+        let Some(user) = self.progress.user().map(ToOwned::to_owned) else {
+            return;
+        };
+        let Some(ctx) = self.screen_context(&config) else {
+            return;
+        };
+        let screen = EnrollScreen::start(channel, &user, &ctx, session);
+        self.channels.enrolling = screen;
+    }
+
+    async fn enrollment_input(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) {
+        let Some(screen) = self.channels.enrolling.take() else {
+            return;
+        };
+        let Some(config) = self.live() else {
+            return;
+        };
+        let Some(ctx) = self.screen_context(&config) else {
+            return;
+        };
+        match screen.input(data, &ctx, session).await {
+            Screen::Waiting(screen) => self.channels.enrolling = Some(screen),
+            Screen::Ended(status) => end_channel(session, channel, status, None),
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! The login: the public key, then the code, each check returning a typed
+//! [`Step`] that the handler maps to russh's `Auth`; and the padding that
+//! makes every rejection take the same time.
+//!
+//! The order and what each result allows are `auth`'s decisions, the code
+//! check is `totp`'s; this file applies them to one connection and audits
+//! each attempt. Must not touch channels.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use gatehouse_config::Config;
+use russh::{
+    MethodKind, MethodSet,
+    keys::HashAlg,
+    server::{Auth, PublicKeyOffer, Response, VerifiedPublicKey},
+};
+use tracing::warn;
+
+use super::connection::Connection;
+use crate::{
+    audit::{self, AuthResult, Method},
+    auth::{self, Access, AfterKey},
+    clock::unix_now,
+    sessions,
+    totp::{CodeRefusal, Verdict},
+};
+
+/// The prompt of the second factor (echo off).
+const CODE_PROMPT: &str = "Verification code: ";
+
+/// How long a rejected authentication takes at least, from the request's
+/// arrival, so that an unknown user, a key not authorized for a user and a
+/// wrong code look alike from outside (sshd pads its failures the same
+/// way). Done here rather than by russh's `auth_rejection_time`, which also
+/// delays *partial* success — the key step of every TOTP login — although
+/// that answer reveals nothing a rejection would hide.
+pub(super) const REJECTION_TIME: Duration = Duration::from_millis(100);
+
+/// What one authentication request comes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Logged in (or, for a key probe: this key may sign).
+    Accept,
+    /// The key is right; the code is next (partial success).
+    CodeNext,
+    /// Show the code prompt.
+    AskCode,
+    /// Refused; the client may go on with this method (or any).
+    Reject(Option<MethodKind>),
+}
+
+impl Step {
+    pub(super) fn into_auth(self) -> Auth {
+        let only = |method| Some(MethodSet::from(&[method][..]));
+        match self {
+            Step::Accept => Auth::Accept,
+            Step::CodeNext => Auth::Reject {
+                proceed_with_methods: only(MethodKind::KeyboardInteractive),
+                partial_success: true,
+            },
+            Step::AskCode => Auth::Partial {
+                name: "".into(),
+                instructions: "".into(),
+                prompts: vec![(CODE_PROMPT.into(), false)].into(),
+            },
+            Step::Reject(next) => Auth::Reject {
+                proceed_with_methods: next.and_then(only),
+                partial_success: false,
+            },
+        }
+    }
+}
+
+/// `step` as russh's answer, after waiting out [`REJECTION_TIME`] from
+/// `started` if it is a rejection.
+pub(super) async fn padded(started: tokio::time::Instant, step: Step) -> Auth {
+    if matches!(step, Step::Reject(_)) {
+        tokio::time::sleep_until(started + REJECTION_TIME).await;
+    }
+    step.into_auth()
+}
+
+/// The user's `totp_secret_file`, if configuration management provisions their secret.
+pub(super) fn provisioned(config: &Config, user: &str) -> Option<PathBuf> {
+    config.jump.as_ref()?.user(user)?.totp_secret_file.clone()
+}
+
+impl Connection {
+    pub(super) fn check_password(&mut self, user: &str) -> Step {
+        self.state.tried();
+        audit::auth(
+            &self.who,
+            user,
+            Method::Password,
+            None,
+            AuthResult::Rejected,
+            "passwords are never accepted",
+        );
+        Step::Reject(Some(MethodKind::PublicKey))
+    }
+
+    pub(super) fn check_key_offer(&mut self, user: &str, offer: &PublicKeyOffer<'_>) -> Step {
+        self.state.tried();
+        let allowed = self
+            .live()
+            .and_then(|c| {
+                c.jump
+                    .as_ref()
+                    .map(|j| auth::key_allowed(j, user, offer.public_key))
+            })
+            .unwrap_or(false);
+        if allowed {
+            return Step::Accept;
+        }
+        // A probe, not yet a failure: OpenSSH offers each key it has.
+        let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        audit::auth(
+            &self.who,
+            user,
+            Method::Publickey,
+            Some(&fp),
+            AuthResult::Rejected,
+            "key not authorized for this user (probe)",
+        );
+        Step::Reject(None)
+    }
+
+    pub(super) async fn check_key(&mut self, user: &str, key: &VerifiedPublicKey<'_>) -> Step {
+        self.state.tried();
+        let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+        let Some(config) = self.live() else {
+            return Step::Reject(None);
+        };
+        let Some(jump) = config.jump.as_ref() else {
+            return Step::Reject(None);
+        };
+        let rejected = |this: &Self, detail: &str| {
+            audit::auth(
+                &this.who,
+                user,
+                Method::Publickey,
+                Some(&fp),
+                AuthResult::Rejected,
+                detail,
+            );
+            Step::Reject(None)
+        };
+        if !auth::key_allowed(jump, user, key.public_key) {
+            return rejected(self, "key not authorized for this user");
+        }
+        self.progress.key_proven(user, fp.clone());
+        self.key = Some(key.public_key.key_data().clone());
+        let secret_file = provisioned(&config, user);
+        let enrolled = match self
+            .shared
+            .totp
+            .load_async(user, secret_file.as_deref())
+            .await
+        {
+            Ok(e) => e.is_some(),
+            Err(error) => {
+                warn!(%error, user, "cannot read the TOTP enrollment; refusing");
+                return rejected(self, "enrollment unreadable");
+            }
+        };
+        match auth::after_key(jump.mfa, enrolled) {
+            AfterKey::AskCode => {
+                audit::auth(
+                    &self.who,
+                    user,
+                    Method::Publickey,
+                    Some(&fp),
+                    AuthResult::Partial,
+                    "key accepted; TOTP code next",
+                );
+                Step::CodeNext
+            }
+            AfterKey::Accept(access) => {
+                let result = match access {
+                    Access::EnrollOnly => AuthResult::EnrollOnly,
+                    Access::Tunnels => AuthResult::Accepted,
+                };
+                audit::auth(
+                    &self.who,
+                    user,
+                    Method::Publickey,
+                    Some(&fp),
+                    result,
+                    "no TOTP enrollment",
+                );
+                self.finish(user, access);
+                Step::Accept
+            }
+        }
+    }
+
+    pub(super) async fn check_code(&mut self, user: &str, response: Option<Response<'_>>) -> Step {
+        self.state.tried();
+        let method = Method::KeyboardInteractive;
+        if !self.progress.may_check_code(user) {
+            audit::auth(
+                &self.who,
+                user,
+                method,
+                None,
+                AuthResult::Rejected,
+                "no verified key for this user on this connection",
+            );
+            return Step::Reject(Some(MethodKind::PublicKey));
+        }
+        let Some(mut response) = response else {
+            return Step::AskCode;
+        };
+        let fp = self.progress.fingerprint().map(ToOwned::to_owned);
+        let code = response
+            .next()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .unwrap_or_default();
+        let Some(config) = self.live() else {
+            return Step::Reject(None);
+        };
+        let Some(jump) = config.jump.as_ref() else {
+            return Step::Reject(None);
+        };
+        let secret_file = provisioned(&config, user);
+        let verdict = self
+            .shared
+            .totp
+            .verify(user, secret_file.as_deref(), &jump.totp, &code, unix_now())
+            .await;
+        let (accepted, detail) = match verdict {
+            Ok(Verdict::Code { step }) => (true, format!("totp step {step}")),
+            Ok(Verdict::Recovery { left }) => (true, format!("recovery code used; {left} left")),
+            Ok(Verdict::Refused(CodeRefusal::Wrong)) => (false, "wrong code".to_owned()),
+            Ok(Verdict::Refused(CodeRefusal::Replayed)) => {
+                (false, "code already used (replay)".to_owned())
+            }
+            Ok(Verdict::Limited) => (
+                false,
+                "per-user code limit: 3 wrong codes within 30s; not checked".to_owned(),
+            ),
+            Ok(Verdict::NotEnrolled) => (false, "not enrolled".to_owned()),
+            Err(error) => {
+                warn!(%error, user, "TOTP check failed");
+                (false, "enrollment unreadable".to_owned())
+            }
+        };
+        // The key was checked before the prompt; a reload since then may have
+        // removed it or its user (offboarding): then the right code is not enough.
+        let (accepted, detail) = if accepted && !self.key_still_allowed(user) {
+            (
+                false,
+                "key or user removed from the configuration".to_owned(),
+            )
+        } else {
+            (accepted, detail)
+        };
+        let result = if accepted {
+            AuthResult::Accepted
+        } else {
+            AuthResult::Rejected
+        };
+        audit::auth(&self.who, user, method, fp.as_deref(), result, &detail);
+        if accepted {
+            self.finish(user, Access::Tunnels);
+            Step::Accept
+        } else {
+            self.fail(user, &detail);
+            Step::Reject(Some(MethodKind::KeyboardInteractive))
+        }
+    }
+
+    /// Logged in with `access`: free the pre-auth slot and register the
+    /// session for offboarding.
+    fn finish(&mut self, user: &str, access: Access) {
+        self.progress.complete(access);
+        self.state.authenticated(user);
+        self.slot = None;
+        let Some(key) = self.key.clone() else {
+            return;
+        };
+        self.shared
+            .sessions
+            .register(&self.who, user, key, self.state.cut.clone());
+        // A reload between the key check and the line above may have
+        // offboarded everyone else already: check again, now that this
+        // session is where the next reload will look.
+        if !self.key_still_allowed(user) && !self.state.cut.is_cancelled() {
+            audit::offboarded(
+                &self.who,
+                user,
+                "key or user removed from the configuration during login",
+            );
+            self.state.cut.cancel();
+        }
+    }
+
+    /// Is this connection's verified key still one of `user`'s keys in the
+    /// live config?
+    fn key_still_allowed(&self, user: &str) -> bool {
+        let config = Arc::clone(&self.config.borrow());
+        self.key
+            .as_ref()
+            .is_some_and(|key| sessions::lost_access(config.jump.as_ref(), user, key).is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn only_real_rejections_are_padded() {
+        let started = tokio::time::Instant::now();
+        let rejected = padded(started, Step::Reject(None)).await;
+        assert!(matches!(
+            rejected,
+            Auth::Reject {
+                partial_success: false,
+                ..
+            }
+        ));
+        assert_eq!(started.elapsed(), REJECTION_TIME);
+
+        let started = tokio::time::Instant::now();
+        assert!(matches!(
+            padded(started, Step::CodeNext).await,
+            Auth::Reject {
+                partial_success: true,
+                ..
+            }
+        ));
+        assert_eq!(padded(started, Step::Accept).await, Auth::Accept);
+        assert!(matches!(
+            padded(started, Step::AskCode).await,
+            Auth::Partial { .. }
+        ));
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no wait for partial success, prompts or accept"
+        );
+
+        // Time already spent deciding counts toward the padding.
+        let started = tokio::time::Instant::now();
+        tokio::time::advance(Duration::from_millis(70)).await;
+        let _ = padded(started, Step::Reject(Some(MethodKind::PublicKey))).await;
+        assert_eq!(started.elapsed(), REJECTION_TIME);
+    }
+
+    #[test]
+    fn steps_map_to_what_the_client_is_told() {
+        let Auth::Reject {
+            proceed_with_methods: Some(methods),
+            partial_success: true,
+        } = Step::CodeNext.into_auth()
+        else {
+            panic!("partial success");
+        };
+        assert_eq!(
+            methods,
+            MethodSet::from(&[MethodKind::KeyboardInteractive][..])
+        );
+        let Auth::Partial { prompts, .. } = Step::AskCode.into_auth() else {
+            panic!("a prompt");
+        };
+        assert_eq!(prompts.as_ref(), [(CODE_PROMPT.into(), false)]);
+    }
+}

@@ -1,0 +1,150 @@
+//! russh's settings: built once per version of the limits and shared by
+//! every connection (never per connection), rebuilt when a reload changes
+//! them — as housekeeping rebuilds the gate.
+//!
+//! Owns the algorithm lists and protocol knobs; must not hold per-connection
+//! state.
+
+use std::{
+    borrow::Cow,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use gatehouse_config::{JumpConfig, Limits};
+use russh::{
+    MethodKind, MethodSet, Preferred, SshId, cipher, kex,
+    keys::{Algorithm, EcdsaCurve, HashAlg, PrivateKey},
+    mac,
+};
+
+/// The identification string (RFC 4253 §4.2): no library name or version
+/// for scanners to match against advisories.
+const SERVER_ID: &str = "SSH-2.0-gatehouse";
+
+/// `n` as a count of things (saturating; a u32 always fits on 64-bit).
+pub(crate) fn count(n: std::num::NonZeroU32) -> usize {
+    usize::try_from(n.get()).unwrap_or(usize::MAX)
+}
+
+/// The settings in force and the limits they were built from.
+pub(crate) struct SshSettings {
+    host_key: PrivateKey,
+    current: Mutex<(Limits, Arc<russh::server::Config>)>,
+}
+
+impl SshSettings {
+    /// Settings for `jump`'s limits, serving `host_key`.
+    pub(crate) fn new(jump: &JumpConfig, host_key: PrivateKey) -> SshSettings {
+        let built = build(&jump.limits, &host_key);
+        SshSettings {
+            host_key,
+            current: Mutex::new((jump.limits.clone(), built)),
+        }
+    }
+
+    /// The settings for a new connection.
+    pub(crate) fn current(&self) -> Arc<russh::server::Config> {
+        Arc::clone(&self.current.lock().unwrap_or_else(|p| p.into_inner()).1)
+    }
+
+    /// Rebuild if `jump`'s limits changed; true if it did.
+    pub(crate) fn update(&self, jump: &JumpConfig) -> bool {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.0 == jump.limits {
+            return false;
+        }
+        *current = (jump.limits.clone(), build(&jump.limits, &self.host_key));
+        true
+    }
+}
+
+fn build(limits: &Limits, host_key: &PrivateKey) -> Arc<russh::server::Config> {
+    Arc::new(russh::server::Config {
+        server_id: SshId::Standard(SERVER_ID.into()),
+        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
+        // Rejections are padded by the handler (`login::padded`), not by
+        // russh, which would delay partial success too. `none` is not
+        // padded: its answer is the same for every user.
+        auth_rejection_time: Duration::ZERO,
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        keys: vec![host_key.clone()],
+        max_auth_attempts: count(limits.max_auth_attempts),
+        // Idle time is judged on channel traffic by our own watchdog
+        // (`idle_timeout`); keepalives notice dead clients: 3 unanswered
+        // at 30 s intervals end the connection.
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(30)),
+        keepalive_max: 3,
+        nodelay: true,
+        // Bulk tunnels: a larger window and packets than russh's defaults.
+        window_size: 16 * 1024 * 1024,
+        maximum_packet_size: 256 * 1024,
+        preferred: Preferred {
+            kex: Cow::Borrowed(&[
+                kex::MLKEM768X25519_SHA256,
+                kex::CURVE25519,
+                kex::CURVE25519_PRE_RFC_8731,
+                kex::EXTENSION_SUPPORT_AS_SERVER,
+                kex::EXTENSION_OPENSSH_STRICT_KEX_AS_SERVER,
+            ]),
+            cipher: Cow::Borrowed(&[
+                cipher::CHACHA20_POLY1305,
+                cipher::AES_256_GCM,
+                cipher::AES_128_GCM,
+            ]),
+            // Encrypt-then-MAC only (used with no AEAD cipher anyway).
+            mac: Cow::Borrowed(&[mac::HMAC_SHA512_ETM, mac::HMAC_SHA256_ETM]),
+            compression: Cow::Borrowed(&[russh::compression::NONE]),
+            // Host key: ed25519 only (the only key we have). The same list is
+            // sent as `server-sig-algs` for user keys: no SHA-1 `ssh-rsa`.
+            key: Cow::Borrowed(&[
+                Algorithm::Ed25519,
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP256,
+                },
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP384,
+                },
+                Algorithm::Ecdsa {
+                    curve: EcdsaCurve::NistP521,
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha512),
+                },
+                Algorithm::Rsa {
+                    hash: Some(HashAlg::Sha256),
+                },
+            ]),
+            ..Preferred::default()
+        },
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+
+    #[test]
+    fn a_reload_that_changes_the_limits_rebuilds_the_settings() {
+        let config = gatehouse_config::parse(
+            std::path::Path::new("/etc/gatehouse/g.yaml"),
+            "jump:\n  listen: [\"127.0.0.1:0\"]\n  limits: { max_auth_attempts: 2 }\n",
+        )
+        .expect("config");
+        let mut jump = config.jump.clone().expect("jump");
+        let key =
+            PrivateKey::random(&mut rand::rng(), russh::keys::Algorithm::Ed25519).expect("key");
+        let settings = SshSettings::new(&jump, key);
+        let first = settings.current();
+        assert_eq!(first.max_auth_attempts, 2);
+        assert!(!settings.update(&jump), "same limits: nothing to rebuild");
+        assert!(Arc::ptr_eq(&first, &settings.current()));
+        jump.limits.max_auth_attempts = NonZeroU32::new(9).expect("nonzero");
+        assert!(settings.update(&jump));
+        assert_eq!(settings.current().max_auth_attempts, 9);
+    }
+}

@@ -1,0 +1,124 @@
+//! One tunnel, in its own task: check the grant, resolve once, dial, answer
+//! the client (accept the `direct-tcpip` open, or report on the `exec nc`
+//! channel), pump with half-close, and audit its open and close.
+//!
+//! The grant decision is `policy`'s and the dial and pump are `proxy`'s;
+//! this file only carries one request through them. Must not outlive the
+//! connection's permit: the `max_channels` permit is held until it ends.
+
+use std::{
+    sync::{Arc, atomic::AtomicU64},
+    time::{Duration, Instant},
+};
+
+use gatehouse_config::Config;
+use russh::{
+    Channel,
+    server::{ChannelOpenHandle, Handle, Msg},
+};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::channels::end_channel_later;
+use crate::{
+    audit::{self, Moved, TunnelAsk, Via, Who},
+    policy::Refusal,
+    proxy::{self, OpenError},
+};
+
+/// What a tunnel was asked for, and what answers it.
+pub(super) struct TunnelRequest {
+    pub via: Via,
+    pub user: String,
+    /// The host as the client wrote it.
+    pub host: String,
+    /// The port as the client sent it (checked here: 1-65535).
+    pub port: u32,
+    /// `nc -w N`: the client's own connect timeout.
+    pub connect_timeout: Option<Duration>,
+    /// The config in force when it was asked.
+    pub config: Arc<Config>,
+    pub channel: Channel<Msg>,
+    /// `direct-tcpip`: accept or reject the open with this.
+    pub reply: Option<ChannelOpenHandle>,
+    pub handle: Handle,
+    /// The `max_channels` permit, for the tunnel's life.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// One tunnel on its way.
+pub(super) struct Tunnel {
+    who: Who,
+    activity: Arc<AtomicU64>,
+    request: TunnelRequest,
+}
+
+impl Tunnel {
+    pub(super) fn new(who: Who, activity: Arc<AtomicU64>, request: TunnelRequest) -> Tunnel {
+        Tunnel {
+            who,
+            activity,
+            request,
+        }
+    }
+
+    /// Check, dial, pump, audit.
+    async fn open(request: &TunnelRequest) -> Result<proxy::Dialled, OpenError> {
+        let not_granted = Err(OpenError::Refused(Refusal::NotGranted));
+        let (Some(jump), Ok(port)) = (request.config.jump.as_ref(), u16::try_from(request.port))
+        else {
+            return not_granted;
+        };
+        let Some(user) = jump.user(&request.user).filter(|_| port != 0) else {
+            return not_granted;
+        };
+        let timeout = request.connect_timeout.unwrap_or(jump.connect_timeout);
+        proxy::open(jump, user, &request.host, port, timeout).await
+    }
+
+    pub(super) async fn run(self) {
+        let Tunnel {
+            who,
+            activity,
+            request,
+        } = self;
+        let ask = TunnelAsk {
+            via: request.via,
+            user: &request.user,
+            host: &request.host,
+            port: request.port,
+        };
+        let id = request.channel.id();
+        let dialled = match Self::open(&request).await {
+            Ok(d) => d,
+            Err(error) => {
+                audit::tunnel_refused(&who, &ask, &error.to_string());
+                match request.reply {
+                    Some(reply) => reply.reject(error.failure()).await,
+                    None => {
+                        let line =
+                            format!("gatehouse: {}:{}: {error}\r\n", request.host, request.port);
+                        end_channel_later(&request.handle, id, 1, Some(line)).await;
+                    }
+                }
+                return;
+            }
+        };
+        audit::tunnel_opened(&who, &ask, dialled.addr, &dialled.group, &dialled.grant);
+        if let Some(reply) = request.reply {
+            reply.accept().await;
+        }
+        let started = Instant::now();
+        let pumped = proxy::pump(request.channel.into_stream(), dialled.stream, &activity).await;
+        if request.via == Via::ExecNc {
+            let _ = request.handle.exit_status_request(id, 0).await;
+        }
+        let _ = request.handle.close(id).await;
+        let moved = Moved {
+            up: pumped.up,
+            down: pumped.down,
+            duration: started.elapsed(),
+        };
+        audit::tunnel_closed(&who, &ask, dialled.addr, &moved, &pumped.reason);
+        drop(request.permit);
+    }
+}
