@@ -1,0 +1,96 @@
+"""gatehouse side by side with OpenSSH sshd (as a jump host) and dnsmasq.
+
+How to read this package
+------------------------
+Run it through `benches/run` (which installs the tools, builds
+target/release/gatehouse, then runs `python3 -m bench` with benches/ on
+the import path). Every part starts its own servers on loopback,
+on ports picked at random, in a fresh /tmp/gatehouse-bench.* folder that is
+deleted at the end; both servers of a comparison run at the same time and
+are measured with the same client command line, alternating which goes
+first. Everything is bounded: each client has a timeout and is killed after
+it. Before each part the harness waits (up to 2 min) for other programs to
+use less than 15% of the CPUs, and the report says how busy they were.
+
+The two jump hosts:
+  gatehouse  `gatehouse run --config FILE`: user `bench`, key only
+             (`mfa: optional`, no enrollment), group granted `127.0.0.0/8:*`,
+             `limits.trusted: ["127.0.0.0/8"]` (the defaults, 20
+             connections/min per source and 64 unauthenticated, would refuse
+             a benchmark; the flood part keeps them, see there);
+  sshd       `/usr/sbin/sshd -D -e -f CONFIG`: its own ed25519 host key and
+             port, the current user with the same key in an authorized_keys
+             file, publickey only, `AllowTcpForwarding yes`, no PAM,
+             `MaxStartups 1000`/`MaxSessions 1000` (the flood part keeps the
+             default MaxStartups 10:30:100).
+The client is the same `ssh` for both (see lab.SSH_OPTS): a fresh connection
+each time (ControlMaster=no), and `KexAlgorithms=curve25519-sha256` +
+`HostKeyAlgorithms=ssh-ed25519` so both servers do the same key exchange
+(without it, sshd would pick sntrup761x25519, which russh lacks).
+
+Parts and figures:
+  tunnel  (a) 1 GiB through `ssh -W 127.0.0.1:PORT`: up = stdin from
+          `head -c` to a sink that reads exactly that many bytes; down = a
+          source that sends them, read from ssh's stdout. MiB/s are timed at
+          the receiving end from first to last byte (logins excluded);
+          median of the runs per cipher and direction; ratio =
+          gatehouse/sshd. "CPU s/GiB" is the server's CPU time (all its
+          processes, see procs.tree_cpu) per GiB moved.
+  nc      (b) the same through the legacy exec form `ssh HOST nc 127.0.0.1
+          PORT`: gatehouse recognises the command and tunnels itself; sshd
+          runs the real netcat-openbsd under the user's shell.
+  logins  (c) full logins: ssh connect + key + `-W` to a server that sends
+          one byte and closes; a login counts when ssh exits 0 having printed
+          that byte. Sequential and 8 in parallel; logins/s = logins / wall
+          time; p50/p99 of each ssh's wall time; server CPU ms per login =
+          the server's CPU delta / logins.
+  memory  (d) idle authenticated connections held by `ssh -N -f` (opened 8
+          at a time): RSS and PSS of the server (for sshd summed over all its
+          processes) with 0, 50 and 500 connections; growth per connection =
+          (at 500 - at 50) / 450. PSS is the fair figure for sshd: its
+          per-connection processes share their libraries.
+  dns     (e) dnsperf (UDP, no EDNS), 3 runs of 10 s per server and query
+          set (medians), against zone `bench` with 10 and 10,000 records
+          `rN: 10.x.y.z` (dnsmasq: `address=/.rN.bench/10.x.y.z`). Query sets: A for record names and names below them;
+          AAAA for the same (IPv4-only) names; A for names outside the zone.
+          "max" = dnsperf's QPS with DNSPERF_MAX flags (dnsperf shares the 2
+          cores with the server); latency = a second run at a fixed
+          10,000 QPS, p50/p99 from dnsperf -v per-query latencies. Response
+          codes are shown: the two servers answer differently on purpose.
+  flood   (f) a login flood from 127.0.0.1: ~200 new connections/s, each
+          sending an SSH identification, KEXINIT and a random curve25519
+          key right away (what a credential stuffer's client does first:
+          it makes the server compute the shared secret and sign with its
+          host key), then staying 1 s after the server's reply (3 s
+          timeout for it) as a client in its first auth round would.
+          Meanwhile 127.0.0.2 (`ssh -b 127.0.0.2`) logs in sequentially as
+          in (c); a failed login counts as infinitely slow in its p99. Figures: that user's p50/p99 and failures
+          idle versus flooded, and what happened to the flood connections.
+          gatehouse keeps its default limits here (20/min per source, 64
+          unauthenticated) and trusts only 127.0.0.2/32 (the user's office);
+          sshd keeps its default MaxStartups 10:30:100.
+  micro   criterion benches (dns/benches, jump/benches) with --quick.
+
+Targets (from the issue, for reference; never tuned for): tunnel >= 1.0x
+sshd each cipher/direction; logins/s >= 3x and CPU/login <= 1/3; RSS growth
+<= 180 KiB per idle connection; DNS QPS >= 1.25x dnsmasq; flood p99 <= 1.5x
+idle.
+
+Layout
+------
+  __main__.py  the command line: parts, --quick, --keep, --list; runs them
+  settings.py  paths, sizes and timings (Settings: --quick, --keep)
+  util.py      log, median, pct, ratio, fmt, table
+  procs.py     /proc: a process tree's CPU and memory; wait_quiet
+  lab.py       Lab (temporary folder, gatehouse/sshd/dnsmasq, cleanup),
+               SSH_OPTS, DataServer (loopback sink/source/one byte)
+  tunnel.py    (a) tunnel and (b) nc
+  logins.py    (c) logins, key only and key + TOTP
+  memory.py    (d) memory
+  dns.py       (e) dns
+  flood.py     (f) flood, and the flooder it runs in its own process
+  micro.py     micro (criterion)
+  report.py    machine info, targets, RESULTS.md between its markers and
+               target/bench/results.md
+This file holds no code: importing the package starts nothing.
+"""

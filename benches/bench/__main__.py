@@ -1,0 +1,93 @@
+"""The command line: `python3 -m bench [PART ...] [--quick] [--keep] [--list]`
+(benches/run puts benches/ on the import path and runs this).
+
+Owns: the parts' names, titles and order (PARTS, ORDER), the options, the
+loop that runs each part after wait_quiet and keeps going when one fails,
+and the hidden `_flood PORT RATE SECONDS` mode the flood part starts its
+flooder with.
+Must not: measure or format figures itself; the parts measure, report
+formats and writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .dns import part_dns
+from .flood import part_flood, run_flooder
+from .logins import part_logins
+from .memory import part_memory
+from .micro import part_micro
+from .procs import wait_quiet
+from .report import OUT, machine, render, save, section
+from .settings import GATEHOUSE, Settings
+from .tunnel import part_tunnel
+from .util import log
+
+PARTS = {
+    "dns": ("e. DNS: gatehouse vs dnsmasq (dnsperf)", part_dns),
+    "tunnel": ("a. Tunnel throughput: `ssh -W`", lambda s: part_tunnel(s, "W")),
+    "nc": ("b. Tunnel throughput: the `nc` exec form", lambda s: part_tunnel(s, "nc")),
+    "logins": ("c. Logins per second", part_logins),
+    "memory": ("d. Memory per idle authenticated connection", part_memory),
+    "flood": ("f. Login flood from one address", part_flood),
+    "micro": ("Micro-benchmarks (criterion)", part_micro),
+}
+ORDER = ["tunnel", "nc", "logins", "memory", "dns", "flood", "micro"]
+
+
+def main():
+    ap = argparse.ArgumentParser(
+        prog="benches/run",
+        description="gatehouse vs OpenSSH sshd and dnsmasq (see benches/bench/__init__.py)",
+    )
+    ap.add_argument("parts", nargs="*", help="parts to run (default: all): " + " ".join(ORDER))
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not figures")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folders (logs, configs)")
+    ap.add_argument("--list", action="store_true", help="list the parts")
+    args = ap.parse_args()
+    if args.list:
+        for k in ORDER:
+            print(f"{k:8} {PARTS[k][0]}")
+        return 0
+    parts = args.parts or ORDER
+    for p in parts:
+        if p not in PARTS:
+            ap.error(f"unknown part {p!r}; parts: {' '.join(ORDER)}")
+    s = Settings(args.quick, args.keep)
+    if not GATEHOUSE.exists():
+        ap.error(f"{GATEHOUSE} missing: run `cargo build --release` (benches/run does)")
+    started = time.monotonic()
+    header = machine()
+    sections, results = [], {}
+    for p in ORDER:
+        if p not in parts:
+            continue
+        title, fn = PARTS[p]
+        busy = wait_quiet()
+        log(f"== {p}: {title}")
+        t0 = time.monotonic()
+        try:
+            md, data = fn(s)
+            results[p] = data
+        except Exception as e:  # a broken part must not lose the others' figures
+            md = f"**failed**: {e}"
+            log(f"{p} failed: {e}")
+        took = time.monotonic() - t0
+        sections.append(section(title, md, took, busy))
+    total = time.monotonic() - started
+    cmd = "benches/run" + ("" if not args.parts else " " + " ".join(args.parts)) + (" --quick" if args.quick else "")
+    text = render(cmd, total, args.quick, header, results, sections)
+    save(text, results, set(parts) == set(ORDER) and not args.quick)
+    print(text)
+    log(f"done in {total / 60:.1f} min; figures also in {OUT / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "_flood":
+        # The flooder, in its own process (see flood.run_flooder).
+        sys.exit(run_flooder(sys.argv[2:]))
+    sys.exit(main())

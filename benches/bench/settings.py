@@ -1,0 +1,59 @@
+"""Paths, sizes and timings: every number the parts measure with.
+
+Owns: where the binaries are (ROOT, GATEHOUSE, SSHD, DNSMASQ), the fixed
+sizes and client flags shared by the parts (GIB, CIPHERS, DNSPERF_*,
+DNS_FIXED_*, HOLD_AFTER_KEX) and Settings (the --quick sizes, --keep).
+Must not: start or measure anything. A number changed here changes the
+figures: that is a change to what is measured, never a tidy-up.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# The repository: benches/bench/settings.py is three levels below it.
+ROOT = Path(__file__).resolve().parent.parent.parent
+# GATEHOUSE_BIN: another build of the same commit (e.g. with debug line
+# tables, for `perf`); the default is what `cargo build --release` makes.
+GATEHOUSE = Path(os.environ.get("GATEHOUSE_BIN", ROOT / "target" / "release" / "gatehouse"))
+SSHD = "/usr/sbin/sshd"
+DNSMASQ = "/usr/sbin/dnsmasq"
+
+GIB = 1 << 30
+CIPHERS = [
+    "chacha20-poly1305@openssh.com",
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+]
+# dnsperf for the maximum: 8 clients (source ports, so gatehouse's
+# SO_REUSEPORT sockets both get traffic), 2 threads, up to 400 outstanding.
+DNSPERF_MAX = ["-c", "8", "-T", "2", "-q", "400"]
+DNSPERF_SECONDS = 10
+DNS_FIXED_QPS = 10_000
+DNS_FIXED_SECONDS = 5
+# A flood connection stays this long after the server's kex reply.
+HOLD_AFTER_KEX = 1.0
+
+
+class Settings:
+    """Sizes; --quick makes everything smaller (smoke test only). `keep`
+    (--keep): each Lab keeps its temporary folder (logs, configs)."""
+
+    def __init__(self, quick: bool, keep: bool = False):
+        self.quick = quick
+        self.keep = keep
+        self.tunnel_bytes = (64 << 20) if quick else GIB
+        self.tunnel_runs = 1 if quick else 5
+        self.nc_runs = 1 if quick else 5
+        self.seq_logins = 5 if quick else 30
+        self.par_logins = 16 if quick else 80
+        self.par_width = 8
+        self.mem_steps = [0, 10, 20] if quick else [0, 50, 500]
+        self.dns_seconds = 2 if quick else DNSPERF_SECONDS
+        self.dns_runs = 1 if quick else 3
+        self.dns_fixed_seconds = 2 if quick else DNS_FIXED_SECONDS
+        self.dns_sizes = [10, 10_000]
+        self.flood_idle_seconds = 3 if quick else 10
+        self.flood_seconds = 4 if quick else 15
+        self.flood_rate = 200
