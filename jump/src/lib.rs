@@ -22,7 +22,8 @@
 //! - `hostkey`, `store`: the state directory, written atomically;
 //! - `enroll`: enrollment screens and operator enrollment with a QR code;
 //! - `laptop`: the `~/.ssh/config` block for a user's grants (text only);
-//! - `workers`: one single-threaded runtime per core; a connection stays on one;
+//! - `workers`: one single-threaded runtime per core (`gatehouse-runtime`
+//!   threads); a connection stays on one;
 //! - `server`: the accept loop and the thin russh glue.
 
 #![forbid(unsafe_code)]

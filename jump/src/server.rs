@@ -419,9 +419,7 @@ async fn accept_loop(
             ban_policy: jump.limits.ban,
             idle_timeout: jump.limits.idle_timeout,
         };
-        let Some((runtime, load)) = shared.workers.pick() else {
-            continue;
-        };
+        let (runtime, load) = shared.workers.pick();
         // Leave this runtime's reactor: the connection's thread registers it.
         let tcp = match tcp.into_std() {
             Ok(tcp) => tcp,
