@@ -16,6 +16,8 @@
 //!   response bytes (no I/O);
 //! - `listeners`: [`DnsListeners`], binding UDP + TCP on each address;
 //! - `server`: [`serve`], live reloads and graceful shutdown;
+//! - `context`: what the loops share (zone table, forward cap, task tracker,
+//!   shutdown tokens), so they never import `server`;
 //! - `udp`: one loop per socket, each on its own thread, `recvmmsg`/`sendmmsg`
 //!   batches;
 //! - `tcp`, `forward`: the rest of the I/O glue;
@@ -38,6 +40,7 @@
 #![deny(missing_docs)]
 
 mod answer;
+mod context;
 mod error;
 mod forward;
 mod listeners;

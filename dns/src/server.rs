@@ -1,9 +1,9 @@
-//! Running the server: the live zone table, the worker loops, reloads and a
-//! bounded graceful shutdown.
+//! Running the server: start the worker loops (which take a `Context`),
+//! rebuild the zone table on reloads, and a bounded graceful shutdown. This
+//! file must not answer queries.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use arc_swap::ArcSwap;
 use gatehouse_config::Config;
 use tokio::{
     net::{TcpListener, UdpSocket},
@@ -11,12 +11,12 @@ use tokio::{
     sync::{Semaphore, watch},
     time::timeout,
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
+    context::Context,
     error::{DnsError, Transport},
-    forward::MAX_FORWARDS_IN_FLIGHT,
     listeners::DnsListeners,
     tcp::{self, MAX_TCP_CONNECTIONS},
     udp,
@@ -27,21 +27,6 @@ use crate::{
 /// Longer than one upstream timeout, so a forwarded query in flight usually
 /// still gets its answer.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// What every worker loop and connection shares.
-pub(crate) struct Shared {
-    /// The zone table in force; replaced whole on reload, so a query sees
-    /// either the old table or the new one, never a mix.
-    pub(crate) tables: ArcSwap<ZoneTable>,
-    /// Caps forwarded queries in flight (UDP and TCP together).
-    pub(crate) forward_permits: Arc<Semaphore>,
-    /// Every spawned task, so shutdown can wait for them.
-    pub(crate) tracker: TaskTracker,
-    /// Stop taking new work (the caller's token).
-    pub(crate) shutdown: CancellationToken,
-    /// The grace period ran out: drop whatever is still in flight.
-    pub(crate) abort: CancellationToken,
-}
 
 /// Serve until `shutdown` is cancelled; then stop accepting, let in-flight
 /// work finish (bounded by a grace timeout of a few seconds), and return.
@@ -101,13 +86,7 @@ pub async fn serve(
         tcp_listeners.push((listener, local));
     }
 
-    let shared = Arc::new(Shared {
-        tables: ArcSwap::from_pointee(table),
-        forward_permits: Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT)),
-        tracker: TaskTracker::new(),
-        shutdown,
-        abort: CancellationToken::new(),
-    });
+    let shared = Arc::new(Context::new(table, shutdown));
     for (index, (runtime, socket, local)) in udp_sockets.into_iter().enumerate() {
         let shared_here = Arc::clone(&shared);
         let started = std::thread::Builder::new()
@@ -148,7 +127,7 @@ pub async fn serve(
 }
 
 /// Rebuilds the table on every config change until shutdown.
-async fn watch_config(shared: &Shared, config: &mut watch::Receiver<Arc<Config>>) {
+async fn watch_config(shared: &Context, config: &mut watch::Receiver<Arc<Config>>) {
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
@@ -166,7 +145,7 @@ async fn watch_config(shared: &Shared, config: &mut watch::Receiver<Arc<Config>>
     }
 }
 
-fn reload(shared: &Shared, config: &Config) {
+fn reload(shared: &Context, config: &Config) {
     let Some(dns) = &config.dns else {
         warn!("reloaded config has no `dns` section; keeping the current zones");
         return;
@@ -181,7 +160,7 @@ fn reload(shared: &Shared, config: &Config) {
     );
 }
 
-async fn drain(shared: &Shared, local_addrs: &[SocketAddr]) {
+async fn drain(shared: &Context, local_addrs: &[SocketAddr]) {
     shared.tracker.close();
     if timeout(SHUTDOWN_GRACE, shared.tracker.wait()).await.is_ok() {
         debug!(addrs = ?local_addrs, "dns stopped");
