@@ -58,6 +58,13 @@ pub enum DnsError {
         /// What the runtime said.
         source: io::Error,
     },
+
+    /// The threads the UDP loops run on could not be started.
+    #[error("cannot start the DNS UDP threads: {source}")]
+    Threads {
+        /// Which thread, and what the operating system said.
+        source: gatehouse_runtime::RuntimeError,
+    },
 }
 
 impl DnsError {

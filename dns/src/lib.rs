@@ -9,15 +9,23 @@
 //! forwarded when upstreams are configured: never an open resolver by
 //! default. UDP and TCP on every address, EDNS(0), truncation over UDP.
 //!
+//! Shutdown is bounded: [`serve`] returns at most 6 s after its shutdown
+//! token is cancelled — 5 s for queries in flight (forwarded ones keep being
+//! driven on their UDP threads), then what is left is dropped and the UDP
+//! threads are joined within one more second.
+//!
 //! Layout:
 //! - `zones`: [`ZoneTable`], the configured names keyed for suffix lookups;
 //! - `answer`: [`answer`], the decision for one question (no I/O);
 //! - `message`: [`respond`] and [`finish_forwarded`], request bytes to
 //!   response bytes (no I/O);
 //! - `listeners`: [`DnsListeners`], binding UDP + TCP on each address;
-//! - `server`: [`serve`], live reloads and graceful shutdown;
-//! - `udp`: one loop per socket, each on its own thread, `recvmmsg`/`sendmmsg`
-//!   batches;
+//! - `server`: [`serve`], starting the loops, live reloads and the bounded
+//!   shutdown;
+//! - `context`: what the loops share (zone table, forward cap, task tracker,
+//!   shutdown tokens), so they never import `server`;
+//! - `udp`: one loop per socket, each on its own `gatehouse-runtime` thread,
+//!   `recvmmsg`/`sendmmsg` batches;
 //! - `tcp`, `forward`: the rest of the I/O glue;
 //! - `metrics`: Prometheus counters (responses by rcode);
 //! - `resolver`: the laptop side, `/etc/resolver` and friends (text only).
@@ -38,6 +46,7 @@
 #![deny(missing_docs)]
 
 mod answer;
+mod context;
 mod error;
 mod forward;
 mod listeners;

@@ -1,22 +1,23 @@
-//! Running the server: the live zone table, the worker loops, reloads and a
-//! bounded graceful shutdown.
+//! Running the server: start the UDP threads and the TCP accept loops,
+//! rebuild the zone table on config changes, and drain on shutdown within a
+//! stated bound. The loops themselves live in `udp` and `tcp` and take a
+//! `Context`; this file must not answer queries.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use arc_swap::ArcSwap;
 use gatehouse_config::Config;
+use gatehouse_runtime::Threads;
 use tokio::{
     net::{TcpListener, UdpSocket},
-    runtime::Builder,
     sync::{Semaphore, watch},
-    time::timeout,
+    time::{Instant, timeout, timeout_at},
 };
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
+    context::Context,
     error::{DnsError, Transport},
-    forward::MAX_FORWARDS_IN_FLIGHT,
     listeners::DnsListeners,
     tcp::{self, MAX_TCP_CONNECTIONS},
     udp,
@@ -26,25 +27,21 @@ use crate::{
 /// How long in-flight work may take to finish after shutdown is asked for.
 /// Longer than one upstream timeout, so a forwarded query in flight usually
 /// still gets its answer.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// What every worker loop and connection shares.
-pub(crate) struct Shared {
-    /// The zone table in force; replaced whole on reload, so a query sees
-    /// either the old table or the new one, never a mix.
-    pub(crate) tables: ArcSwap<ZoneTable>,
-    /// Caps forwarded queries in flight (UDP and TCP together).
-    pub(crate) forward_permits: Arc<Semaphore>,
-    /// Every spawned task, so shutdown can wait for them.
-    pub(crate) tracker: TaskTracker,
-    /// Stop taking new work (the caller's token).
-    pub(crate) shutdown: CancellationToken,
-    /// The grace period ran out: drop whatever is still in flight.
-    pub(crate) abort: CancellationToken,
-}
+/// After the grace: how long aborted work and the UDP threads get to end.
+/// Every task watches the abort token and a thread with no tasks left ends
+/// at once, so this bounds only what went wrong.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Serve until `shutdown` is cancelled; then stop accepting, let in-flight
-/// work finish (bounded by a grace timeout of a few seconds), and return.
+/// work finish, and return.
+///
+/// Shutdown is bounded: `serve` returns at most 6 s after `shutdown` is
+/// cancelled. In-flight work (a forwarded query waiting on its upstream, a
+/// TCP answer being written) gets 5 s, and the UDP threads keep driving
+/// forwarded queries meanwhile; what is left then is dropped, and the UDP
+/// threads are stopped and joined within one more second.
 ///
 /// The zone table is (re)built from `config.borrow().dns` at start and on
 /// every change of `config` (rebuilt off to the side, swapped atomically;
@@ -53,8 +50,18 @@ pub(crate) struct Shared {
 /// `listeners`: changing them needs a restart.
 pub async fn serve(
     listeners: DnsListeners,
+    config: watch::Receiver<Arc<Config>>,
+    shutdown: CancellationToken,
+) -> Result<(), DnsError> {
+    serve_within(listeners, config, shutdown, SHUTDOWN_GRACE).await
+}
+
+/// [`serve`] with the in-flight grace given (tests use a short one).
+pub(crate) async fn serve_within(
+    listeners: DnsListeners,
     mut config: watch::Receiver<Arc<Config>>,
     shutdown: CancellationToken,
+    grace: Duration,
 ) -> Result<(), DnsError> {
     let first = Arc::clone(&config.borrow_and_update());
     let table = match &first.dns {
@@ -66,34 +73,38 @@ pub async fn serve(
     };
     drop(first);
 
-    // Hand every socket to the runtime before starting anything, so an
-    // error leaves nothing running.
-    let mut udp_sockets = Vec::new();
-    let mut tcp_listeners = Vec::new();
     let local_addrs = listeners.local_addrs();
+    let mut udp_bound = Vec::new();
+    let mut tcp_bound = Vec::new();
     for bound in listeners.addresses {
-        let local = bound.local;
-        for socket in bound.udp {
-            let register = |source| DnsError::Register {
+        udp_bound.extend(bound.udp.into_iter().map(|socket| (socket, bound.local)));
+        tcp_bound.push((bound.tcp, bound.local));
+    }
+    // Each UDP loop gets a thread and a runtime of its own: a query then
+    // never wakes another thread on its way in or out (about a quarter of
+    // the CPU per query on the shared runtime, benches/RESULTS.md).
+    let threads = Threads::start("dns-udp", udp_bound.len())
+        .map_err(|source| DnsError::Threads { source })?;
+
+    // Hand every socket to its runtime before starting any loop: an error
+    // returns here, and dropping `threads` ends them, so nothing is left
+    // running.
+    let mut udp_sockets = Vec::with_capacity(udp_bound.len());
+    for ((socket, local), runtime) in udp_bound.into_iter().zip(threads.handles()) {
+        // The socket joins the reactor of the thread its loop runs on.
+        let socket = {
+            let _entered = runtime.enter();
+            UdpSocket::from_std(socket).map_err(|source| DnsError::Register {
                 addr: local,
                 transport: Transport::Udp,
                 source,
-            };
-            // Each UDP loop gets a thread and a runtime of its own: a query
-            // then never wakes another thread on its way in or out (about a
-            // quarter of the CPU per query on the shared runtime,
-            // benches/RESULTS.md). The socket joins that runtime's reactor.
-            let runtime = Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(register)?;
-            let socket = {
-                let _entered = runtime.enter();
-                UdpSocket::from_std(socket).map_err(register)?
-            };
-            udp_sockets.push((runtime, Arc::new(socket), local));
-        }
-        let listener = TcpListener::from_std(bound.tcp).map_err(|source| DnsError::Register {
+            })?
+        };
+        udp_sockets.push((runtime, Arc::new(socket), local));
+    }
+    let mut tcp_listeners = Vec::with_capacity(tcp_bound.len());
+    for (listener, local) in tcp_bound {
+        let listener = TcpListener::from_std(listener).map_err(|source| DnsError::Register {
             addr: local,
             transport: Transport::Tcp,
             source,
@@ -101,40 +112,17 @@ pub async fn serve(
         tcp_listeners.push((listener, local));
     }
 
-    let shared = Arc::new(Shared {
-        tables: ArcSwap::from_pointee(table),
-        forward_permits: Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT)),
-        tracker: TaskTracker::new(),
-        shutdown,
-        abort: CancellationToken::new(),
-    });
-    for (index, (runtime, socket, local)) in udp_sockets.into_iter().enumerate() {
-        let shared_here = Arc::clone(&shared);
-        let started = std::thread::Builder::new()
-            .name(format!("dns-udp-{index}"))
-            .spawn(move || {
-                runtime.block_on(async {
-                    udp::serve_socket(Arc::clone(&shared_here), socket, local).await;
-                    // Forwarded queries started here run on this runtime:
-                    // keep driving it until they are done (or aborted).
-                    shared_here.tracker.wait().await;
-                });
-            });
-        if let Err(source) = started {
-            // Loops already started end with the caller's shutdown, which
-            // follows this error; closing lets their threads exit then.
-            shared.tracker.close();
-            return Err(DnsError::Register {
-                addr: local,
-                transport: Transport::Udp,
-                source,
-            });
-        }
+    let context = Arc::new(Context::new(table, shutdown));
+    for (runtime, socket, local) in udp_sockets {
+        // Tracked like its forwarded queries (which `tokio::spawn` puts on
+        // the same thread), so the drain waits for all of them.
+        let udp_loop = udp::serve_socket(Arc::clone(&context), socket, local);
+        context.tracker.spawn_on(udp_loop, runtime);
     }
     let connection_permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     for (listener, local) in tcp_listeners {
-        shared.tracker.spawn(tcp::accept_loop(
-            Arc::clone(&shared),
+        context.tracker.spawn(tcp::accept_loop(
+            Arc::clone(&context),
             listener,
             local,
             Arc::clone(&connection_permits),
@@ -142,37 +130,37 @@ pub async fn serve(
     }
     debug!(addrs = ?local_addrs, "dns serving (udp and tcp)");
 
-    watch_config(&shared, &mut config).await;
-    drain(&shared, &local_addrs).await;
+    watch_config(&context, &mut config).await;
+    drain(&context, &threads, grace, &local_addrs).await;
     Ok(())
 }
 
 /// Rebuilds the table on every config change until shutdown.
-async fn watch_config(shared: &Shared, config: &mut watch::Receiver<Arc<Config>>) {
+async fn watch_config(context: &Context, config: &mut watch::Receiver<Arc<Config>>) {
     loop {
         tokio::select! {
-            () = shared.shutdown.cancelled() => return,
+            () = context.shutdown.cancelled() => return,
             changed = config.changed() => {
                 if changed.is_err() {
                     // The sender is gone: no more reloads, keep serving.
-                    shared.shutdown.cancelled().await;
+                    context.shutdown.cancelled().await;
                     return;
                 }
                 // Clone the Arc so the channel is not held while building.
                 let current = Arc::clone(&config.borrow_and_update());
-                reload(shared, &current);
+                reload(context, &current);
             }
         }
     }
 }
 
-fn reload(shared: &Shared, config: &Config) {
+fn reload(context: &Context, config: &Config) {
     let Some(dns) = &config.dns else {
         warn!("reloaded config has no `dns` section; keeping the current zones");
         return;
     };
     let table = ZoneTable::new(dns);
-    shared.tables.store(Arc::new(table));
+    context.tables.store(Arc::new(table));
     debug!(
         zones = dns.zones.len(),
         records = dns.zones.iter().map(|z| z.records.len()).sum::<usize>(),
@@ -181,18 +169,36 @@ fn reload(shared: &Shared, config: &Config) {
     );
 }
 
-async fn drain(shared: &Shared, local_addrs: &[SocketAddr]) {
-    shared.tracker.close();
-    if timeout(SHUTDOWN_GRACE, shared.tracker.wait()).await.is_ok() {
-        debug!(addrs = ?local_addrs, "dns stopped");
-        return;
+/// Waits up to `grace` for in-flight work, aborts what is left, then stops
+/// and joins the UDP threads: returns within `grace` + [`STOP_GRACE`].
+async fn drain(context: &Context, threads: &Threads, grace: Duration, local_addrs: &[SocketAddr]) {
+    context.tracker.close();
+    if timeout(grace, context.tracker.wait()).await.is_err() {
+        warn!(
+            tasks = context.tracker.len(),
+            grace = ?grace,
+            "dns shutdown grace ran out; dropping queries still in flight"
+        );
+        context.abort.cancel();
     }
-    warn!(
-        tasks = shared.tracker.len(),
-        grace = ?SHUTDOWN_GRACE,
-        "dns shutdown grace ran out; dropping queries still in flight"
-    );
-    shared.abort.cancel();
-    // Every task watches `abort`, so this is prompt.
-    shared.tracker.wait().await;
+    // One deadline for both: aborted tasks end promptly (every one watches
+    // `abort`), and then the threads have nothing left to run.
+    let deadline = Instant::now() + STOP_GRACE;
+    if timeout_at(deadline, context.tracker.wait()).await.is_err() {
+        warn!(
+            tasks = context.tracker.len(),
+            "dns tasks outlived the abort; the UDP threads drop theirs"
+        );
+    }
+    let stopped = threads
+        .stop(deadline.saturating_duration_since(Instant::now()))
+        .await;
+    if !stopped.is_clean() {
+        warn!(
+            late = stopped.late,
+            panicked = stopped.panicked,
+            "dns udp threads did not all end cleanly"
+        );
+    }
+    debug!(addrs = ?local_addrs, "dns stopped");
 }

@@ -3,6 +3,8 @@
 //! Messages carry a two-byte length prefix (RFC 1035 §4.2.2), so at most
 //! 65535 octets each. A connection may send several queries one after the
 //! other; it is closed after [`IDLE_TIMEOUT`] without a complete message.
+//! This file takes a `Context` and must not decide when to stop: `server`
+//! does.
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -15,10 +17,10 @@ use tokio::{
 use tracing::{debug, warn};
 
 use crate::{
+    context::Context,
     error::Transport,
     forward::forward,
     message::{Handled, finish_forwarded, respond},
-    server::Shared,
 };
 
 /// Open TCP connections at once, all addresses together.
@@ -32,7 +34,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 pub(crate) async fn accept_loop(
-    shared: Arc<Shared>,
+    context: Arc<Context>,
     listener: TcpListener,
     local: SocketAddr,
     permits: Arc<Semaphore>,
@@ -42,7 +44,7 @@ pub(crate) async fn accept_loop(
         // connection: at the limit, new connections wait in the backlog.
         let permit = tokio::select! {
             biased;
-            () = shared.shutdown.cancelled() => return,
+            () = context.shutdown.cancelled() => return,
             permit = Arc::clone(&permits).acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
@@ -50,7 +52,7 @@ pub(crate) async fn accept_loop(
         };
         let (stream, client) = tokio::select! {
             biased;
-            () = shared.shutdown.cancelled() => return,
+            () = context.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) if is_per_connection(&error) => {
@@ -64,12 +66,12 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
-        let connection_shared = Arc::clone(&shared);
-        shared.tracker.spawn(async move {
+        let connection_context = Arc::clone(&context);
+        context.tracker.spawn(async move {
             let _permit = permit;
             let ended = tokio::select! {
-                () = connection_shared.abort.cancelled() => Ok(()),
-                ended = serve_connection(&connection_shared, stream, client) => ended,
+                () = connection_context.abort.cancelled() => Ok(()),
+                ended = serve_connection(&connection_context, stream, client) => ended,
             };
             if let Err(error) = ended {
                 debug!(%client, %error, "dns tcp connection ended");
@@ -87,7 +89,7 @@ fn is_per_connection(error: &io::Error) -> bool {
 }
 
 async fn serve_connection(
-    shared: &Shared,
+    context: &Context,
     mut stream: TcpStream,
     client: SocketAddr,
 ) -> io::Result<()> {
@@ -99,7 +101,7 @@ async fn serve_connection(
         // Between messages, shutdown closes the connection.
         let len = tokio::select! {
             biased;
-            () = shared.shutdown.cancelled() => return Ok(()),
+            () = context.shutdown.cancelled() => return Ok(()),
             len = timeout(IDLE_TIMEOUT, stream.read_u16()) => match len {
                 Ok(Ok(len)) => len,
                 // Closed by the client: the normal end.
@@ -114,7 +116,7 @@ async fn serve_connection(
             .map_err(|_| timed_out("reading a message"))??;
 
         let forward_to = {
-            let table = shared.tables.load();
+            let table = context.tables.load();
             match respond(&table, &request, Transport::Tcp, client, &mut response) {
                 Handled::Reply => None,
                 // A response or a runt: ignore it, as over UDP.
@@ -123,7 +125,7 @@ async fn serve_connection(
             }
         };
         if let Some(upstream) = forward_to {
-            let reply = match Arc::clone(&shared.forward_permits).try_acquire_owned() {
+            let reply = match Arc::clone(&context.forward_permits).try_acquire_owned() {
                 Ok(_permit) => forward(&upstream, &request, Transport::Tcp).await,
                 Err(_) => {
                     debug!(%client, "too many forwarded queries in flight; answering SERVFAIL");

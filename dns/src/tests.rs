@@ -23,7 +23,10 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{DnsError, DnsListeners, serve};
+use crate::{
+    DnsError, DnsListeners, serve,
+    server::{SHUTDOWN_GRACE, serve_within},
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -52,6 +55,11 @@ struct Running {
 }
 
 fn start(yaml: &str) -> Running {
+    start_within(yaml, SHUTDOWN_GRACE)
+}
+
+/// A server whose in-flight work gets `grace` at shutdown.
+fn start_within(yaml: &str, grace: Duration) -> Running {
     let localhost: SocketAddr = "127.0.0.1:0".parse().unwrap_or_else(|e| panic!("{e}"));
     let listeners = DnsListeners::bind(&[localhost]).unwrap_or_else(|e| panic!("{e}"));
     let [addr] = listeners.local_addrs()[..] else {
@@ -59,7 +67,11 @@ fn start(yaml: &str) -> Running {
     };
     let (config_tx, config_rx) = watch::channel(config(yaml));
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(serve(listeners, config_rx, shutdown.clone()));
+    let server = if grace == SHUTDOWN_GRACE {
+        tokio::spawn(serve(listeners, config_rx, shutdown.clone()))
+    } else {
+        tokio::spawn(serve_within(listeners, config_rx, shutdown.clone(), grace))
+    };
     Running {
         addr,
         config: config_tx,
@@ -447,6 +459,62 @@ async fn a_forwarded_query_in_flight_is_answered_after_shutdown_starts() {
         .send_to(&request, running.addr)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+    let late = timeout(Duration::from_millis(300), client.recv_from(&mut buffer)).await;
+    assert!(
+        !matches!(late, Ok(Ok(_))),
+        "answered after shutdown: {late:?}"
+    );
+}
+
+#[tokio::test]
+async fn serve_returns_within_its_grace_while_a_forward_is_stuck() {
+    // Short enough that the forward's own upstream timeout (2 s) cannot be
+    // what ends it; the margin is the second the UDP threads get to stop.
+    const GRACE: Duration = Duration::from_millis(300);
+    const MARGIN: Duration = Duration::from_secs(1);
+    // An upstream that reads every query and never answers.
+    let upstream = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let upstream_addr = upstream.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    let (asked_tx, asked_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut asked = Some(asked_tx);
+        let mut buffer = vec![0; 4096];
+        while upstream.recv_from(&mut buffer).await.is_ok() {
+            if let Some(asked) = asked.take() {
+                let _ = asked.send(());
+            }
+        }
+    });
+    let running = start_within(&zone_yaml("192.168.222.16", Some(upstream_addr)), GRACE);
+    let client = UdpSocket::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    client
+        .send_to(
+            &query(78, "stuck.example.com.", RecordType::A),
+            running.addr,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    timeout(WAIT, asked_rx)
+        .await
+        .unwrap_or_else(|_| panic!("the query never reached the upstream"))
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let asked_to_stop = Instant::now();
+    running.shutdown.cancel();
+    let ended = timeout(WAIT, running.server)
+        .await
+        .unwrap_or_else(|_| panic!("serve did not return after shutdown"));
+    let took = asked_to_stop.elapsed();
+    assert!(matches!(ended, Ok(Ok(()))), "serve ended with {ended:?}");
+    assert!(took >= GRACE, "the query in flight got no grace: {took:?}");
+    assert!(took < GRACE + MARGIN, "serve took {took:?} to return");
+
+    // The stuck query was dropped, not answered.
+    let mut buffer = vec![0; 4096];
     let late = timeout(Duration::from_millis(300), client.recv_from(&mut buffer)).await;
     assert!(
         !matches!(late, Ok(Ok(_))),

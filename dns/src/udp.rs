@@ -6,9 +6,10 @@
 //! one wake-up of each client) per batch instead of two per query; when idle
 //! a batch is a single query and costs what `recv_from`/`send_to` would.
 //! Several sockets share each port through `SO_REUSEPORT`, so the kernel
-//! spreads clients over the loops, each on a thread of its own (see
+//! spreads clients over the loops, each on a thread of its own (started by
 //! `server`). Only forwarded queries, which wait on the network, get a task
-//! of their own, capped by a semaphore.
+//! of their own, capped by a semaphore. This file takes a `Context` and
+//! must not start threads or decide when to stop: `server` does.
 
 use std::{
     io::{self, IoSlice, IoSliceMut},
@@ -25,10 +26,10 @@ use tokio::{io::Interest, net::UdpSocket};
 use tracing::{debug, warn};
 
 use crate::{
+    context::Context,
     error::Transport,
     forward::forward,
     message::{EDNS_UDP_PAYLOAD, Handled, finish_forwarded, respond},
-    server::Shared,
 };
 
 /// Queries taken from the socket per system call. dnsperf-style load keeps
@@ -125,12 +126,12 @@ impl Batch {
     }
 }
 
-pub(crate) async fn serve_socket(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
+pub(crate) async fn serve_socket(context: Arc<Context>, socket: Arc<UdpSocket>, local: SocketAddr) {
     let mut batch = Batch::new();
     loop {
         let received = tokio::select! {
             biased;
-            () = shared.shutdown.cancelled() => return,
+            () = context.shutdown.cancelled() => return,
             received = socket.async_io(Interest::READABLE, || batch.receive(&socket)) => received,
         };
         if let Err(error) = received {
@@ -138,17 +139,17 @@ pub(crate) async fn serve_socket(shared: Arc<Shared>, socket: Arc<UdpSocket>, lo
             tokio::time::sleep(ERROR_PAUSE).await;
             continue;
         }
-        answer_batch(&shared, &socket, &mut batch).await;
+        answer_batch(&context, &socket, &mut batch).await;
         send_replies(&socket, &batch).await;
     }
 }
 
 /// Answers every received query into `batch.responses`, in order; starts a
 /// task for each forwarded one.
-async fn answer_batch(shared: &Shared, socket: &Arc<UdpSocket>, batch: &mut Batch) {
+async fn answer_batch(context: &Context, socket: &Arc<UdpSocket>, batch: &mut Batch) {
     batch.reply_to.clear();
     // One table for the whole batch; the guard is released before awaiting.
-    let table = shared.tables.load_full();
+    let table = context.tables.load_full();
     let Batch {
         requests,
         received,
@@ -177,7 +178,7 @@ async fn answer_batch(shared: &Shared, socket: &Arc<UdpSocket>, batch: &mut Batc
             Handled::Drop => {}
             Handled::Forward => {
                 let upstream = Arc::clone(table.upstream());
-                start_forward(shared, socket, upstream, datagram, client, response).await;
+                start_forward(context, socket, upstream, datagram, client, response).await;
             }
         }
     }
@@ -205,14 +206,14 @@ async fn send_replies(socket: &UdpSocket, batch: &Batch) {
 }
 
 async fn start_forward(
-    shared: &Shared,
+    context: &Context,
     socket: &Arc<UdpSocket>,
     upstream: Arc<[SocketAddr]>,
     datagram: &[u8],
     client: SocketAddr,
     response: &mut Vec<u8>,
 ) {
-    let Ok(permit) = Arc::clone(&shared.forward_permits).try_acquire_owned() else {
+    let Ok(permit) = Arc::clone(&context.forward_permits).try_acquire_owned() else {
         debug!(%client, "too many forwarded queries in flight; answering SERVFAIL");
         if finish_forwarded(datagram, None, Transport::Udp, response) == Handled::Reply {
             send(socket, response, client).await;
@@ -221,8 +222,9 @@ async fn start_forward(
     };
     let request = datagram.to_vec();
     let socket = Arc::clone(socket);
-    let abort = shared.abort.clone();
-    shared.tracker.spawn(async move {
+    let abort = context.abort.clone();
+    // On this loop's thread, which keeps running it through the drain.
+    context.tracker.spawn(async move {
         let _permit = permit;
         let reply = tokio::select! {
             () = abort.cancelled() => return,

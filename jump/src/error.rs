@@ -85,7 +85,7 @@ pub enum JumpError {
     },
     /// A connection thread or its runtime could not be started.
     #[error("jump: cannot start a connection thread: {0}")]
-    Runtime(#[source] io::Error),
+    Runtime(#[source] gatehouse_runtime::RuntimeError),
     /// The user is not in the configuration.
     #[error("no user {0:?} in the jump configuration")]
     UnknownUser(String),

@@ -29,7 +29,8 @@
 //! - `proxy`: resolve once, dial, pump with half-close;
 //! - `enroll` (`screen`): the enrollment screen on an ssh channel;
 //! - `quickack`: immediate TCP ACKs during the login (Nagle on the client);
-//! - `workers`: one single-threaded runtime per core; a connection stays on one;
+//! - `workers`: one single-threaded runtime per core (`gatehouse-runtime`
+//!   threads); a connection stays on one;
 //! - `audit`: [`AuditEvent`], the schema of every audit line, and its emission;
 //! - `metrics`: Prometheus counters, fed by the audit events;
 //! - `clock`: wall-clock seconds;

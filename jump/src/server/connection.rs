@@ -191,9 +191,7 @@ pub(super) fn start(
         login_grace: jump.limits.login_grace,
         idle_timeout: jump.limits.idle_timeout,
     };
-    let Some((runtime, load)) = shared.workers.pick() else {
-        return;
-    };
+    let (runtime, load) = shared.workers.pick();
     // Leave this runtime's reactor: the connection's thread registers it.
     let tcp = match tcp.into_std() {
         Ok(tcp) => tcp,

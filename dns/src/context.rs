@@ -1,0 +1,43 @@
+//! What the UDP and TCP loops share with the server that started them: the
+//! live zone table, the cap on forwarded queries, the task tracker and the
+//! two shutdown tokens.
+//!
+//! `server` builds one [`Context`] and every loop takes it, as hickory's
+//! transports take their handler, so `udp` and `tcp` never import `server`.
+//! This file holds state only: no sockets, no tasks, no decisions.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{forward::MAX_FORWARDS_IN_FLIGHT, zones::ZoneTable};
+
+/// What every worker loop and connection shares.
+pub(crate) struct Context {
+    /// The zone table in force; replaced whole on reload, so a query sees
+    /// either the old table or the new one, never a mix.
+    pub(crate) tables: ArcSwap<ZoneTable>,
+    /// Caps forwarded queries in flight (UDP and TCP together).
+    pub(crate) forward_permits: Arc<Semaphore>,
+    /// Every loop and every task they spawn, so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
+    /// Stop taking new work (the caller's token).
+    pub(crate) shutdown: CancellationToken,
+    /// The grace period ran out: drop whatever is still in flight.
+    pub(crate) abort: CancellationToken,
+}
+
+impl Context {
+    /// A context serving `table` until `shutdown`.
+    pub(crate) fn new(table: ZoneTable, shutdown: CancellationToken) -> Context {
+        Context {
+            tables: ArcSwap::from_pointee(table),
+            forward_permits: Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT)),
+            tracker: TaskTracker::new(),
+            shutdown,
+            abort: CancellationToken::new(),
+        }
+    }
+}
