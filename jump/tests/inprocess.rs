@@ -4,7 +4,7 @@
 //! prompt, replay and wrong codes), rejections of unknown users, wrong keys
 //! and passwords, the key-only login of a user not yet enrolled,
 //! `direct-tcpip` and `exec nc` tunnels to granted and ungranted ports,
-//! and refused shell/exec/sftp, `max_channels`.
+//! refused shell/exec/sftp, `max_channels`, and shutdown.
 //!
 //! Only the crate's public API is used (`JumpListeners`, `serve`, `enroll`),
 //! so these tests hold however `server.rs` is arranged inside. A TOTP step
@@ -14,11 +14,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use russh::{ChannelOpenFailure, MethodKind, client::KeyboardInteractiveAuthResponse};
+use russh::{ChannelOpenFailure, Disconnect, MethodKind, client::KeyboardInteractiveAuthResponse};
 
 use crate::support::{
-    Client, Echo, Jump, PADDING, Untouched, WAIT, code_now, config_yaml, grant, new_key,
-    open_failure, partial, payload, rejected, round_trip, transcript, wrong_code,
+    Client, Echo, Jump, PADDING, Untouched, WAIT, code_now, config_yaml, eventually, grant,
+    new_key, open_failure, partial, payload, rejected, round_trip, transcript, wrong_code,
 };
 
 /// The line a refused session request shows (SocketAddr's Display, as `ssh -J` takes it).
@@ -375,4 +375,38 @@ async fn max_channels_refuses_a_third_concurrent_channel() {
     };
     assert_eq!(round_trip(first, b"first\n").await, b"first\n");
     assert_eq!(round_trip(reopened, b"third\n").await, b"third\n");
+}
+
+#[tokio::test]
+async fn shutdown_disconnects_clients_and_serve_returns() {
+    let echo = Echo::start().await;
+    let key = new_key();
+    let mut jump = Jump::start(&config_yaml("optional", &key, &[grant(echo.port)], ""));
+    let mut client = Client::connect(&jump).await;
+    assert!(matches!(
+        client.key("sean", &key).await,
+        russh::client::AuthResult::Success
+    ));
+    // A tunnel in use when the shutdown comes.
+    let tunnel = client.direct(echo.port).await.expect("granted tunnel");
+    let mut stream = tunnel.into_stream();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"ping")
+        .await
+        .expect("write");
+    let mut back = [0u8; 4];
+    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut back)
+        .await
+        .expect("read");
+    assert_eq!(&back, b"ping");
+
+    jump.stop().await.expect("serve ends cleanly");
+    let ended = client.ended().await;
+    assert!(
+        matches!(&ended, Some((Disconnect::ByApplication, why)) if why == "gatehouse is shutting down"),
+        "{ended:?}"
+    );
+    eventually("the tunnel to the echo server is closed", || {
+        echo.finished() == 1
+    })
+    .await;
 }

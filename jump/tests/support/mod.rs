@@ -21,8 +21,8 @@ use std::{
 use gatehouse_config::Config;
 use gatehouse_jump::{JumpError, JumpListeners, serve};
 use russh::{
-    Channel, ChannelMsg, ChannelOpenFailure,
-    client::{self, AuthResult, Handle, KeyboardInteractiveAuthResponse, Msg},
+    Channel, ChannelMsg, ChannelOpenFailure, Disconnect,
+    client::{self, AuthResult, DisconnectReason, Handle, KeyboardInteractiveAuthResponse, Msg},
     keys::{
         Algorithm, PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate,
         ssh_key::LineEnding,
@@ -91,7 +91,7 @@ pub struct Jump {
     pub config: Arc<Config>,
     host_key: PublicKey,
     shutdown: CancellationToken,
-    _server: JoinHandle<Result<(), JumpError>>,
+    server: Option<JoinHandle<Result<(), JumpError>>>,
     /// The only sender of the live config: `serve` ends its watch when it goes.
     _live: watch::Sender<Arc<Config>>,
     _dir: TempDir,
@@ -123,7 +123,7 @@ impl Jump {
             config,
             host_key,
             shutdown,
-            _server: server,
+            server: Some(server),
             _live: live,
             _dir: dir,
         }
@@ -135,6 +135,16 @@ impl Jump {
         gatehouse_jump::enroll(&self.config, user)
             .expect("enroll")
             .secret_base32
+    }
+
+    /// Cancel the shutdown token and return what `serve` returned.
+    pub async fn stop(&mut self) -> Result<(), JumpError> {
+        self.shutdown.cancel();
+        let server = self.server.take().expect("stopped once");
+        timeout(WAIT, server)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("the serve task did not panic")
     }
 }
 
@@ -166,9 +176,11 @@ fn write_host_key(state_dir: &Path) -> PublicKey {
 #[derive(Debug, Default)]
 pub struct Seen {
     pub banner: Mutex<Option<String>>,
+    /// The reason and message of a DISCONNECT from the server.
+    pub disconnect: Mutex<Option<(Disconnect, String)>>,
 }
 
-/// The client's russh handler: pins the host key, records the banner.
+/// The client's russh handler: pins the host key, records banner and disconnect.
 pub struct Observer {
     host_key: PublicKey,
     seen: Arc<Seen>,
@@ -190,6 +202,16 @@ impl client::Handler for Observer {
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
         *self.seen.banner.lock().expect("lock") = Some(banner.to_owned());
+        Ok(())
+    }
+
+    async fn disconnected(
+        &mut self,
+        reason: DisconnectReason<Self::Error>,
+    ) -> Result<(), Self::Error> {
+        if let DisconnectReason::ReceivedDisconnect(info) = reason {
+            *self.seen.disconnect.lock().expect("lock") = Some((info.reason_code, info.message));
+        }
         Ok(())
     }
 }
@@ -281,6 +303,14 @@ impl Client {
         timeout(WAIT, self.handle.channel_open_session())
             .await
             .expect("session open answer in time")
+    }
+
+    /// Wait for the connection to end; the DISCONNECT the server sent, if any.
+    pub async fn ended(&mut self) -> Option<(Disconnect, String)> {
+        let _ = timeout(WAIT, &mut self.handle)
+            .await
+            .expect("the connection ends in time");
+        self.seen.disconnect.lock().expect("lock").take()
     }
 }
 
@@ -382,6 +412,7 @@ pub async fn round_trip(channel: Channel<Msg>, data: &[u8]) -> Vec<u8> {
 pub struct Echo {
     pub port: u16,
     accepted: Arc<AtomicUsize>,
+    finished: Arc<AtomicUsize>,
 }
 
 impl Echo {
@@ -389,23 +420,35 @@ impl Echo {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
         let port = listener.local_addr().expect("echo address").port();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let a = Arc::clone(&accepted);
+        let finished = Arc::new(AtomicUsize::new(0));
+        let (a, f) = (Arc::clone(&accepted), Arc::clone(&finished));
         tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
                 a.fetch_add(1, Ordering::SeqCst);
+                let f = Arc::clone(&f);
                 tokio::spawn(async move {
                     let (mut read, mut write) = tcp.split();
                     let _ = tokio::io::copy(&mut read, &mut write).await;
                     let _ = write.shutdown().await;
+                    f.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
-        Echo { port, accepted }
+        Echo {
+            port,
+            accepted,
+            finished,
+        }
     }
 
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Connections that have ended (EOF from the jump server, echo closed).
+    pub fn finished(&self) -> usize {
+        self.finished.load(Ordering::SeqCst)
     }
 }
 
@@ -431,6 +474,18 @@ impl Untouched {
             Ok((_, peer)) => panic!("port {} was dialled (from {peer})", self.port),
             Err(e) => panic!("accept on {}: {e}", self.port),
         }
+    }
+}
+
+/// Poll `f` until it holds, for at most [`WAIT`].
+pub async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
