@@ -1,0 +1,343 @@
+//! The audit schema: [`AuditEvent`] and the enums in its fields, with
+//! their wire names. Serialized by serde; `super::emit` writes the same
+//! names through tracing (a test round-trips every variant). Must not do
+//! I/O.
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// An authentication method as the client named it (RFC 4252).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Method {
+    /// Never accepted.
+    #[serde(rename = "password")]
+    Password,
+    /// The first factor.
+    #[serde(rename = "publickey")]
+    Publickey,
+    /// The TOTP (or recovery) code.
+    #[serde(rename = "keyboard-interactive")]
+    KeyboardInteractive,
+}
+
+impl Method {
+    /// As in the log and the metrics' labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Password => "password",
+            Method::Publickey => "publickey",
+            Method::KeyboardInteractive => "keyboard-interactive",
+        }
+    }
+}
+
+/// What one authentication attempt came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthResult {
+    /// Logged in, tunnels allowed.
+    Accepted,
+    /// Key accepted; the code is next.
+    Partial,
+    /// Key accepted; the user may only enroll.
+    EnrollOnly,
+    /// Refused.
+    Rejected,
+}
+
+impl AuthResult {
+    /// As in the log and the metrics' labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthResult::Accepted => "accepted",
+            AuthResult::Partial => "partial",
+            AuthResult::EnrollOnly => "enroll_only",
+            AuthResult::Rejected => "rejected",
+        }
+    }
+}
+
+/// How a tunnel was asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Via {
+    /// A `direct-tcpip` channel (`ssh -J`, `ssh -W`).
+    #[serde(rename = "direct-tcpip")]
+    DirectTcpip,
+    /// `exec nc HOST PORT` on a session channel (the legacy ProxyCommand).
+    #[serde(rename = "exec-nc")]
+    ExecNc,
+}
+
+impl Via {
+    /// As in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::DirectTcpip => "direct-tcpip",
+            Via::ExecNc => "exec-nc",
+        }
+    }
+}
+
+/// A request a jump host never grants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Request {
+    /// A session channel beyond `max_channels`.
+    Session,
+    /// `exec` of anything but `nc HOST PORT`, or before enrollment.
+    Exec,
+    /// An interactive shell.
+    Shell,
+    /// A terminal (granted only for self-enrollment).
+    Pty,
+    /// Environment variables.
+    Env,
+    /// A subsystem (`sftp`); its name is in `detail`.
+    Subsystem,
+    /// X11 forwarding.
+    X11,
+    /// An X11 channel.
+    #[serde(rename = "x11 channel")]
+    X11Channel,
+    /// Agent forwarding.
+    Agent,
+    /// Remote forwarding (`ssh -R`).
+    TcpipForward,
+    /// Remote socket forwarding.
+    StreamlocalForward,
+    /// A local socket channel.
+    DirectStreamlocal,
+}
+
+impl Request {
+    /// As in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Request::Session => "session",
+            Request::Exec => "exec",
+            Request::Shell => "shell",
+            Request::Pty => "pty",
+            Request::Env => "env",
+            Request::Subsystem => "subsystem",
+            Request::X11 => "x11",
+            Request::X11Channel => "x11 channel",
+            Request::Agent => "agent",
+            Request::TcpipForward => "tcpip-forward",
+            Request::StreamlocalForward => "streamlocal-forward",
+            Request::DirectStreamlocal => "direct-streamlocal",
+        }
+    }
+}
+
+/// A step of the TOTP lifecycle over ssh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TotpAction {
+    /// The QR code was shown.
+    EnrollmentStarted,
+    /// A wrong confirmation code; asked again.
+    EnrollmentWrongCode,
+    /// Too many wrong confirmation codes; nothing stored.
+    EnrollmentFailed,
+    /// Ctrl-C, Ctrl-D or end of input; nothing stored.
+    EnrollmentAborted,
+    /// Stored, with recovery codes.
+    Enrolled,
+    /// Another enrollment of the same user was confirmed first.
+    EnrollmentRefused,
+}
+
+impl TotpAction {
+    /// As in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TotpAction::EnrollmentStarted => "enrollment_started",
+            TotpAction::EnrollmentWrongCode => "enrollment_wrong_code",
+            TotpAction::EnrollmentFailed => "enrollment_failed",
+            TotpAction::EnrollmentAborted => "enrollment_aborted",
+            TotpAction::Enrolled => "enrolled",
+            TotpAction::EnrollmentRefused => "enrollment_refused",
+        }
+    }
+}
+
+/// One audit line. The JSON object has `"target": "audit"`, `"event"` (this
+/// enum's tag, e.g. `"auth"`) and the variant's fields, plus the logger's
+/// `timestamp` and `level`. Free-text fields (`detail`, `reason`) are for
+/// people; the enums are for machines.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum AuditEvent {
+    /// A connection got past the gate.
+    ConnectionOpened {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// The address the client reached.
+        local: SocketAddr,
+    },
+    /// A connection ended.
+    ConnectionClosed {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// The authenticated user, if any.
+        #[serde(default)]
+        user: Option<String>,
+        /// How long it lasted.
+        duration_ms: u64,
+        /// Why it ended.
+        reason: String,
+    },
+    /// One authentication attempt.
+    Auth {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// The user name the client sent.
+        user: String,
+        /// The method.
+        method: Method,
+        /// SHA-256 fingerprint of the key, when one was involved.
+        #[serde(default)]
+        fingerprint: Option<String>,
+        /// What it came to.
+        result: AuthResult,
+        /// Why.
+        detail: String,
+    },
+    /// A tunnel was granted and its target dialled.
+    TunnelOpened {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// How it was asked for.
+        via: Via,
+        /// The user.
+        user: String,
+        /// The host as the client wrote it.
+        host: String,
+        /// The port.
+        port: u32,
+        /// The address dialled.
+        dialled: SocketAddr,
+        /// The group whose grant allowed it.
+        group: String,
+        /// That grant, as written in the config.
+        grant: String,
+    },
+    /// A tunnel was refused, or its target could not be reached.
+    TunnelRefused {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// How it was asked for.
+        via: Via,
+        /// The user.
+        user: String,
+        /// The host as the client wrote it.
+        host: String,
+        /// The port.
+        port: u32,
+        /// Why.
+        reason: String,
+    },
+    /// A tunnel ended.
+    TunnelClosed {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// How it was asked for.
+        via: Via,
+        /// The user.
+        user: String,
+        /// The host as the client wrote it.
+        host: String,
+        /// The port.
+        port: u32,
+        /// The address dialled.
+        dialled: SocketAddr,
+        /// Client to internal host.
+        bytes_up: u64,
+        /// Internal host to client.
+        bytes_down: u64,
+        /// How long it was open.
+        duration_ms: u64,
+        /// `eof`, or the first error and its side.
+        reason: String,
+    },
+    /// A request a jump host never grants.
+    RequestRefused {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// The user, once known.
+        #[serde(default)]
+        user: Option<String>,
+        /// What was asked for.
+        request: Request,
+        /// Why, or what exactly (a subsystem's name, a variable).
+        detail: String,
+    },
+    /// A TOTP lifecycle step over ssh.
+    Totp {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// The user.
+        user: String,
+        /// The step.
+        action: TotpAction,
+        /// What happened.
+        detail: String,
+    },
+    /// A source was banned.
+    Ban {
+        /// The banned source (an IPv4 address or IPv6 /64 network).
+        source: IpAddr,
+        /// How many times it has been banned (the doubling exponent).
+        count: u32,
+        /// Length of this ban.
+        seconds: u64,
+        /// Unix time it ends.
+        until: u64,
+    },
+    /// An operator lifted a ban.
+    BanLifted {
+        /// The source.
+        source: IpAddr,
+    },
+    /// A failure was counted toward a ban of the source.
+    Failure {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// The user name tried, if any.
+        #[serde(default)]
+        user: Option<String>,
+        /// Why it counts.
+        reason: String,
+    },
+    /// A live connection was cut because a reload took its access away.
+    Offboarded {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// The user.
+        user: String,
+        /// What was removed.
+        reason: String,
+    },
+}

@@ -1,0 +1,330 @@
+//! The audit trail: one structured `tracing` event per connection, auth
+//! attempt, tunnel and refusal, all with `target: "audit"` and an `event`
+//! field, so `log.format: json` gives one greppable JSON object per line.
+//!
+//! Owns the schema: [`AuditEvent`] is what a line holds, serialized with
+//! serde, and [`emit`] is the only place that writes one (and feeds the
+//! metrics). The tests deserialize the same type, so the server, the
+//! metrics and the tests cannot drift apart (`event` holds the schema,
+//! this file the writing). Must not decide anything: it records what the
+//! server decided.
+
+use std::{net::SocketAddr, time::Duration};
+
+use tracing::info;
+
+pub use event::{AuditEvent, AuthResult, Method, Request, TotpAction, Via};
+
+use crate::metrics::{METRICS, labels};
+
+mod event;
+#[cfg(test)]
+mod tests;
+
+/// Who and where, carried by every event of one connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Who {
+    /// Connection number, unique for this process.
+    pub conn: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Write `event` as one audit line and count it in the metrics.
+pub fn emit(event: &AuditEvent) {
+    use AuditEvent as E;
+    match event {
+        E::ConnectionOpened { conn, peer, local } => {
+            METRICS.connections.inc();
+            info!(target: "audit", event = "connection_opened", conn, %peer, %local);
+        }
+        E::ConnectionClosed {
+            conn,
+            peer,
+            user,
+            duration_ms,
+            reason,
+        } => {
+            info!(target: "audit", event = "connection_closed", conn, %peer, user, duration_ms, reason);
+        }
+        E::Auth {
+            conn,
+            peer,
+            user,
+            method,
+            fingerprint,
+            result,
+            detail,
+        } => {
+            let (method, result) = (method.as_str(), result.as_str());
+            METRICS
+                .auth
+                .get_or_create(&labels(&[("method", method), ("result", result)]))
+                .inc();
+            info!(target: "audit", event = "auth", conn, %peer, user, method, fingerprint, result, detail);
+        }
+        E::TunnelOpened {
+            conn,
+            peer,
+            via,
+            user,
+            host,
+            port,
+            dialled,
+            group,
+            grant,
+        } => {
+            METRICS.tunnels_open.inc();
+            METRICS
+                .tunnels
+                .get_or_create(&labels(&[("result", "opened")]))
+                .inc();
+            let via = via.as_str();
+            info!(target: "audit", event = "tunnel_opened", conn, %peer, via, user, host, port, %dialled, group, grant);
+        }
+        E::TunnelRefused {
+            conn,
+            peer,
+            via,
+            user,
+            host,
+            port,
+            reason,
+        } => {
+            METRICS
+                .tunnels
+                .get_or_create(&labels(&[("result", "refused")]))
+                .inc();
+            let via = via.as_str();
+            info!(target: "audit", event = "tunnel_refused", conn, %peer, via, user, host, port, reason);
+        }
+        E::TunnelClosed {
+            conn,
+            peer,
+            via,
+            user,
+            host,
+            port,
+            dialled,
+            bytes_up,
+            bytes_down,
+            duration_ms,
+            reason,
+        } => {
+            METRICS.tunnels_open.dec();
+            METRICS
+                .bytes
+                .get_or_create(&labels(&[("direction", "up")]))
+                .inc_by(*bytes_up);
+            METRICS
+                .bytes
+                .get_or_create(&labels(&[("direction", "down")]))
+                .inc_by(*bytes_down);
+            let via = via.as_str();
+            info!(
+                target: "audit", event = "tunnel_closed", conn, %peer, via, user, host, port,
+                %dialled, bytes_up, bytes_down, duration_ms, reason
+            );
+        }
+        E::RequestRefused {
+            conn,
+            peer,
+            user,
+            request,
+            detail,
+        } => {
+            let request = request.as_str();
+            info!(target: "audit", event = "request_refused", conn, %peer, user, request, detail);
+        }
+        E::Totp {
+            conn,
+            peer,
+            user,
+            action,
+            detail,
+        } => {
+            let action = action.as_str();
+            info!(target: "audit", event = "totp", conn, %peer, user, action, detail);
+        }
+        E::Ban {
+            source,
+            count,
+            seconds,
+            until,
+        } => {
+            METRICS.bans.inc();
+            info!(target: "audit", event = "ban", %source, count, seconds, until);
+        }
+        E::BanLifted { source } => {
+            info!(target: "audit", event = "ban_lifted", %source);
+        }
+        E::Failure {
+            conn,
+            peer,
+            user,
+            reason,
+        } => {
+            info!(target: "audit", event = "failure", conn, %peer, user, reason);
+        }
+        E::Offboarded {
+            conn,
+            peer,
+            user,
+            reason,
+        } => {
+            info!(target: "audit", event = "offboarded", conn, %peer, user, reason);
+        }
+    }
+}
+
+// Shorthands for the server: each builds one event from a connection's
+// `Who` and emits it.
+
+pub(crate) fn connection_opened(who: &Who, local: SocketAddr) {
+    emit(&AuditEvent::ConnectionOpened {
+        conn: who.conn,
+        peer: who.peer,
+        local,
+    });
+}
+
+pub(crate) fn connection_closed(who: &Who, user: Option<&str>, duration: Duration, reason: &str) {
+    emit(&AuditEvent::ConnectionClosed {
+        conn: who.conn,
+        peer: who.peer,
+        user: user.map(ToOwned::to_owned),
+        duration_ms: millis(duration),
+        reason: reason.to_owned(),
+    });
+}
+
+pub(crate) fn auth(
+    who: &Who,
+    user: &str,
+    method: Method,
+    fingerprint: Option<&str>,
+    result: AuthResult,
+    detail: &str,
+) {
+    emit(&AuditEvent::Auth {
+        conn: who.conn,
+        peer: who.peer,
+        user: user.to_owned(),
+        method,
+        fingerprint: fingerprint.map(ToOwned::to_owned),
+        result,
+        detail: detail.to_owned(),
+    });
+}
+
+/// What a tunnel was asked for.
+#[derive(Clone, Debug)]
+pub(crate) struct TunnelAsk<'a> {
+    pub via: Via,
+    pub user: &'a str,
+    pub host: &'a str,
+    pub port: u32,
+}
+
+pub(crate) fn tunnel_opened(
+    who: &Who,
+    ask: &TunnelAsk<'_>,
+    dialled: SocketAddr,
+    group: &str,
+    grant: &str,
+) {
+    emit(&AuditEvent::TunnelOpened {
+        conn: who.conn,
+        peer: who.peer,
+        via: ask.via,
+        user: ask.user.to_owned(),
+        host: ask.host.to_owned(),
+        port: ask.port,
+        dialled,
+        group: group.to_owned(),
+        grant: grant.to_owned(),
+    });
+}
+
+pub(crate) fn tunnel_refused(who: &Who, ask: &TunnelAsk<'_>, reason: &str) {
+    emit(&AuditEvent::TunnelRefused {
+        conn: who.conn,
+        peer: who.peer,
+        via: ask.via,
+        user: ask.user.to_owned(),
+        host: ask.host.to_owned(),
+        port: ask.port,
+        reason: reason.to_owned(),
+    });
+}
+
+/// Bytes and time of a closed tunnel.
+pub(crate) struct Moved {
+    pub up: u64,
+    pub down: u64,
+    pub duration: Duration,
+}
+
+pub(crate) fn tunnel_closed(
+    who: &Who,
+    ask: &TunnelAsk<'_>,
+    dialled: SocketAddr,
+    moved: &Moved,
+    reason: &str,
+) {
+    emit(&AuditEvent::TunnelClosed {
+        conn: who.conn,
+        peer: who.peer,
+        via: ask.via,
+        user: ask.user.to_owned(),
+        host: ask.host.to_owned(),
+        port: ask.port,
+        dialled,
+        bytes_up: moved.up,
+        bytes_down: moved.down,
+        duration_ms: millis(moved.duration),
+        reason: reason.to_owned(),
+    });
+}
+
+pub(crate) fn refused(who: &Who, user: Option<&str>, request: Request, detail: &str) {
+    emit(&AuditEvent::RequestRefused {
+        conn: who.conn,
+        peer: who.peer,
+        user: user.map(ToOwned::to_owned),
+        request,
+        detail: detail.to_owned(),
+    });
+}
+
+pub(crate) fn totp(who: &Who, user: &str, action: TotpAction, detail: &str) {
+    emit(&AuditEvent::Totp {
+        conn: who.conn,
+        peer: who.peer,
+        user: user.to_owned(),
+        action,
+        detail: detail.to_owned(),
+    });
+}
+
+pub(crate) fn failure(who: &Who, user: Option<&str>, reason: &str) {
+    emit(&AuditEvent::Failure {
+        conn: who.conn,
+        peer: who.peer,
+        user: user.map(ToOwned::to_owned),
+        reason: reason.to_owned(),
+    });
+}
+
+pub(crate) fn offboarded(who: &Who, user: &str, reason: &str) {
+    emit(&AuditEvent::Offboarded {
+        conn: who.conn,
+        peer: who.peer,
+        user: user.to_owned(),
+        reason: reason.to_owned(),
+    });
+}

@@ -1,0 +1,235 @@
+//! The schema's tests: what `emit` writes reads back as the event it was
+//! given, and every enum's wire name is its `as_str`.
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use std::net::SocketAddr;
+
+use super::*;
+
+/// Collects what the JSON formatter writes.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One of every variant, with every optional field both set and unset.
+fn every_event() -> Vec<AuditEvent> {
+    let peer: SocketAddr = "[2001:db8::7]:50022".parse().expect("addr");
+    let dialled: SocketAddr = "10.0.0.5:22".parse().expect("addr");
+    let tunnel = |via| (via, "sean".to_owned(), "db.internal".to_owned(), 22_u32);
+    let (via, user, host, port) = tunnel(Via::ExecNc);
+    vec![
+        AuditEvent::ConnectionOpened {
+            conn: 1,
+            peer,
+            local: "127.0.0.1:11122".parse().expect("addr"),
+        },
+        AuditEvent::ConnectionClosed {
+            conn: 1,
+            peer,
+            user: None,
+            duration_ms: 12,
+            reason: "client closed".into(),
+        },
+        AuditEvent::ConnectionClosed {
+            conn: 2,
+            peer,
+            user: Some("sean".into()),
+            duration_ms: 0,
+            reason: "closed".into(),
+        },
+        AuditEvent::Auth {
+            conn: 1,
+            peer,
+            user: "sean".into(),
+            method: Method::Publickey,
+            fingerprint: Some("SHA256:abc".into()),
+            result: AuthResult::Partial,
+            detail: "key accepted; TOTP code next".into(),
+        },
+        AuditEvent::Auth {
+            conn: 1,
+            peer,
+            user: "sean".into(),
+            method: Method::KeyboardInteractive,
+            fingerprint: None,
+            result: AuthResult::Rejected,
+            detail: "wrong code".into(),
+        },
+        AuditEvent::Auth {
+            conn: 1,
+            peer,
+            user: "x".into(),
+            method: Method::Password,
+            fingerprint: None,
+            result: AuthResult::EnrollOnly,
+            detail: "d".into(),
+        },
+        AuditEvent::TunnelOpened {
+            conn: 3,
+            peer,
+            via,
+            user: user.clone(),
+            host: host.clone(),
+            port,
+            dialled,
+            group: "dev".into(),
+            grant: "*.internal:22".into(),
+        },
+        AuditEvent::TunnelRefused {
+            conn: 3,
+            peer,
+            via: Via::DirectTcpip,
+            user: user.clone(),
+            host: host.clone(),
+            port: 70_000,
+            reason: "not granted".into(),
+        },
+        AuditEvent::TunnelClosed {
+            conn: 3,
+            peer,
+            via,
+            user,
+            host,
+            port,
+            dialled,
+            bytes_up: u64::MAX,
+            bytes_down: 0,
+            duration_ms: 5,
+            reason: "eof".into(),
+        },
+        AuditEvent::RequestRefused {
+            conn: 4,
+            peer,
+            user: None,
+            request: Request::X11Channel,
+            detail: "no X11 forwarding".into(),
+        },
+        AuditEvent::RequestRefused {
+            conn: 4,
+            peer,
+            user: Some("kim".into()),
+            request: Request::TcpipForward,
+            detail: "0.0.0.0:80".into(),
+        },
+        AuditEvent::Totp {
+            conn: 5,
+            peer,
+            user: "sean".into(),
+            action: TotpAction::EnrollmentWrongCode,
+            detail: "asked again".into(),
+        },
+        AuditEvent::Ban {
+            source: "192.0.2.1".parse().expect("ip"),
+            count: 2,
+            seconds: 1800,
+            until: 1_800_000_000,
+        },
+        AuditEvent::BanLifted {
+            source: "2001:db8::".parse().expect("ip"),
+        },
+        AuditEvent::Failure {
+            conn: 6,
+            peer,
+            user: None,
+            reason: "login_grace expired".into(),
+        },
+        AuditEvent::Offboarded {
+            conn: 7,
+            peer,
+            user: "kim".into(),
+            reason: "user removed from the configuration".into(),
+        },
+    ]
+}
+
+/// What `emit` writes through the JSON logger (as `gatehouse run`
+/// sets it up) deserializes back into the event it was given: the
+/// field names and types of the log lines are the schema's.
+#[test]
+fn every_event_round_trips_through_the_json_log() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let events = every_event();
+    tracing::subscriber::with_default(subscriber, || events.iter().for_each(emit));
+    let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
+    let parsed: Vec<AuditEvent> = text
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+            assert_eq!(value["target"], "audit", "{line}");
+            serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}: {line}"))
+        })
+        .collect();
+    assert_eq!(parsed, events);
+}
+
+#[test]
+fn enum_names_match_their_wire_strings() {
+    for m in [
+        Method::Password,
+        Method::Publickey,
+        Method::KeyboardInteractive,
+    ] {
+        assert_eq!(serde_json::to_value(m).expect("json"), m.as_str());
+    }
+    for r in [
+        AuthResult::Accepted,
+        AuthResult::Partial,
+        AuthResult::EnrollOnly,
+        AuthResult::Rejected,
+    ] {
+        assert_eq!(serde_json::to_value(r).expect("json"), r.as_str());
+    }
+    for v in [Via::DirectTcpip, Via::ExecNc] {
+        assert_eq!(serde_json::to_value(v).expect("json"), v.as_str());
+    }
+    use Request as R;
+    for r in [
+        R::Session,
+        R::Exec,
+        R::Shell,
+        R::Pty,
+        R::Env,
+        R::Subsystem,
+        R::X11,
+        R::X11Channel,
+        R::Agent,
+        R::TcpipForward,
+        R::StreamlocalForward,
+        R::DirectStreamlocal,
+    ] {
+        assert_eq!(serde_json::to_value(r).expect("json"), r.as_str());
+    }
+    use TotpAction as T;
+    for a in [
+        T::EnrollmentStarted,
+        T::EnrollmentWrongCode,
+        T::EnrollmentFailed,
+        T::EnrollmentAborted,
+        T::Enrolled,
+        T::EnrollmentRefused,
+    ] {
+        assert_eq!(serde_json::to_value(a).expect("json"), a.as_str());
+    }
+}
