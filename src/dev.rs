@@ -26,6 +26,19 @@ fn home() -> PathBuf {
     std::env::home_dir().unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// `$USER`, or where it is unset (containers, cron, systemd units) the
+/// account name of the uid we run as.
+fn login_name() -> String {
+    match std::env::var("USER") {
+        Ok(user) if !user.is_empty() => user,
+        _ => nix::unistd::User::from_uid(nix::unistd::Uid::current())
+            .ok()
+            .flatten()
+            .map(|account| account.name)
+            .unwrap_or_default(),
+    }
+}
+
 /// The public keys in `~/.ssh/*.pub` (not certificates), one line each.
 fn laptop_keys() -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(home().join(".ssh")) else {
@@ -59,7 +72,7 @@ pub struct DevSetup {
 }
 
 pub fn setup() -> anyhow::Result<DevSetup> {
-    let user = std::env::var("USER").unwrap_or_default();
+    let user = login_name();
     let keys = laptop_keys();
     let (jump_yaml, jump_user, jump_skipped) = if user
         .parse::<gatehouse_config::UserName>()

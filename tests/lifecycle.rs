@@ -117,3 +117,101 @@ fn no_config_starts_the_loopback_dev_setup() {
     );
     assert!(text.contains("ssh -J devuser@127.0.0.1:11122"), "{text}");
 }
+
+/// With `$USER` unset (containers, cron, systemd units), the dev setup
+/// takes the account name of the uid it runs as, and its jump host (here:
+/// the `ssh-config` generator, which falls back to the dev setup too) is
+/// configured for that name rather than refused.
+#[test]
+fn the_dev_setup_without_user_takes_the_account_name() {
+    let client = SshClient::new();
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(home.path().join(".ssh")).expect("mkdir .ssh");
+    std::fs::write(
+        home.path().join(".ssh/id_ed25519.pub"),
+        client.public_key() + "\n",
+    )
+    .expect("write key");
+    let account = run(Command::new("id").arg("-un"), b"");
+    let account = account.success().stdout().trim().to_owned();
+    let out = run(
+        Command::new(gatehouse_bin())
+            .args([
+                "ssh-config",
+                "--jump",
+                "127.0.0.1:11122",
+                "--user",
+                &account,
+            ])
+            .env_remove("USER")
+            .env("HOME", home.path())
+            .env_remove("XDG_STATE_HOME"),
+        b"",
+    );
+    // Refused before ("the configuration has no `jump` section"); now the
+    // dev jump host has this account as its user.
+    out.success();
+    assert!(out.stdout().contains("ProxyJump gatehouse-jump"), "{out}");
+}
+
+/// `log.level: trace` is gatehouse's own trace: dependencies stay at warn,
+/// and a busy folder around the config (a log file written beside it, say)
+/// neither reloads nor logs anything.
+#[test]
+fn trace_level_is_gatehouses_own_and_other_files_beside_the_config_are_ignored() {
+    let user = SshClient::new();
+    let yaml = crate::jump::config(
+        "required",
+        &[("sean", &user, &["dev"])],
+        &[("dev", vec!["127.0.0.0/8:22".to_owned()])],
+    )
+    .replace(
+        "log: { format: json }",
+        "log: { format: json, level: trace }",
+    );
+    assert!(yaml.contains("level: trace"));
+    let g = Gatehouse::start(&yaml);
+    // Some SSH traffic for russh to have traced, were it allowed to.
+    let mut stranger = SshClient::new();
+    stranger.add_host("jump", g.jump(), "sean");
+    run(stranger.ssh().args(["-W", "127.0.0.1:22", "jump"]), b"").failure();
+    g.audit("connection_closed", |_| true);
+    let before = g.events().len();
+    // 200 writes to other files in the config's folder.
+    let busy = g.dir.path().join("gatehouse.log");
+    for i in 0..200 {
+        std::fs::write(&busy, format!("line {i}\n")).expect("write");
+    }
+    // A change of the config itself still reloads: once it is logged, the
+    // writes above (made earlier) have all been seen by the watcher.
+    g.write_config_in_place(&yaml);
+    g.wait_for(|v| v["event"] == "reload" && v["result"] == "ok");
+    let events = g.events();
+    let reloads = events.iter().filter(|v| v["event"] == "reload").count();
+    assert_eq!(reloads, 1, "only the config's own change reloads");
+    assert!(
+        events.len() - before <= 5,
+        "the busy folder added {} log lines",
+        events.len() - before
+    );
+    let foreign: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|v| {
+            let target = v["target"].as_str().unwrap_or("");
+            !(target == "audit" || target.starts_with("gatehouse"))
+        })
+        .filter(|v| v["level"] != "WARN" && v["level"] != "ERROR")
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "dependency lines below warn: {foreign:?}"
+    );
+    // gatehouse's own debug and trace lines are there.
+    assert!(
+        events.iter().any(|v| v["level"] == "DEBUG"
+            && v["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("gatehouse_jump"))),
+        "no debug line of gatehouse_jump"
+    );
+}

@@ -1,6 +1,7 @@
 use crate::{
     dns::zone_config,
-    util::{Gatehouse, dig, eventually},
+    jump::config,
+    util::{Gatehouse, SshClient, dig, eventually, run},
 };
 
 fn a(g: &Gatehouse, name: &str) -> Vec<String> {
@@ -68,4 +69,48 @@ fn an_invalid_file_keeps_the_old_config() {
     eventually("fixed config applies", || {
         a(&g, "saxophone.sean") == ["192.168.222.77"]
     });
+}
+
+/// `max_auth_attempts` applies live, like the other limits: russh's
+/// settings are rebuilt when a reload changes them (they were built once at
+/// start, so a reload did nothing).
+#[test]
+fn max_auth_attempts_applies_on_reload() {
+    let user = SshClient::new();
+    let yaml = |attempts: u32| {
+        config(
+            "required",
+            &[("sean", &user, &["dev"])],
+            &[("dev", vec!["127.0.0.0/8:22".to_owned()])],
+        )
+        .replacen(
+            "  users:\n",
+            &format!("  limits: {{ max_auth_attempts: {attempts} }}\n  users:\n"),
+            1,
+        )
+    };
+    let g = Gatehouse::start(&yaml(2));
+    let mut stranger = SshClient::new();
+    stranger.add_host("jump", g.jump(), "sean");
+    let more_keys = [SshClient::new(), SshClient::new()];
+    let three_keys = || {
+        let mut cmd = stranger.ssh();
+        for other in &more_keys {
+            cmd.arg("-i").arg(&other.key);
+        }
+        run(cmd.args(["-W", "127.0.0.1:22", "jump"]), b"")
+    };
+    // russh counts the `none` probe: 2 attempts leave room for one key.
+    three_keys()
+        .failure()
+        .stderr_has("Too many authentication attempts");
+
+    g.write_config_in_place(&yaml(10));
+    g.wait_for(|v| v["event"] == "reload" && v["result"] == "ok");
+    let out = three_keys();
+    out.failure().stderr_has("Permission denied (publickey)");
+    assert!(
+        !out.stderr.contains("Too many authentication attempts"),
+        "{out}"
+    );
 }

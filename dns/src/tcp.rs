@@ -30,9 +30,6 @@ pub(crate) const MAX_TCP_CONNECTIONS: usize = 256;
 /// closed (RFC 7766 §6.2.3 suggests seconds, not minutes).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Pause after an accept error such as running out of file descriptors.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
 pub(crate) async fn accept_loop(
     context: Arc<Context>,
     listener: TcpListener,
@@ -61,7 +58,7 @@ pub(crate) async fn accept_loop(
                 }
                 Err(error) => {
                     warn!(%local, %error, "dns tcp accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    gatehouse_runtime::accept_backoff().await;
                     continue;
                 }
             },

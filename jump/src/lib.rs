@@ -62,17 +62,11 @@ mod totp;
 mod workers;
 
 pub use audit::{AuditEvent, AuthResult, Method, Request, TotpAction, Via};
-pub use auth::{Access, AfterKey, after_key};
-pub use bans::{Ban, BanFile, BanList, ban_length, source_key};
-pub use enroll::{
-    CONFIRM_PROMPT, Confirmation, NewEnrollment, SelfEnrollment, Typed, enroll, recovery_screen,
-    render_qr,
-};
+pub use bans::{Ban, BanFile, BanList};
+pub use enroll::{NewEnrollment, enroll};
 pub use error::JumpError;
-pub use exec::{NcCommand, parse_nc};
-pub use gate::{Gate, PreauthSlot, Turned};
-pub use laptop::{cidr_pattern, ssh_config};
+pub use laptop::ssh_config;
 pub use metrics::register_metrics;
 pub use policy::{Allowed, Refusal, decide};
 pub use server::{JumpListeners, SHUTDOWN_GRACE, serve};
-pub use totp::{CodeRefusal, Secret, Status, TotpStore, Verdict, check_code};
+pub use totp::{Status, TotpStore};

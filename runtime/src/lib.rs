@@ -8,13 +8,15 @@
 //! end stops and joins them within a grace the caller states; dropping it
 //! ends them too, so a server that returns early leaves no threads behind.
 //!
-//! This crate owns threads and runtimes only: no sockets, no config, and no
-//! knowledge of the servers that use it.
+//! This crate owns threads and runtimes (and the accept loops' one shared
+//! back-off) only: no sockets, no config, and no knowledge of the servers
+//! that use it.
 //!
 //! Layout:
 //! - `threads`: [`Threads`], its [`Load`] guard and what [`Threads::stop`]
 //!   reports ([`Stopped`]);
-//! - `error`: [`RuntimeError`], a thread or runtime that could not start.
+//! - `error`: [`RuntimeError`], a thread or runtime that could not start;
+//! - `accept`: [`accept_backoff`], the pause after an accept error.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), gatehouse_runtime::RuntimeError> {
@@ -32,8 +34,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod accept;
 mod error;
 mod threads;
 
+pub use accept::{ACCEPT_ERROR_PAUSE, accept_backoff};
 pub use error::RuntimeError;
 pub use threads::{Load, Stopped, Threads};

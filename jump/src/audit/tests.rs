@@ -171,7 +171,13 @@ fn every_event_round_trips_through_the_json_log() {
         .with_writer(move || writer.clone())
         .finish();
     let events = every_event();
-    tracing::subscriber::with_default(subscriber, || events.iter().for_each(emit));
+    tracing::subscriber::with_default(subscriber, || {
+        // Another test thread may have met these callsites first, with no
+        // subscriber anywhere, and cached "never": ask again now that this
+        // thread's subscriber exists.
+        tracing::callsite::rebuild_interest_cache();
+        events.iter().for_each(emit);
+    });
     let text = String::from_utf8(lines.0.lock().expect("lock").clone()).expect("utf-8");
     let parsed: Vec<AuditEvent> = text
         .lines()

@@ -15,4 +15,4 @@ mod list;
 
 pub use file::BanFile;
 pub(crate) use keeper::BanKeeper;
-pub use list::{Ban, BanList, ban_length, source_key};
+pub use list::{Ban, BanList, source_key};

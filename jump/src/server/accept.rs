@@ -5,11 +5,7 @@
 //! Must not read from or write to a socket: that starts on the connection's
 //! own thread (`connection`).
 
-use std::{
-    net::SocketAddr,
-    sync::Arc,
-    time::{Duration, SystemTime},
-};
+use std::{net::SocketAddr, sync::Arc, time::SystemTime};
 
 use gatehouse_config::Config;
 use tokio::{net::TcpListener, sync::watch};
@@ -17,9 +13,6 @@ use tracing::{debug, warn};
 
 use super::{Shared, connection};
 use crate::gate::PreauthSlot;
-
-/// Pause after an accept error (EMFILE and friends) instead of spinning.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 pub(super) async fn accept_loop(
     shared: Arc<Shared>,
@@ -36,7 +29,7 @@ pub(super) async fn accept_loop(
                 Ok(a) => a,
                 Err(error) => {
                     warn!(%local, %error, "jump accept failed");
-                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    gatehouse_runtime::accept_backoff().await;
                     continue;
                 }
             },

@@ -170,7 +170,7 @@ impl TotpStore {
     /// The user's enrollment, if any. `provisioned` is the user's
     /// `totp_secret_file`: its secret wins over anything stored here.
     /// Blocking: the CLI's; the server uses [`TotpStore::load_async`].
-    pub fn load(
+    pub(crate) fn load(
         &self,
         user: &str,
         provisioned: Option<&Path>,
@@ -188,21 +188,10 @@ impl TotpStore {
         blocking(&self.files, move |f| f.load(&user, provisioned.as_deref())).await
     }
 
-    /// Store the user's enrollment atomically (0600). A provisioned secret
-    /// is never copied here: only the replay state and recovery hashes.
-    pub fn save(
-        &self,
-        user: &str,
-        enrollment: &Enrollment,
-        provisioned: bool,
-    ) -> Result<(), JumpError> {
-        self.files.save(user, enrollment, provisioned)
-    }
-
     /// Store a new enrollment unless the user already has one. Two
     /// enrollments at once (two sessions, or a session and the CLI): the
     /// first to confirm wins, the other gets false and nothing changes.
-    pub fn create(&self, user: &str, enrollment: &Enrollment) -> Result<bool, JumpError> {
+    pub(crate) fn create(&self, user: &str, enrollment: &Enrollment) -> Result<bool, JumpError> {
         self.files.create(user, enrollment)
     }
 
