@@ -11,7 +11,13 @@ use std::{
     time::Duration,
 };
 
-use prometheus_client::registry::Registry;
+use gatehouse_config::ReloadStatus;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric},
+    metrics::{counter::ConstCounter, gauge::ConstGauge},
+    registry::Registry,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
@@ -24,11 +30,13 @@ const MAX_CONNECTIONS: usize = 16;
 const MAX_REQUEST: usize = 8 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Which configured halves are serving.
+/// Which configured halves are serving, and whether the config in force is
+/// the file's.
 #[derive(Debug, Default)]
 pub struct Health {
     /// (name, configured, serving)
     services: Vec<(&'static str, AtomicBool)>,
+    reloads: Option<Arc<ReloadStatus>>,
 }
 
 impl Health {
@@ -39,7 +47,14 @@ impl Health {
                 .iter()
                 .map(|s| (*s, AtomicBool::new(false)))
                 .collect(),
+            reloads: None,
         }
+    }
+
+    /// Also report whether the config file applies (with a file to reload).
+    pub fn with_reloads(mut self, reloads: Arc<ReloadStatus>) -> Health {
+        self.reloads = Some(reloads);
+        self
     }
 
     /// Mark `service` as serving (true) or stopped (false).
@@ -59,7 +74,42 @@ impl Health {
             ok &= serving;
             text += &format!("{name}: {}\n", if serving { "serving" } else { "down" });
         }
+        // A stale config is reported, not failed: the servers run on the
+        // last good one, and taking every host of a fleet out of a balancer
+        // because one push was invalid would be the outage.
+        if let Some(reloads) = &self.reloads {
+            match reloads.stale() {
+                Some(why) => text += &format!("config: stale, the file does not apply: {why}\n"),
+                None => text += "config: current\n",
+            }
+        }
         (ok, text)
+    }
+}
+
+/// `gatehouse_config_reload_failed_total` and `gatehouse_config_stale`,
+/// read from the reloader at scrape time.
+#[derive(Debug)]
+pub struct ReloadMetrics(pub Arc<ReloadStatus>);
+
+impl Collector for ReloadMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let failed = ConstCounter::new(self.0.failed_total());
+        let metric = encoder.encode_descriptor(
+            "gatehouse_config_reload_failed",
+            "Reloads refused because the file was invalid",
+            None,
+            failed.metric_type(),
+        )?;
+        failed.encode(metric)?;
+        let stale = ConstGauge::new(i64::from(self.0.stale().is_some()));
+        let metric = encoder.encode_descriptor(
+            "gatehouse_config_stale",
+            "1 while the config file does not apply and an older one is in force",
+            None,
+            stale.metric_type(),
+        )?;
+        stale.encode(metric)
     }
 }
 

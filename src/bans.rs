@@ -30,7 +30,7 @@ pub fn bans(action: Option<BansAction>, config: Option<&Path>) -> anyhow::Result
                 let until = UNIX_EPOCH + Duration::from_secs(ban.until);
                 println!(
                     "{}  until {}  ({} left, ban #{})",
-                    ban.source,
+                    ban.network(),
                     humantime::format_rfc3339_seconds(until),
                     humantime::format_duration(Duration::from_secs(ban.until - unix_now)),
                     ban.count

@@ -68,7 +68,12 @@ async fn serve(config: Config, watch_file: bool) -> anyhow::Result<ExitCode> {
     if config.dns.is_some() {
         configured.push("dns");
     }
-    let health = Arc::new(Health::new(&configured));
+    let health = Health::new(&configured);
+    let health = Arc::new(if watch_file {
+        health.with_reloads(reloader.status())
+    } else {
+        health
+    });
 
     if let Some(dns) = &config.dns {
         let listeners = DnsListeners::bind(&dns.listen).context("starting DNS")?;
@@ -107,6 +112,7 @@ async fn serve(config: Config, watch_file: bool) -> anyhow::Result<ExitCode> {
         let mut registry = Registry::default();
         gatehouse_jump::register_metrics(&mut registry);
         gatehouse_dns::register_metrics(&mut registry);
+        registry.register_collector(Box::new(admin::ReloadMetrics(reloader.status())));
         let (health, shutdown) = (Arc::clone(&health), shutdown.clone());
         servers.spawn(async move {
             admin::serve(listener, Arc::new(registry), health, shutdown).await;

@@ -38,7 +38,7 @@ pub use model::{
     AdminConfig, BanPolicy, Config, DnsConfig, Group, JumpConfig, Limits, LogConfig, LogFormat,
     LogLevel, Mfa, PublicKey, Record, TotpSettings, User, Zone,
 };
-pub use reload::Reloader;
+pub use reload::{ReloadStatus, Reloader};
 pub use secret::{MIN_SECRET_BYTES, SecretError, parse_totp_secret, read_totp_secret_file};
 pub use validate::DEFAULT_STATE_DIR;
 pub use values::{DomainName, Rate, UserName, parse_cidr, parse_duration};

@@ -151,6 +151,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Concurrent proxied streams per connection.
     pub max_channels: NonZeroU32,
+    /// Concurrent authenticated connections per user.
+    pub max_connections_per_user: NonZeroU32,
 }
 
 /// When a source gets banned, and for how long.

@@ -60,6 +60,7 @@ pub(crate) struct RawLimits {
     pub trusted: Option<Vec<String>>,
     pub idle_timeout: Option<String>,
     pub max_channels: Option<u32>,
+    pub max_connections_per_user: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

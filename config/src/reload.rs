@@ -4,7 +4,10 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -24,6 +27,47 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 pub struct Reloader {
     path: PathBuf,
     tx: watch::Sender<Arc<Config>>,
+    status: Arc<ReloadStatus>,
+}
+
+/// How reloads have gone, for `/healthz` and `/metrics`: an invalid file is
+/// not only logged, it stays visible until a good one applies.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    failed: AtomicU64,
+    stale: Mutex<Option<String>>,
+}
+
+impl ReloadStatus {
+    /// Reloads refused as invalid since start.
+    pub fn failed_total(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// While the file on disk does not apply: why (file:line:col: ...), so
+    /// the config in force is older than the file.
+    pub fn stale(&self) -> Option<String> {
+        self.stale.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, result: &Result<(), ConfigError>) {
+        let mut stale = self.stale.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => *stale = None,
+            Err(error) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                // The first problem is enough to point at; the log has all.
+                *stale = Some(
+                    error
+                        .to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    }
 }
 
 impl Reloader {
@@ -33,7 +77,13 @@ impl Reloader {
         Self {
             path: path.to_owned(),
             tx,
+            status: Arc::default(),
         }
+    }
+
+    /// How reloads have gone (shared; it stays current).
+    pub fn status(&self) -> Arc<ReloadStatus> {
+        Arc::clone(&self.status)
     }
 
     /// A receiver of the live config, for a server.
@@ -50,7 +100,9 @@ impl Reloader {
     }
 
     fn reload_and_log(&self, trigger: &'static str) {
-        match self.reload() {
+        let result = self.reload();
+        self.status.record(&result);
+        match result {
             Ok(()) => tracing::info!(
                 event = "reload",
                 trigger,

@@ -311,6 +311,11 @@ fn limits(c: &mut Checker<'_>, raw: RawLimits) -> Limits {
             Duration::from_secs(3600),
         ),
         max_channels: c.count(&format!("{p}.max_channels"), raw.max_channels, 32),
+        max_connections_per_user: c.count(
+            &format!("{p}.max_connections_per_user"),
+            raw.max_connections_per_user,
+            16,
+        ),
     }
 }
 

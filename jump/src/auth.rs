@@ -6,7 +6,8 @@
 //! [`AuthProgress`] remembers which user proved a key on this connection and
 //! a code is only ever checked for that user.
 
-use gatehouse_config::{JumpConfig, Mfa, PublicKey};
+use gatehouse_config::{JumpConfig, Mfa, PublicKey, UserName};
+use russh::keys::{Algorithm, HashAlg};
 
 /// What an authenticated connection may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +43,28 @@ pub fn after_key(mfa: Mfa, enrolled: bool) -> AfterKey {
 pub fn key_allowed(jump: &JumpConfig, user: &str, key: &PublicKey) -> bool {
     jump.user(user)
         .is_some_and(|u| u.keys.iter().any(|k| k.key_data() == key.key_data()))
+}
+
+/// Signature algorithms a user key may sign with: the ones advertised in
+/// `server-sig-algs` (ed25519, ECDSA, RSA with SHA-2). russh advertises
+/// but does not enforce the list, so a client could still sign with SHA-1
+/// `ssh-rsa` (RFC 8332 deprecates it) or anything else it supports.
+pub fn signature_allowed(algorithm: &Algorithm) -> bool {
+    match algorithm {
+        Algorithm::Ed25519 | Algorithm::Ecdsa { .. } => true,
+        Algorithm::Rsa { hash } => matches!(hash, Some(HashAlg::Sha256 | HashAlg::Sha512)),
+        _ => false,
+    }
+}
+
+/// Longest user name looked up: longer ones cannot be configured
+/// (`UserName`: 1-32 characters), so they are refused before any lookup,
+/// and never copied whole into a log line.
+pub const MAX_USER_LEN: usize = 32;
+
+/// Could `user` be a configured user name at all?
+pub fn plausible_user(user: &str) -> bool {
+    user.len() <= MAX_USER_LEN && user.parse::<UserName>().is_ok()
 }
 
 /// Per-connection progress through authentication.
@@ -89,6 +112,8 @@ impl AuthProgress {
 
 #[cfg(test)]
 mod tests {
+    use russh::keys::EcdsaCurve;
+
     use super::*;
 
     #[test]
@@ -115,5 +140,34 @@ mod tests {
         assert_eq!(p.user(), None, "not complete yet");
         p.complete(Access::Tunnels);
         assert_eq!(p.user(), Some("sean"));
+    }
+
+    #[test]
+    fn only_the_advertised_signature_algorithms() {
+        assert!(signature_allowed(&Algorithm::Ed25519));
+        assert!(signature_allowed(&Algorithm::Ecdsa {
+            curve: EcdsaCurve::NistP256
+        }));
+        assert!(signature_allowed(&Algorithm::Rsa {
+            hash: Some(HashAlg::Sha512)
+        }));
+        assert!(signature_allowed(&Algorithm::Rsa {
+            hash: Some(HashAlg::Sha256)
+        }));
+        assert!(
+            !signature_allowed(&Algorithm::Rsa { hash: None }),
+            "SHA-1 ssh-rsa"
+        );
+        assert!(!signature_allowed(&Algorithm::Dsa));
+    }
+
+    #[test]
+    fn implausible_user_names_are_refused_unread() {
+        assert!(plausible_user("sean"));
+        assert!(plausible_user(&"a".repeat(MAX_USER_LEN)));
+        assert!(!plausible_user(&"a".repeat(MAX_USER_LEN + 1)));
+        assert!(!plausible_user(&"x".repeat(100_000)));
+        assert!(!plausible_user("Root"));
+        assert!(!plausible_user(""));
     }
 }

@@ -30,6 +30,9 @@ pub enum Refusal {
     NotGranted,
     /// Only a name or broad grant matched a loopback / link-local address.
     SpecialAddress(IpAddr),
+    /// Only a name or broad grant matched the jump host's own address or a
+    /// cloud metadata endpoint.
+    ExactOnly(IpAddr),
 }
 
 impl std::fmt::Display for Refusal {
@@ -40,6 +43,10 @@ impl std::fmt::Display for Refusal {
             Refusal::SpecialAddress(addr) => write!(
                 f,
                 "{addr} is loopback or link-local; only a CIDR grant inside that range allows it"
+            ),
+            Refusal::ExactOnly(addr) => write!(
+                f,
+                "{addr} is the jump host itself or a cloud metadata endpoint; only a grant of exactly that address allows it"
             ),
         }
     }
@@ -62,10 +69,29 @@ fn special_range(addr: IpAddr) -> Option<IpNet> {
     }
 }
 
-/// Does `grant` allow dialling `addr` for `host:port`, the special-range rule included?
-fn grant_allows(grant: &Grant, host: &str, addr: IpAddr, port: u16) -> bool {
+/// Cloud metadata endpoints outside the link-local range (169.254.169.254
+/// is link-local already): AWS's IPv6 one, GCP's IPv6 one, Alibaba's.
+const METADATA: [IpAddr; 3] = [
+    IpAddr::V6(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)),
+    IpAddr::V6(Ipv6Addr::new(0xfd20, 0xce, 0, 0, 0, 0, 0, 0x254)),
+    IpAddr::V4(Ipv4Addr::new(100, 100, 100, 200)),
+];
+
+/// Must a grant name `addr` exactly (a CIDR of that one address)? The jump
+/// host's own addresses (`own`: where it listens, every interface address
+/// when it listens on a wildcard) and the metadata endpoints.
+fn exact_only(addr: IpAddr, own: &[IpAddr]) -> bool {
+    METADATA.contains(&addr) || own.contains(&addr)
+}
+
+/// Does `grant` allow dialling `addr` for `host:port`, the special-range
+/// and exact-address rules included?
+fn grant_allows(grant: &Grant, host: &str, addr: IpAddr, port: u16, own: &[IpAddr]) -> bool {
     if !grant.allows(host, addr, port) {
         return false;
+    }
+    if exact_only(addr, own) {
+        return matches!(&grant.target, Target::Net(net) if net.prefix_len() == net.max_prefix_len() && net.addr() == addr);
     }
     match special_range(addr) {
         None => true,
@@ -98,6 +124,19 @@ pub fn decide<'a>(
     port: u16,
     addrs: &[IpAddr],
 ) -> Result<Allowed<'a>, Refusal> {
+    decide_with(jump, user, host, port, addrs, &[])
+}
+
+/// [`decide`], knowing the jump host's own addresses (`own`), which only a
+/// grant of exactly that address reaches.
+pub fn decide_with<'a>(
+    jump: &'a JumpConfig,
+    user: &User,
+    host: &str,
+    port: u16,
+    addrs: &[IpAddr],
+    own: &[IpAddr],
+) -> Result<Allowed<'a>, Refusal> {
     if addrs.is_empty() {
         return Err(Refusal::NoAddress);
     }
@@ -110,7 +149,7 @@ pub fn decide<'a>(
                 continue;
             };
             for grant in &grants.allow {
-                if grant_allows(grant, host, addr, port) {
+                if grant_allows(grant, host, addr, port, own) {
                     return Ok(Allowed {
                         addr,
                         group: group.as_str(),
@@ -118,12 +157,16 @@ pub fn decide<'a>(
                     });
                 }
                 if grant.allows(host, addr, port) {
-                    special = Some(addr);
+                    special = Some(if exact_only(addr, own) {
+                        Refusal::ExactOnly(addr)
+                    } else {
+                        Refusal::SpecialAddress(addr)
+                    });
                 }
             }
         }
     }
-    Err(special.map_or(Refusal::NotGranted, Refusal::SpecialAddress))
+    Err(special.unwrap_or(Refusal::NotGranted))
 }
 
 #[cfg(test)]
@@ -215,5 +258,46 @@ mod tests {
         assert!(check(&explicit, "localhost", 22, &["127.0.0.1"]).is_ok());
         assert!(check(&explicit, "x", 80, &["169.254.169.254"]).is_ok());
         assert!(check(&explicit, "x", 80, &["169.254.1.1"]).is_err());
+    }
+
+    #[test]
+    fn own_addresses_and_metadata_endpoints_need_an_exact_grant() {
+        let user_of = |j: &JumpConfig| j.users.values().next().cloned().expect("user");
+        let broad = jump(
+            "    dev:\n      allow: [\"10.0.0.0/8:*\", \"100.64.0.0/10:*\", \"[fd00::]/8:*\"]\n",
+        );
+        let own = [ip("10.0.0.2")];
+        let u = user_of(&broad);
+        let refused = |host: &str, addr: &str| decide_with(&broad, &u, host, 80, &[ip(addr)], &own);
+        assert_eq!(
+            refused("10.0.0.2", "10.0.0.2"),
+            Err(Refusal::ExactOnly(ip("10.0.0.2")))
+        );
+        assert_eq!(
+            refused("100.100.100.200", "100.100.100.200"),
+            Err(Refusal::ExactOnly(ip("100.100.100.200")))
+        );
+        assert_eq!(
+            refused("fd00:ec2::254", "fd00:ec2::254"),
+            Err(Refusal::ExactOnly(ip("fd00:ec2::254")))
+        );
+        assert!(
+            refused("10.0.0.3", "10.0.0.3").is_ok(),
+            "a neighbour is fine"
+        );
+        let exact = jump("    dev:\n      allow: [\"10.0.0.2:22\", \"100.100.100.200/32:80\"]\n");
+        let u = user_of(&exact);
+        assert!(decide_with(&exact, &u, "10.0.0.2", 22, &[ip("10.0.0.2")], &own).is_ok());
+        assert!(
+            decide_with(
+                &exact,
+                &u,
+                "100.100.100.200",
+                80,
+                &[ip("100.100.100.200")],
+                &own
+            )
+            .is_ok()
+        );
     }
 }

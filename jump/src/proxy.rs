@@ -20,6 +20,8 @@ use tokio::{
     time::timeout,
 };
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
     clock::unix_now,
     policy::{self, Refusal},
@@ -50,11 +52,25 @@ pub enum OpenError {
 }
 
 impl OpenError {
-    /// The SSH channel-open failure code (RFC 4254 §5.1) the client sees.
+    /// The SSH channel-open failure code (RFC 4254 §5.1) the client sees. A
+    /// name that does not resolve gets the same answer as one not granted,
+    /// so the jump host is no DNS oracle (the audit log keeps the detail).
     pub fn failure(&self) -> ChannelOpenFailure {
         match self {
-            OpenError::Refused(_) => ChannelOpenFailure::AdministrativelyProhibited,
-            OpenError::Resolve(_) | OpenError::Connect(..) => ChannelOpenFailure::ConnectFailed,
+            OpenError::Refused(_) | OpenError::Resolve(_) => {
+                ChannelOpenFailure::AdministrativelyProhibited
+            }
+            OpenError::Connect(..) => ChannelOpenFailure::ConnectFailed,
+        }
+    }
+
+    /// What the client is told (`exec nc`'s stderr): the same line for
+    /// every refusal and every failed lookup; only a granted destination
+    /// that cannot be reached says so.
+    pub fn client_text(&self) -> String {
+        match self {
+            OpenError::Refused(_) | OpenError::Resolve(_) => "not granted".to_owned(),
+            OpenError::Connect(..) => self.to_string(),
         }
     }
 }
@@ -78,13 +94,15 @@ fn literal(host: &str) -> Option<IpAddr> {
         .ok()
 }
 
-/// Check, resolve once, decide, and dial `host:port` for `user`.
+/// Check, resolve once, decide, and dial `host:port` for `user`; `own` are
+/// the jump host's own addresses.
 pub async fn open(
     jump: &JumpConfig,
     user: &User,
     host: &str,
     port: u16,
     connect_timeout: Duration,
+    own: &[IpAddr],
 ) -> Result<Dialled, OpenError> {
     // Refuse before any lookup when nothing could match: an authenticated
     // user cannot use us as a DNS oracle for names they were never granted.
@@ -100,7 +118,8 @@ pub async fn open(
             .map(|a| a.ip())
             .collect(),
     };
-    let allowed = policy::decide(jump, user, host, port, &addrs).map_err(OpenError::Refused)?;
+    let allowed =
+        policy::decide_with(jump, user, host, port, &addrs, own).map_err(OpenError::Refused)?;
     let addr = SocketAddr::new(allowed.addr, port);
     let stream = timeout(connect_timeout, TcpStream::connect(addr))
         .await
@@ -139,45 +158,71 @@ enum Failed {
 
 /// Copy one way until EOF, then pass the EOF on (half-close). Every chunk
 /// stamps `activity` (unix seconds) for the connection's idle timeout.
-async fn one_way<R, W>(mut from: R, mut to: W, activity: &AtomicU64) -> (u64, Option<Failed>)
+/// Counts into `total` as it goes, so a cut tunnel still reports its bytes.
+async fn one_way<R, W>(
+    mut from: R,
+    mut to: W,
+    activity: &AtomicU64,
+    total: &AtomicU64,
+) -> Option<Failed>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0_u8; COPY_BUFFER];
-    let mut total: u64 = 0;
     loop {
         let n = match from.read(&mut buf).await {
-            Ok(0) => return (total, to.shutdown().await.err().map(Failed::Writing)),
+            Ok(0) => return to.shutdown().await.err().map(Failed::Writing),
             Ok(n) => n,
             Err(e) => {
                 let _ = to.shutdown().await;
-                return (total, Some(Failed::Reading(e)));
+                return Some(Failed::Reading(e));
             }
         };
-        let Some(chunk) = buf.get(..n) else {
-            return (total, None);
-        };
+        let chunk = buf.get(..n)?;
         if let Err(e) = to.write_all(chunk).await {
-            return (total, Some(Failed::Writing(e)));
+            return Some(Failed::Writing(e));
         }
         activity.store(unix_now(), Ordering::Relaxed);
-        total = total.saturating_add(u64::try_from(n).unwrap_or(u64::MAX));
+        total.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
+/// What `pump` reports for a tunnel ended by `cut`.
+pub const CUT: &str = "offboarded: no longer granted after a configuration reload";
+
 /// Copy both ways between the client's channel and the internal host until
-/// both directions have ended.
-pub async fn pump<C>(channel: C, target: TcpStream, activity: &AtomicU64) -> Pumped
+/// both directions have ended, or `cut`.
+pub async fn pump<C>(
+    channel: C,
+    target: TcpStream,
+    activity: &AtomicU64,
+    cut: &CancellationToken,
+) -> Pumped
 where
     C: AsyncRead + AsyncWrite + Send,
 {
     let (chan_read, chan_write) = tokio::io::split(channel);
     let (tcp_read, tcp_write) = target.into_split();
-    let ((up, up_err), (down, down_err)) = tokio::join!(
-        one_way(chan_read, tcp_write, activity),
-        one_way(tcp_read, chan_write, activity)
-    );
+    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let both = async {
+        tokio::join!(
+            one_way(chan_read, tcp_write, activity, &up),
+            one_way(tcp_read, chan_write, activity, &down)
+        )
+    };
+    let ended = tokio::select! {
+        ended = both => Some(ended),
+        () = cut.cancelled() => None,
+    };
+    let (up, down) = (up.load(Ordering::Relaxed), down.load(Ordering::Relaxed));
+    let Some((up_err, down_err)) = ended else {
+        return Pumped {
+            up,
+            down,
+            reason: CUT.to_owned(),
+        };
+    };
     // Up reads the client and writes the target; down the other way round.
     let reason = match (up_err, down_err) {
         (None, None) => "eof".to_owned(),
@@ -214,7 +259,9 @@ mod tests {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let activity = std::sync::Arc::new(AtomicU64::new(0));
         let stamp = std::sync::Arc::clone(&activity);
-        let pumping = tokio::spawn(async move { pump(channel_side, tcp, &stamp).await });
+        let pumping = tokio::spawn(async move {
+            pump(channel_side, tcp, &stamp, &CancellationToken::new()).await
+        });
         let (mut client_read, mut client_write) = tokio::io::split(client);
         client_write
             .write_all(&[7_u8; 100_000])

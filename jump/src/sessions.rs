@@ -1,16 +1,73 @@
-//! Live authenticated sessions, for offboarding: who is logged in with
-//! which key, and how to cut them when a reload takes that away.
+//! Live authenticated sessions and their tunnels, for offboarding: who is
+//! logged in with which key and factors, what each tunnel reaches, and how
+//! to cut them when a reload (or `gatehouse totp reset`) takes that away.
 //!
-//! Owns the registry and the rule "is this key still allowed"; must not do
-//! I/O or talk SSH — cutting is a cancelled token the connection watches.
+//! Owns the registry and the rules "does this login still stand" and "is
+//! this tunnel still granted"; must not do I/O or talk SSH — cutting is a
+//! cancelled token the connection or tunnel watches.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
-use gatehouse_config::JumpConfig;
+use gatehouse_config::{JumpConfig, Mfa};
 use russh::keys::ssh_key::public::KeyData;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{self, Who};
+use crate::{
+    audit::{self, Who},
+    auth::Access,
+    policy,
+};
+
+/// How a session logged in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Factors {
+    /// The key alone (not enrolled: enrollment only, or `mfa: optional`).
+    Key,
+    /// The key and a TOTP or recovery code.
+    KeyAndCode,
+}
+
+/// One login, as registered.
+pub(crate) struct Login {
+    pub who: Who,
+    pub user: String,
+    pub key: KeyData,
+    pub factors: Factors,
+    pub access: Access,
+    pub cut: CancellationToken,
+}
+
+/// Why a session no longer stands under `jump`, beyond its user and key:
+/// `mfa: required` now, and it tunnels on the key alone.
+fn lost_by_policy(jump: Option<&JumpConfig>, login: &Login) -> Option<&'static str> {
+    let required = jump.is_some_and(|j| j.mfa == Mfa::Required);
+    (required && login.factors == Factors::Key && login.access == Access::Tunnels)
+        .then_some("mfa is now required and this session has no second factor")
+}
+
+/// One open tunnel, as registered.
+struct Tunnel {
+    who: Who,
+    user: String,
+    host: String,
+    port: u16,
+    dialled: IpAddr,
+    cut: CancellationToken,
+}
+
+/// Is this tunnel still granted under `jump`: the same decision as when it
+/// was opened, on the address it dialled.
+fn still_granted(jump: Option<&JumpConfig>, t: &Tunnel, own: &[IpAddr]) -> bool {
+    jump.and_then(|j| Some((j, j.user(&t.user)?)))
+        .is_some_and(|(j, u)| policy::decide_with(j, u, &t.host, t.port, &[t.dialled], own).is_ok())
+}
 
 /// Why a live session lost its access, or `None` if it keeps it: the user
 /// and the exact key must still be in `jump`.
@@ -28,36 +85,88 @@ pub(crate) fn lost_access(
     }
 }
 
-/// One authenticated connection.
-struct Live {
-    who: Who,
-    user: String,
-    key: KeyData,
-    cut: CancellationToken,
-}
-
-/// Every authenticated connection of one server.
+/// Every authenticated connection of one server, and every open tunnel.
 #[derive(Default)]
 pub(crate) struct Sessions {
-    live: Mutex<HashMap<u64, Live>>,
+    live: Mutex<HashMap<u64, Login>>,
+    tunnels: Mutex<HashMap<u64, Tunnel>>,
+    next_tunnel: AtomicU64,
 }
 
 impl Sessions {
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Login>> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Add an authenticated connection; `cut` ends it.
-    pub(crate) fn register(&self, who: &Who, user: &str, key: KeyData, cut: CancellationToken) {
-        self.live().insert(
-            who.conn,
-            Live {
+    fn tunnels(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tunnel>> {
+        self.tunnels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register an open tunnel; returns its id (for [`Sessions::tunnel_closed`])
+    /// and the token that cuts it. At most `max_channels` per connection, so
+    /// bounded like the connections.
+    pub(crate) fn tunnel_opened(
+        &self,
+        who: &Who,
+        user: &str,
+        host: &str,
+        port: u16,
+        dialled: IpAddr,
+    ) -> (u64, CancellationToken) {
+        let id = self.next_tunnel.fetch_add(1, Ordering::Relaxed);
+        let cut = CancellationToken::new();
+        self.tunnels().insert(
+            id,
+            Tunnel {
                 who: who.clone(),
                 user: user.to_owned(),
-                key,
-                cut,
+                host: host.to_owned(),
+                port,
+                dialled,
+                cut: cut.clone(),
             },
         );
+        (id, cut)
+    }
+
+    pub(crate) fn tunnel_closed(&self, id: u64) {
+        self.tunnels().remove(&id);
+    }
+
+    /// Users with a live session that logged in with a code: `gatehouse
+    /// totp reset` (from another process) removes their enrollment, which
+    /// [`Sessions::enrollment_gone`] then acts on.
+    pub(crate) fn users_with_codes(&self) -> BTreeSet<String> {
+        self.live()
+            .values()
+            .filter(|l| l.factors == Factors::KeyAndCode)
+            .map(|l| l.user.clone())
+            .collect()
+    }
+
+    /// `user`'s enrollment is gone: cut their sessions that used a code.
+    pub(crate) fn enrollment_gone(&self, user: &str) {
+        for login in self.live().values() {
+            if login.user == user
+                && login.factors == Factors::KeyAndCode
+                && !login.cut.is_cancelled()
+            {
+                audit::offboarded(&login.who, user, "TOTP enrollment reset");
+                login.cut.cancel();
+            }
+        }
+    }
+
+    /// Add an authenticated connection, unless its user already has `cap`
+    /// live ones: then false, and nothing is added. Counting and adding
+    /// under one lock, so parallel logins cannot both take the last place.
+    pub(crate) fn register(&self, login: Login, cap: usize) -> bool {
+        let mut live = self.live();
+        if live.values().filter(|s| s.user == login.user).count() >= cap {
+            return false;
+        }
+        live.insert(login.who.conn, login);
+        true
     }
 
     /// The connection ended.
@@ -65,15 +174,41 @@ impl Sessions {
         self.live().remove(&conn);
     }
 
-    /// Cut (and audit) every session whose user or key is gone from `jump`.
-    pub(crate) fn offboard(&self, jump: Option<&JumpConfig>) {
+    /// Cut (and audit) every session whose user or key is gone from `jump`
+    /// or that no longer meets its `mfa`, and every tunnel no grant covers
+    /// any more.
+    pub(crate) fn offboard(&self, jump: Option<&JumpConfig>, own: &[IpAddr]) {
+        // Connections cut whole (now or before): their tunnels go with them
+        // and need no word of their own.
+        let mut cut_whole = BTreeSet::new();
         for session in self.live().values() {
-            if let Some(reason) = lost_access(jump, &session.user, &session.key)
+            let reason = lost_access(jump, &session.user, &session.key)
+                .or_else(|| lost_by_policy(jump, session));
+            if let Some(reason) = reason
                 && !session.cut.is_cancelled()
             {
                 audit::offboarded(&session.who, &session.user, reason);
                 session.cut.cancel();
             }
+            if session.cut.is_cancelled() {
+                cut_whole.insert(session.who.conn);
+            }
+        }
+        for tunnel in self.tunnels().values() {
+            if cut_whole.contains(&tunnel.who.conn)
+                || tunnel.cut.is_cancelled()
+                || still_granted(jump, tunnel, own)
+            {
+                continue;
+            }
+            let reason = format!(
+                "grant removed: {}:{} ({}) is no longer granted",
+                audit::bounded(&tunnel.host),
+                tunnel.port,
+                tunnel.dialled
+            );
+            audit::offboarded(&tunnel.who, &tunnel.user, &reason);
+            tunnel.cut.cancel();
         }
     }
 
@@ -102,6 +237,17 @@ mod tests {
             .expect("key")
             .key_data()
             .clone()
+    }
+
+    fn login(who: Who, user: &str, k: &str, factors: Factors, cut: CancellationToken) -> Login {
+        Login {
+            who,
+            user: user.to_owned(),
+            key: key(k),
+            factors,
+            access: Access::Tunnels,
+            cut,
+        }
     }
 
     #[test]
@@ -134,13 +280,102 @@ mod tests {
             peer: "127.0.0.1:1".parse().expect("addr"),
         };
         let (keep, cut) = (CancellationToken::new(), CancellationToken::new());
-        sessions.register(&who(1), "sean", key(OTHER), keep.clone());
-        sessions.register(&who(2), "sean", key(KEY), cut.clone());
+        assert!(sessions.register(
+            login(who(1), "sean", OTHER, Factors::KeyAndCode, keep.clone()),
+            16
+        ));
+        assert!(sessions.register(
+            login(who(2), "sean", KEY, Factors::KeyAndCode, cut.clone()),
+            16
+        ));
         let config = jump(&format!("    sean:\n      keys: [\"{OTHER}\"]\n"));
-        sessions.offboard(config.jump.as_ref());
+        sessions.offboard(config.jump.as_ref(), &[]);
         assert!(!keep.is_cancelled());
         assert!(cut.is_cancelled());
         sessions.remove(2);
         assert_eq!(sessions.len(), 1);
+    }
+
+    #[test]
+    fn a_user_has_at_most_cap_sessions() {
+        let sessions = Sessions::default();
+        let who = |conn| Who {
+            conn,
+            peer: "127.0.0.1:1".parse().expect("addr"),
+        };
+        let cut = CancellationToken::new;
+        let sean = |conn| login(who(conn), "sean", KEY, Factors::KeyAndCode, cut());
+        assert!(sessions.register(sean(1), 2));
+        assert!(sessions.register(sean(2), 2));
+        assert!(!sessions.register(sean(3), 2), "third refused");
+        assert!(
+            sessions.register(login(who(4), "kim", OTHER, Factors::Key, cut()), 2),
+            "others unaffected"
+        );
+        sessions.remove(1);
+        assert!(sessions.register(sean(5), 2), "a place came free");
+    }
+
+    #[test]
+    fn mfa_required_cuts_key_only_tunnel_sessions_and_removed_grants_cut_tunnels() {
+        let sessions = Sessions::default();
+        let who = |conn| Who {
+            conn,
+            peer: "127.0.0.1:1".parse().expect("addr"),
+        };
+        let (key_only, with_code) = (CancellationToken::new(), CancellationToken::new());
+        assert!(sessions.register(
+            login(who(1), "sean", KEY, Factors::Key, key_only.clone()),
+            16
+        ));
+        assert!(sessions.register(
+            login(who(2), "sean", KEY, Factors::KeyAndCode, with_code.clone()),
+            16
+        ));
+        let users = format!("    sean:\n      keys: [\"{KEY}\"]\n      groups: [dev]\n");
+        let with = |mfa: &str, allow: &str| {
+            let yaml = format!(
+                "jump:\n  listen: [\"127.0.0.1:0\"]\n  mfa: {mfa}\n  users:\n{users}  groups:\n    dev:\n      allow: [{allow}]\n"
+            );
+            gatehouse_config::parse(std::path::Path::new("/etc/gatehouse/g.yaml"), &yaml)
+                .expect("config")
+        };
+        let (ssh, web) = (
+            sessions.tunnel_opened(
+                &who(2),
+                "sean",
+                "10.0.0.5",
+                22,
+                "10.0.0.5".parse().expect("ip"),
+            ),
+            sessions.tunnel_opened(
+                &who(2),
+                "sean",
+                "10.0.0.6",
+                443,
+                "10.0.0.6".parse().expect("ip"),
+            ),
+        );
+        // Optional, both grants: nothing is cut.
+        sessions.offboard(
+            with("optional", "\"10.0.0.0/24:22\", \"10.0.0.6:443\"")
+                .jump
+                .as_ref(),
+            &[],
+        );
+        assert!(!key_only.is_cancelled() && !ssh.1.is_cancelled() && !web.1.is_cancelled());
+        // Required, and :443 no longer granted.
+        sessions.offboard(with("required", "\"10.0.0.0/24:22\"").jump.as_ref(), &[]);
+        assert!(key_only.is_cancelled(), "key-only tunnel session cut");
+        assert!(!with_code.is_cancelled(), "the one with a code stays");
+        assert!(!ssh.1.is_cancelled(), "still granted");
+        assert!(web.1.is_cancelled(), "no grant covers it");
+        sessions.tunnel_closed(web.0);
+        assert_eq!(
+            sessions.users_with_codes().into_iter().collect::<Vec<_>>(),
+            ["sean"]
+        );
+        sessions.enrollment_gone("sean");
+        assert!(with_code.is_cancelled());
     }
 }

@@ -303,13 +303,25 @@ pub enum AuditEvent {
     },
     /// A source was banned.
     Ban {
-        /// The banned source (an IPv4 address or IPv6 /64 network).
+        /// The banned source (an IPv4 address or an IPv6 network).
         source: IpAddr,
+        /// Its prefix length (32 for IPv4; 64, 56 or 48 for IPv6).
+        prefix: u8,
         /// How many times it has been banned (the doubling exponent).
         count: u32,
         /// Length of this ban.
         seconds: u64,
         /// Unix time it ends.
+        until: u64,
+    },
+    /// A ban was dropped to keep the ban table within its cap (the ban
+    /// that ends first goes).
+    BanEvicted {
+        /// The source.
+        source: IpAddr,
+        /// Its prefix length.
+        prefix: u8,
+        /// Unix time it would have ended.
         until: u64,
     },
     /// An operator lifted a ban.

@@ -30,6 +30,24 @@ pub(crate) struct Who {
     pub peer: SocketAddr,
 }
 
+/// The most of one peer-sent string (a user name, a host, a variable name)
+/// that goes into a log line.
+pub(crate) const MAX_LOGGED: usize = 128;
+
+/// `text` for a log line: whole if short, else its first [`MAX_LOGGED`]
+/// bytes (cut at a character boundary) and its length. Only the kept part
+/// is copied, so a 100 kB name costs one short string, not a second copy.
+pub(crate) fn bounded(text: &str) -> String {
+    if text.len() <= MAX_LOGGED {
+        return text.to_owned();
+    }
+    let mut end = MAX_LOGGED;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &text[..end], text.len())
+}
+
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -152,12 +170,20 @@ pub fn emit(event: &AuditEvent) {
         }
         E::Ban {
             source,
+            prefix,
             count,
             seconds,
             until,
         } => {
             METRICS.bans.inc();
-            info!(target: "audit", event = "ban", %source, count, seconds, until);
+            info!(target: "audit", event = "ban", %source, prefix, count, seconds, until);
+        }
+        E::BanEvicted {
+            source,
+            prefix,
+            until,
+        } => {
+            info!(target: "audit", event = "ban_evicted", %source, prefix, until);
         }
         E::BanLifted { source } => {
             info!(target: "audit", event = "ban_lifted", %source);
@@ -196,9 +222,9 @@ pub(crate) fn connection_closed(who: &Who, user: Option<&str>, duration: Duratio
     emit(&AuditEvent::ConnectionClosed {
         conn: who.conn,
         peer: who.peer,
-        user: user.map(ToOwned::to_owned),
+        user: user.map(bounded),
         duration_ms: millis(duration),
-        reason: reason.to_owned(),
+        reason: bounded(reason),
     });
 }
 
@@ -213,11 +239,11 @@ pub(crate) fn auth(
     emit(&AuditEvent::Auth {
         conn: who.conn,
         peer: who.peer,
-        user: user.to_owned(),
+        user: bounded(user),
         method,
         fingerprint: fingerprint.map(ToOwned::to_owned),
         result,
-        detail: detail.to_owned(),
+        detail: bounded(detail),
     });
 }
 
@@ -241,8 +267,8 @@ pub(crate) fn tunnel_opened(
         conn: who.conn,
         peer: who.peer,
         via: ask.via,
-        user: ask.user.to_owned(),
-        host: ask.host.to_owned(),
+        user: bounded(ask.user),
+        host: bounded(ask.host),
         port: ask.port,
         dialled,
         group: group.to_owned(),
@@ -255,10 +281,10 @@ pub(crate) fn tunnel_refused(who: &Who, ask: &TunnelAsk<'_>, reason: &str) {
         conn: who.conn,
         peer: who.peer,
         via: ask.via,
-        user: ask.user.to_owned(),
-        host: ask.host.to_owned(),
+        user: bounded(ask.user),
+        host: bounded(ask.host),
         port: ask.port,
-        reason: reason.to_owned(),
+        reason: bounded(reason),
     });
 }
 
@@ -280,14 +306,14 @@ pub(crate) fn tunnel_closed(
         conn: who.conn,
         peer: who.peer,
         via: ask.via,
-        user: ask.user.to_owned(),
-        host: ask.host.to_owned(),
+        user: bounded(ask.user),
+        host: bounded(ask.host),
         port: ask.port,
         dialled,
         bytes_up: moved.up,
         bytes_down: moved.down,
         duration_ms: millis(moved.duration),
-        reason: reason.to_owned(),
+        reason: bounded(reason),
     });
 }
 
@@ -295,9 +321,9 @@ pub(crate) fn refused(who: &Who, user: Option<&str>, request: Request, detail: &
     emit(&AuditEvent::RequestRefused {
         conn: who.conn,
         peer: who.peer,
-        user: user.map(ToOwned::to_owned),
+        user: user.map(bounded),
         request,
-        detail: detail.to_owned(),
+        detail: bounded(detail),
     });
 }
 
@@ -305,9 +331,9 @@ pub(crate) fn totp(who: &Who, user: &str, action: TotpAction, detail: &str) {
     emit(&AuditEvent::Totp {
         conn: who.conn,
         peer: who.peer,
-        user: user.to_owned(),
+        user: bounded(user),
         action,
-        detail: detail.to_owned(),
+        detail: bounded(detail),
     });
 }
 
@@ -315,8 +341,8 @@ pub(crate) fn failure(who: &Who, user: Option<&str>, reason: &str) {
     emit(&AuditEvent::Failure {
         conn: who.conn,
         peer: who.peer,
-        user: user.map(ToOwned::to_owned),
-        reason: reason.to_owned(),
+        user: user.map(bounded),
+        reason: bounded(reason),
     });
 }
 
@@ -324,7 +350,7 @@ pub(crate) fn offboarded(who: &Who, user: &str, reason: &str) {
     emit(&AuditEvent::Offboarded {
         conn: who.conn,
         peer: who.peer,
-        user: user.to_owned(),
-        reason: reason.to_owned(),
+        user: bounded(user),
+        reason: bounded(reason),
     });
 }

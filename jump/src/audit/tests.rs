@@ -135,9 +135,15 @@ fn every_event() -> Vec<AuditEvent> {
         },
         AuditEvent::Ban {
             source: "192.0.2.1".parse().expect("ip"),
+            prefix: 32,
             count: 2,
             seconds: 1800,
             until: 1_800_000_000,
+        },
+        AuditEvent::BanEvicted {
+            source: "2001:db8::".parse().expect("ip"),
+            prefix: 56,
+            until: 5,
         },
         AuditEvent::BanLifted {
             source: "2001:db8::".parse().expect("ip"),
@@ -238,4 +244,14 @@ fn enum_names_match_their_wire_strings() {
     ] {
         assert_eq!(serde_json::to_value(a).expect("json"), a.as_str());
     }
+}
+
+#[test]
+fn peer_strings_are_cut_with_their_length() {
+    assert_eq!(bounded("sean"), "sean");
+    let long = "é".repeat(50_000);
+    let cut = bounded(&long);
+    assert!(cut.len() < MAX_LOGGED + 32, "{}", cut.len());
+    assert!(cut.ends_with("…(100000 bytes)"), "{cut}");
+    assert!(cut.starts_with("éé"));
 }

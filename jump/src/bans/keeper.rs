@@ -51,11 +51,15 @@ struct Disk {
     seen: Option<SystemTime>,
     /// Its bans then: a ban in memory that differs from these is ours and
     /// newer than the file.
-    bans: HashMap<IpAddr, Ban>,
+    bans: HashMap<(IpAddr, u8), Ban>,
 }
 
-fn by_source(bans: &[Ban]) -> HashMap<IpAddr, Ban> {
-    bans.iter().map(|b| (b.source, b.clone())).collect()
+fn by_source(bans: &[Ban]) -> HashMap<(IpAddr, u8), Ban> {
+    bans.iter().map(|b| (key(b), b.clone())).collect()
+}
+
+fn key(ban: &Ban) -> (IpAddr, u8) {
+    (ban.source, ban.prefix)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -107,18 +111,29 @@ impl BanKeeper {
         policy: &BanPolicy,
     ) -> Option<Ban> {
         audit::failure(who, user, reason);
-        let ban = self
+        let changed = self
             .list()
-            .failure(who.peer.ip(), policy, Instant::now(), SystemTime::now())?;
-        audit::emit(&AuditEvent::Ban {
-            source: ban.source,
-            count: ban.count,
-            seconds: ban.until.saturating_sub(unix_now()),
-            until: ban.until,
-        });
+            .failure(who.peer.ip(), policy, Instant::now(), SystemTime::now());
+        for old in &changed.evicted {
+            audit::emit(&AuditEvent::BanEvicted {
+                source: old.source,
+                prefix: old.prefix,
+                until: old.until,
+            });
+        }
+        for ban in &changed.new {
+            audit::emit(&AuditEvent::Ban {
+                source: ban.source,
+                prefix: ban.prefix,
+                count: ban.count,
+                seconds: ban.until.saturating_sub(unix_now()),
+                until: ban.until,
+            });
+        }
+        let first = changed.new.into_iter().next()?;
         self.dirty.store(true, Ordering::Release);
         self.changed.notify_one();
-        Some(ban)
+        Some(first)
     }
 
     /// Forget bans long over (memory; the next write drops them from the file).
@@ -171,13 +186,12 @@ impl BanKeeper {
         let mut merged = by_source(&stored);
         let mut ours_newer = false;
         for mine in list.bans() {
-            let on_disk_before = disk.bans.get(&mine.source);
+            let on_disk_before = disk.bans.get(&key(&mine));
             if on_disk_before != Some(&mine) {
                 // Not written yet (or changed since): keep it.
                 ours_newer = true;
-                merged.insert(mine.source, mine);
-            } else if !merged.contains_key(&mine.source) && list.banned(mine.source, now).is_some()
-            {
+                merged.insert(key(&mine), mine);
+            } else if !merged.contains_key(&key(&mine)) && mine.until > crate::clock::unix(now) {
                 audit::emit(&AuditEvent::BanLifted {
                     source: mine.source,
                 });
@@ -268,7 +282,7 @@ mod tests {
         keeper.dirty.store(false, Ordering::Release);
         let mut edited = BanList::from_bans(file.load().expect("load"));
         edited.lift("192.0.2.1".parse().expect("ip"), SystemTime::now());
-        keeper.list().failure(
+        let _ = keeper.list().failure(
             "192.0.2.2".parse().expect("ip"),
             &policy(),
             Instant::now(),

@@ -2,7 +2,11 @@
 //! the source is banned for `ban.for`, doubling on each repeat up to
 //! `ban.max` (like OpenSSH's PerSourcePenalties and fail2ban's increasing
 //! bantime). Sources are IPv4 addresses and IPv6 /64s: one IPv6 host owns a
-//! whole /64, so banning a single address would ban nothing.
+//! whole /64, so banning a single address would ban nothing. Repeat
+//! offenders spread over a network escalate: [`ESCALATE_AT`] /64s banned
+//! at once inside one /56 ban the /56, as many /56s inside one /48 the /48.
+//! The table holds at most [`MAX_BANS`]; past it, the ban that ends first
+//! is evicted (and the server audits it).
 //!
 //! Plain bookkeeping with `now` passed in, no I/O: `file` stores it and
 //! `keeper` owns it in the running server.
@@ -23,6 +27,37 @@ use crate::clock::unix;
 /// attacker spraying addresses cannot grow memory without bound.
 pub const MAX_TRACKED: usize = 65_536;
 
+/// At most this many bans are kept (~100 bytes each in memory).
+pub const MAX_BANS: usize = 65_536;
+
+/// Banned /64s (or /56s) inside one /56 (or /48) that ban the wider network.
+pub const ESCALATE_AT: usize = 2;
+
+/// The IPv6 prefixes a ban may cover, narrowest first.
+const V6_PREFIXES: [u8; 3] = [64, 56, 48];
+
+/// The network of `prefix` bits around `ip`.
+fn network(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let mask = u128::MAX
+                .checked_shl(u32::from(128 - prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(bits & mask))
+        }
+        v4 => v4,
+    }
+}
+
+/// The prefix a source is counted under: 32 for IPv4, 64 for IPv6.
+fn host_prefix(ip: IpAddr) -> u8 {
+    match ip.to_canonical() {
+        IpAddr::V6(_) => 64,
+        IpAddr::V4(_) => 32,
+    }
+}
+
 /// The key a source is counted and banned under.
 pub fn source_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
@@ -37,54 +72,155 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 /// One ban as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ban {
-    /// The source (an IPv4 address or an IPv6 /64 network address).
+    /// The source (an IPv4 address or an IPv6 network address).
     pub source: IpAddr,
+    /// The network's prefix length: 32 for IPv4; 64, 56 or 48 for IPv6
+    /// (0 in files written before escalation: the host's own prefix).
+    #[serde(default)]
+    pub prefix: u8,
     /// Unix time the ban ends.
     pub until: u64,
     /// How many times this source was banned (the doubling exponent).
     pub count: u32,
 }
 
+impl Ban {
+    /// `source/prefix` for IPv6, the address alone for IPv4.
+    pub fn network(&self) -> String {
+        match self.source {
+            IpAddr::V6(_) => format!("{}/{}", self.source, self.prefix),
+            IpAddr::V4(_) => self.source.to_string(),
+        }
+    }
+
+    fn key(&self) -> (IpAddr, u8) {
+        (self.source, self.prefix)
+    }
+}
+
+/// What one failure changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Banned {
+    /// New bans: the source's, and any wider network it escalated to.
+    pub new: Vec<Ban>,
+    /// Bans evicted to keep the table within [`MAX_BANS`].
+    pub evicted: Vec<Ban>,
+}
+
 /// Current bans and recent failures.
 #[derive(Debug, Default)]
 pub struct BanList {
-    bans: HashMap<IpAddr, Ban>,
+    bans: HashMap<(IpAddr, u8), Ban>,
     failures: HashMap<IpAddr, (Instant, u32)>,
+}
+
+/// Stored bans keyed by network; a missing prefix is the host's own.
+fn keyed(bans: Vec<Ban>) -> HashMap<(IpAddr, u8), Ban> {
+    bans.into_iter()
+        .map(|mut b| {
+            if b.prefix == 0 {
+                b.prefix = host_prefix(b.source);
+            }
+            b.source = network(b.source, b.prefix);
+            (b.key(), b)
+        })
+        .take(MAX_BANS)
+        .collect()
 }
 
 impl BanList {
     /// Restore from stored bans.
     pub fn from_bans(bans: Vec<Ban>) -> BanList {
         BanList {
-            bans: bans.into_iter().map(|b| (b.source, b)).collect(),
+            bans: keyed(bans),
             failures: HashMap::new(),
         }
     }
 
     /// Replace the bans (re-read from the file), keeping failure counts.
     pub fn set_bans(&mut self, bans: Vec<Ban>) {
-        self.bans = bans.into_iter().map(|b| (b.source, b)).collect();
+        self.bans = keyed(bans);
     }
 
-    /// The ban in force for `ip` at wall-clock `now`, if any.
+    /// The ban in force for `ip` at wall-clock `now`, if any (the widest).
     pub fn banned(&self, ip: IpAddr, now: SystemTime) -> Option<&Ban> {
-        self.bans
-            .get(&source_key(ip))
-            .filter(|b| b.until > unix(now))
+        let now = unix(now);
+        let in_force = |key| self.bans.get(&key).filter(|b| b.until > now);
+        match ip.to_canonical() {
+            IpAddr::V6(_) => V6_PREFIXES
+                .iter()
+                .rev()
+                .find_map(|&p| in_force((network(ip, p), p))),
+            v4 => in_force((v4, 32)),
+        }
     }
 
-    /// Record a failure from `ip`. Returns the new ban when this failure
-    /// triggers one.
+    /// Ban `(source, prefix)` for its next length; evict the ban that ends
+    /// first if the table is full.
+    fn ban(
+        &mut self,
+        source: IpAddr,
+        prefix: u8,
+        policy: &BanPolicy,
+        now: u64,
+        changed: &mut Banned,
+    ) -> Ban {
+        let key = (source, prefix);
+        let count = self.bans.get(&key).map_or(1, |b| b.count.saturating_add(1));
+        let length = ban_length(policy, count);
+        let ban = Ban {
+            source,
+            prefix,
+            until: now.saturating_add(length.as_secs()),
+            count,
+        };
+        if self.bans.len() >= MAX_BANS && !self.bans.contains_key(&key) {
+            let first_to_end = self
+                .bans
+                .values()
+                .min_by_key(|b| (b.until, b.source))
+                .map(Ban::key);
+            if let Some(old) = first_to_end.and_then(|k| self.bans.remove(&k)) {
+                changed.evicted.push(old);
+            }
+        }
+        self.bans.insert(key, ban.clone());
+        changed.new.push(ban.clone());
+        ban
+    }
+
+    /// Widen a new IPv6 ban: [`ESCALATE_AT`] bans in force inside the next
+    /// wider network ban that network too.
+    fn escalate(&mut self, banned: &Ban, policy: &BanPolicy, now: u64, changed: &mut Banned) {
+        let mut narrow = banned.prefix;
+        for &wide in V6_PREFIXES.iter().filter(|&&p| p < banned.prefix) {
+            let net = network(banned.source, wide);
+            let inside = self
+                .bans
+                .values()
+                .filter(|b| b.prefix == narrow && b.until > now && network(b.source, wide) == net)
+                .count();
+            if inside < ESCALATE_AT || self.bans.get(&(net, wide)).is_some_and(|b| b.until > now) {
+                return;
+            }
+            self.ban(net, wide, policy, now, changed);
+            narrow = wide;
+        }
+    }
+
+    /// Record a failure from `ip`: the bans it triggers (none, the
+    /// source's, or also a wider network's) and any ban evicted for room.
     pub fn failure(
         &mut self,
         ip: IpAddr,
         policy: &BanPolicy,
         clock: Instant,
         now: SystemTime,
-    ) -> Option<Ban> {
+    ) -> Banned {
+        let mut changed = Banned::default();
         let key = source_key(ip);
         if self.banned(key, now).is_some() {
-            return None;
+            return changed;
         }
         if self.failures.len() >= MAX_TRACKED && !self.failures.contains_key(&key) {
             self.failures
@@ -101,25 +237,23 @@ impl BanList {
         }
         entry.1 = entry.1.saturating_add(1);
         if entry.1 < policy.after.get() {
-            return None;
+            return changed;
         }
         self.failures.remove(&key);
-        let count = self.bans.get(&key).map_or(1, |b| b.count.saturating_add(1));
-        let length = ban_length(policy, count);
-        let ban = Ban {
-            source: key,
-            until: unix(now).saturating_add(length.as_secs()),
-            count,
-        };
-        self.bans.insert(key, ban.clone());
-        Some(ban)
+        let now = unix(now);
+        let ban = self.ban(key, host_prefix(key), policy, now, &mut changed);
+        if matches!(key, IpAddr::V6(_)) {
+            self.escalate(&ban, policy, now, &mut changed);
+        }
+        changed
     }
 
     /// Lift the ban on `ip`; true if there was one in force.
+    /// Every ban covering `ip` goes (its /64 and any wider network).
     pub fn lift(&mut self, ip: IpAddr, now: SystemTime) -> bool {
         let key = source_key(ip);
         let was = self.banned(key, now).is_some();
-        self.bans.remove(&key);
+        self.bans.retain(|_, b| network(ip, b.prefix) != b.source);
         self.failures.remove(&key);
         was
     }
@@ -134,7 +268,7 @@ impl BanList {
     /// Every stored ban (in force or remembered for doubling), for persisting.
     pub fn bans(&self) -> Vec<Ban> {
         let mut all: Vec<Ban> = self.bans.values().cloned().collect();
-        all.sort_by_key(|b| (b.until, b.source));
+        all.sort_by_key(|b| (b.until, b.source, b.prefix));
         all
     }
 }
@@ -169,10 +303,12 @@ mod tests {
         let mut bans = BanList::default();
         let (clock, now) = (Instant::now(), SystemTime::now());
         let p = policy();
-        assert_eq!(bans.failure(ip("192.0.2.1"), &p, clock, now), None);
-        assert_eq!(bans.failure(ip("192.0.2.1"), &p, clock, now), None);
+        assert!(bans.failure(ip("192.0.2.1"), &p, clock, now).new.is_empty());
+        assert!(bans.failure(ip("192.0.2.1"), &p, clock, now).new.is_empty());
         let ban = bans
             .failure(ip("192.0.2.1"), &p, clock, now)
+            .new
+            .pop()
             .expect("third failure bans");
         assert_eq!((ban.count, ban.until), (1, unix(now) + 100));
         assert!(bans.banned(ip("192.0.2.1"), now).is_some());
@@ -194,7 +330,10 @@ mod tests {
         let p = policy();
         for i in 0..10 {
             let later = clock + Duration::from_secs(40 * i);
-            assert_eq!(bans.failure(ip("192.0.2.1"), &p, later, now), None, "{i}");
+            assert!(
+                bans.failure(ip("192.0.2.1"), &p, later, now).new.is_empty(),
+                "{i}"
+            );
         }
     }
 
@@ -211,7 +350,7 @@ mod tests {
         for round in 1..=2 {
             let mut ban = None;
             for _ in 0..3 {
-                ban = bans.failure(ip("192.0.2.9"), &p, clock, now);
+                ban = bans.failure(ip("192.0.2.9"), &p, clock, now).new.pop();
             }
             let ban = ban.expect("banned");
             assert_eq!(ban.count, round);
@@ -259,5 +398,96 @@ mod tests {
             bans.failure(addr, &policy(), clock, now);
         }
         assert!(bans.failures.len() <= MAX_TRACKED);
+    }
+
+    #[test]
+    fn ipv6_repeat_offenders_escalate_to_56_then_48() {
+        let mut bans = BanList::default();
+        let (clock, now) = (Instant::now(), SystemTime::now());
+        let fail3 = |bans: &mut BanList, host: &str| {
+            let mut all = Vec::new();
+            for _ in 0..3 {
+                all.extend(bans.failure(ip(host), &policy(), clock, now).new);
+            }
+            all
+        };
+        // One /64: only that /64.
+        let first = fail3(&mut bans, "2001:db8:0:1::1");
+        assert_eq!(
+            first.iter().map(Ban::network).collect::<Vec<_>>(),
+            ["2001:db8:0:1::/64"]
+        );
+        assert!(
+            bans.banned(ip("2001:db8:0:2::1"), now).is_none(),
+            "a neighbour /64 is not banned yet"
+        );
+        // A second /64 in the same /56: the /56 goes too.
+        let second = fail3(&mut bans, "2001:db8:0:2::1");
+        assert_eq!(
+            second.iter().map(Ban::network).collect::<Vec<_>>(),
+            ["2001:db8:0:2::/64", "2001:db8::/56"]
+        );
+        assert!(
+            bans.banned(ip("2001:db8:0:3::1"), now).is_some(),
+            "the whole /56"
+        );
+        assert!(
+            bans.banned(ip("2001:db8:0:100::1"), now).is_none(),
+            "another /56"
+        );
+        // A second /56 in the same /48 (two /64s there): the /48.
+        fail3(&mut bans, "2001:db8:0:100::1");
+        let fourth = fail3(&mut bans, "2001:db8:0:101::1");
+        assert_eq!(
+            fourth.iter().map(Ban::network).collect::<Vec<_>>(),
+            [
+                "2001:db8:0:101::/64",
+                "2001:db8:0:100::/56",
+                "2001:db8::/48"
+            ]
+        );
+        assert!(
+            bans.banned(ip("2001:db8:0:ff00::1"), now).is_some(),
+            "the whole /48"
+        );
+        // Lifting an address lifts every ban that covers it.
+        assert!(bans.lift(ip("2001:db8:0:3::9"), now));
+        assert!(bans.banned(ip("2001:db8:0:3::9"), now).is_none());
+        // Stored and restored with their prefixes.
+        let restored = BanList::from_bans(bans.bans());
+        assert_eq!(restored.bans(), bans.bans());
+    }
+
+    #[test]
+    fn the_ban_table_is_capped_and_evicts_the_ban_that_ends_first() {
+        let mut bans = BanList::default();
+        let clock = Instant::now();
+        let start = SystemTime::now();
+        let mut evicted = Vec::new();
+        for i in 0..(MAX_BANS as u32 + 3) {
+            let addr = IpAddr::from(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+            // Later bans end later: the first ones are evicted first.
+            let now = start + Duration::from_secs(u64::from(i));
+            for _ in 0..3 {
+                evicted.extend(bans.failure(addr, &policy(), clock, now).evicted);
+            }
+        }
+        assert_eq!(bans.bans.len(), MAX_BANS);
+        let gone: Vec<String> = evicted.iter().map(Ban::network).collect();
+        assert_eq!(gone, ["11.0.0.0", "11.0.0.1", "11.0.0.2"]);
+    }
+
+    #[test]
+    fn bans_stored_before_prefixes_keep_working() {
+        let old: Vec<Ban> = serde_json::from_str(
+            r#"[{"source":"2001:db8:1:2::","until":99999999999,"count":1},{"source":"192.0.2.7","until":99999999999,"count":2}]"#,
+        )
+        .expect("old file");
+        let bans = BanList::from_bans(old);
+        let now = SystemTime::now();
+        assert!(bans.banned(ip("2001:db8:1:2::77"), now).is_some());
+        assert!(bans.banned(ip("192.0.2.7"), now).is_some());
+        let prefixes: Vec<u8> = bans.bans().iter().map(|b| b.prefix).collect();
+        assert_eq!(prefixes, [32, 64], "each family's own prefix");
     }
 }

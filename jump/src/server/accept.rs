@@ -54,7 +54,7 @@ fn admit(shared: &Shared, peer: SocketAddr) -> Option<PreauthSlot> {
         debug!(%peer, "banned source: closed before the handshake");
         return None;
     }
-    match gate.admit(ip) {
+    match gate.admit(ip, std::time::Instant::now()) {
         Ok(slot) => Some(slot),
         Err(turned) => {
             debug!(%peer, why = turned.as_str(), "closed before the handshake");

@@ -213,7 +213,12 @@ impl Connection {
     }
 
     fn start_tunnel(&self, request: TunnelRequest) {
-        let tunnel = Tunnel::new(self.who.clone(), Arc::clone(&self.state.activity), request);
+        let tunnel = Tunnel::new(
+            Arc::clone(&self.shared),
+            self.who.clone(),
+            Arc::clone(&self.state.activity),
+            request,
+        );
         self.shared.tracker.spawn(tunnel.run());
     }
 

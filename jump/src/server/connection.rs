@@ -39,8 +39,10 @@ const GOODBYE: Duration = Duration::from_secs(2);
 /// Where a connection is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
-    /// Key exchange, or only the `none` probe so far.
+    /// Key exchange; no authentication request yet.
     Fresh,
+    /// Only the `none` probe so far (it names no key and proves nothing).
+    Asked,
     /// A real authentication method was tried; `failed` once a failure was
     /// counted toward a ban (at most one per connection, plus wrong codes).
     Trying { failed: bool },
@@ -73,8 +75,16 @@ impl ConnState {
     /// An authentication method (beyond `none`) was tried.
     pub(super) fn tried(&self) {
         let mut phase = self.phase();
-        if *phase == Phase::Fresh {
+        if matches!(*phase, Phase::Fresh | Phase::Asked) {
             *phase = Phase::Trying { failed: false };
+        }
+    }
+
+    /// The `none` probe came: the first authentication request.
+    pub(super) fn asked(&self) {
+        let mut phase = self.phase();
+        if *phase == Phase::Fresh {
+            *phase = Phase::Asked;
         }
     }
 
@@ -97,6 +107,10 @@ impl ConnState {
         matches!(*self.phase(), Phase::Authenticated { .. })
     }
 
+    fn is_fresh(&self) -> bool {
+        *self.phase() == Phase::Fresh
+    }
+
     /// Channel traffic just now.
     pub(super) fn touch(&self) {
         self.activity.store(unix_now(), Ordering::Relaxed);
@@ -107,17 +121,40 @@ impl ConnState {
     }
 }
 
+/// How long a connection may go without its first authentication request
+/// (key exchange included) when `login_grace` is longer: a slot-holder that
+/// says nothing is cut well before the grace.
+pub(super) const FIRST_AUTH_WITHIN: Duration = Duration::from_secs(10);
+
+/// Why the watchdog ended a connection before it authenticated, if it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Cut {
+    /// The peer (or russh) ended it.
+    No,
+    /// `login_grace` ran out.
+    Grace,
+    /// No authentication request within [`FIRST_AUTH_WITHIN`].
+    FirstAuth,
+    /// A newcomer took its pre-auth slot.
+    Evicted,
+}
+
 /// How a connection's end counts: who it was, and the failure to count
 /// toward a ban, if any. An unauthenticated end after trying (no acceptable
-/// key, max_auth_attempts) or at login_grace counts once, unless a failure
-/// was already counted on this connection.
-pub(super) fn ending(phase: &Phase, grace_expired: bool) -> (Option<&str>, Option<&'static str>) {
-    match phase {
-        Phase::Authenticated { user } => (Some(user), None),
-        Phase::Trying { failed: true } => (None, None),
-        _ if grace_expired => (None, Some("login_grace expired")),
-        Phase::Trying { failed: false } => (None, Some("no successful authentication")),
-        Phase::Fresh => (None, None),
+/// key, max_auth_attempts) counts once, unless a failure was already
+/// counted on this connection; so does holding a pre-auth slot until the
+/// watchdog ends it (OpenSSH's PerSourcePenalties `noauth`). A prompt close
+/// without trying — a balancer's TCP health check, `ssh-keyscan`,
+/// monitoring's `check_ssh` — does not count.
+pub(super) fn ending(phase: &Phase, cut: Cut) -> (Option<&str>, Option<&'static str>) {
+    match (phase, cut) {
+        (Phase::Authenticated { user }, _) => (Some(user), None),
+        (Phase::Trying { failed: true }, _) => (None, None),
+        (_, Cut::Grace) => (None, Some("login_grace expired")),
+        (_, Cut::FirstAuth) => (None, Some("no authentication request in time")),
+        (_, Cut::Evicted) => (None, Some("held a pre-auth slot without authenticating")),
+        (Phase::Trying { failed: false }, Cut::No) => (None, Some("no successful authentication")),
+        (Phase::Fresh | Phase::Asked, Cut::No) => (None, None),
     }
 }
 
@@ -157,7 +194,11 @@ impl Connection {
 /// The limits one connection's watchdog enforces, as they were when it started.
 struct Watch {
     login_grace: Duration,
+    /// `Some` when shorter than the grace.
+    first_auth: Option<Duration>,
     idle_timeout: Duration,
+    /// Cancelled when a newcomer takes this connection's pre-auth slot.
+    evicted: CancellationToken,
 }
 
 /// Hand an admitted connection to the least busy connection thread.
@@ -176,6 +217,7 @@ pub(super) fn start(
     let local = tcp
         .local_addr()
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let evicted = slot.evicted();
     let conn = Connection {
         shared: Arc::clone(shared),
         who,
@@ -187,9 +229,12 @@ pub(super) fn start(
         slot: Some(slot),
         channels: Channels::new(count(jump.limits.max_channels)),
     };
+    let login_grace = jump.limits.login_grace;
     let limits = Watch {
-        login_grace: jump.limits.login_grace,
+        login_grace,
+        first_auth: (FIRST_AUTH_WITHIN < login_grace).then_some(FIRST_AUTH_WITHIN),
         idle_timeout: jump.limits.idle_timeout,
+        evicted,
     };
     let (runtime, load) = shared.workers.pick();
     // Leave this runtime's reactor: the connection's thread registers it.
@@ -239,16 +284,28 @@ async fn run(
     let (who, state) = (conn.who.clone(), Arc::clone(&conn.state));
     audit::connection_opened(&who, conn.local);
     let deadline = tokio::time::Instant::from_std(started + limits.login_grace);
-    let mut grace_expired = false;
-    let reason = match tokio::time::timeout_at(
-        deadline,
-        russh::server::run_stream(ssh, QuickAck::new(tcp), conn),
-    )
-    .await
-    {
-        Err(_) => {
-            grace_expired = true;
-            "login_grace expired during the handshake".to_owned()
+    let first_auth = limits
+        .first_auth
+        .map(|d| tokio::time::Instant::from_std(started + d));
+    let mut cut = Cut::No;
+    let handshake = async {
+        tokio::select! {
+            ran = russh::server::run_stream(ssh, QuickAck::new(tcp), conn) => Ok(ran),
+            () = tokio::time::sleep_until(first_auth.unwrap_or(deadline)) => Err(if first_auth.is_some() { Cut::FirstAuth } else { Cut::Grace }),
+            () = limits.evicted.cancelled() => Err(Cut::Evicted),
+        }
+    };
+    let reason = match handshake.await {
+        Err(why) => {
+            cut = why;
+            match why {
+                Cut::Evicted => "evicted during the handshake: pre-auth slots full".to_owned(),
+                Cut::FirstAuth => format!(
+                    "no authentication request within {}s",
+                    FIRST_AUTH_WITHIN.as_secs()
+                ),
+                _ => "login_grace expired during the handshake".to_owned(),
+            }
         }
         Ok(Err(e)) => format!("handshake failed: {e}"),
         Ok(Ok(running)) => {
@@ -260,13 +317,28 @@ async fn run(
                     .clamp(Duration::from_millis(100), Duration::from_secs(30)),
             );
             loop {
+                let waiting = !state.is_authenticated();
                 tokio::select! {
                     ended = &mut running => break end_reason(ended),
-                    () = tokio::time::sleep_until(deadline), if !grace_expired && !state.is_authenticated() => {
+                    () = tokio::time::sleep_until(deadline), if waiting => {
                         if !state.is_authenticated() {
-                            grace_expired = true;
+                            cut = Cut::Grace;
                             disconnect(&handle, running, "login grace time expired").await;
                             break "login_grace expired before authentication".to_owned();
+                        }
+                    }
+                    () = tokio::time::sleep_until(first_auth.unwrap_or(deadline)), if waiting && first_auth.is_some() && state.is_fresh() => {
+                        if state.is_fresh() {
+                            cut = Cut::FirstAuth;
+                            disconnect(&handle, running, "no authentication request in time").await;
+                            break format!("no authentication request within {}s", FIRST_AUTH_WITHIN.as_secs());
+                        }
+                    }
+                    () = limits.evicted.cancelled(), if waiting => {
+                        if !state.is_authenticated() {
+                            cut = Cut::Evicted;
+                            disconnect(&handle, running, "too many unauthenticated connections").await;
+                            break "evicted: pre-auth slots full".to_owned();
                         }
                     }
                     _ = idle_check.tick(), if state.is_authenticated() => {
@@ -292,7 +364,7 @@ async fn run(
     };
     shared.sessions.remove(who.conn);
     let phase = state.phase().clone();
-    let (user, failure) = ending(&phase, grace_expired);
+    let (user, failure) = ending(&phase, cut);
     if let Some(why) = failure {
         let config = Arc::clone(&config.borrow());
         shared.fail(&who, user, why, config.jump.as_ref());
@@ -335,24 +407,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_end_counts_once_and_only_after_trying_or_at_the_grace() {
+    fn an_end_counts_once_and_only_after_trying_or_when_cut() {
         let sean = Phase::Authenticated {
             user: "sean".into(),
         };
-        assert_eq!(ending(&sean, false), (Some("sean"), None));
-        assert_eq!(ending(&sean, true), (Some("sean"), None));
+        assert_eq!(ending(&sean, Cut::No), (Some("sean"), None));
+        assert_eq!(ending(&sean, Cut::Grace), (Some("sean"), None));
         // A prompt close (health checks, ssh-keyscan) is not a failure.
-        assert_eq!(ending(&Phase::Fresh, false), (None, None));
+        assert_eq!(ending(&Phase::Fresh, Cut::No), (None, None));
+        assert_eq!(ending(&Phase::Asked, Cut::No), (None, None));
         assert_eq!(
-            ending(&Phase::Fresh, true),
+            ending(&Phase::Asked, Cut::Evicted),
+            (None, Some("held a pre-auth slot without authenticating"))
+        );
+        // Holding a slot until cut is.
+        assert_eq!(
+            ending(&Phase::Fresh, Cut::Grace),
             (None, Some("login_grace expired"))
         );
         assert_eq!(
-            ending(&Phase::Trying { failed: false }, false),
+            ending(&Phase::Fresh, Cut::FirstAuth),
+            (None, Some("no authentication request in time"))
+        );
+        assert_eq!(
+            ending(&Phase::Fresh, Cut::Evicted),
+            (None, Some("held a pre-auth slot without authenticating"))
+        );
+        assert_eq!(
+            ending(&Phase::Trying { failed: false }, Cut::No),
             (None, Some("no successful authentication"))
         );
         // Already counted (a wrong code): not again at the end.
-        assert_eq!(ending(&Phase::Trying { failed: true }, true), (None, None));
+        assert_eq!(
+            ending(&Phase::Trying { failed: true }, Cut::Grace),
+            (None, None)
+        );
     }
 
     #[test]

@@ -26,7 +26,8 @@ impl russh::server::Handler for Connection {
     }
 
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
-        debug!(conn = self.who.conn, user, "auth none");
+        debug!(conn = self.who.conn, user = %crate::audit::bounded(user), "auth none");
+        self.state.asked();
         Ok(Step::Reject(Some(russh::MethodKind::PublicKey)).into_auth())
     }
 

@@ -21,7 +21,7 @@ use crate::{
     audit::{self, AuthResult, Method},
     auth::{self, Access, AfterKey},
     clock::unix_now,
-    sessions,
+    sessions::{self, Factors, Login},
     totp::{CodeRefusal, Verdict},
 };
 
@@ -88,6 +88,9 @@ pub(super) fn provisioned(config: &Config, user: &str) -> Option<PathBuf> {
 impl Connection {
     pub(super) fn check_password(&mut self, user: &str) -> Step {
         self.state.tried();
+        if let Some(refused) = self.implausible(user, Method::Password) {
+            return refused;
+        }
         audit::auth(
             &self.who,
             user,
@@ -99,8 +102,50 @@ impl Connection {
         Step::Reject(Some(MethodKind::PublicKey))
     }
 
+    /// Refuse (and audit) a name that no config could hold, before any
+    /// lookup; `None` when it may be looked up.
+    fn implausible(&self, user: &str, method: Method) -> Option<Step> {
+        if auth::plausible_user(user) {
+            return None;
+        }
+        let detail = format!("not a valid user name ({} bytes)", user.len());
+        audit::auth(&self.who, user, method, None, AuthResult::Rejected, &detail);
+        Some(Step::Reject(None))
+    }
+
+    /// Refuse (and audit) a signature algorithm that is not advertised.
+    fn unadvertised(
+        &self,
+        user: &str,
+        fp: &str,
+        algorithm: &russh::keys::Algorithm,
+    ) -> Option<Step> {
+        if auth::signature_allowed(algorithm) {
+            return None;
+        }
+        let detail = format!("signature algorithm {} not allowed", algorithm.as_str());
+        audit::auth(
+            &self.who,
+            user,
+            Method::Publickey,
+            Some(fp),
+            AuthResult::Rejected,
+            &detail,
+        );
+        Some(Step::Reject(None))
+    }
+
     pub(super) fn check_key_offer(&mut self, user: &str, offer: &PublicKeyOffer<'_>) -> Step {
         self.state.tried();
+        if let Some(refused) = self.implausible(user, Method::Publickey) {
+            return refused;
+        }
+        if !auth::signature_allowed(offer.algorithm) {
+            let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+            return self
+                .unadvertised(user, &fp, offer.algorithm)
+                .unwrap_or(Step::Reject(None));
+        }
         let allowed = self
             .live()
             .and_then(|c| {
@@ -127,7 +172,13 @@ impl Connection {
 
     pub(super) async fn check_key(&mut self, user: &str, key: &VerifiedPublicKey<'_>) -> Step {
         self.state.tried();
+        if let Some(refused) = self.implausible(user, Method::Publickey) {
+            return refused;
+        }
         let fp = key.public_key.fingerprint(HashAlg::Sha256).to_string();
+        if let Some(refused) = self.unadvertised(user, &fp, key.algorithm) {
+            return refused;
+        }
         let Some(config) = self.live() else {
             return Step::Reject(None);
         };
@@ -163,6 +214,10 @@ impl Connection {
                 return rejected(self, "enrollment unreadable");
             }
         };
+        // A configured user's key: this connection is no slot-holder.
+        if let Some(slot) = &self.slot {
+            slot.key_proven();
+        }
         match auth::after_key(jump.mfa, enrolled) {
             AfterKey::AskCode => {
                 audit::auth(
@@ -180,6 +235,9 @@ impl Connection {
                     Access::EnrollOnly => AuthResult::EnrollOnly,
                     Access::Tunnels => AuthResult::Accepted,
                 };
+                if !self.finish(user, Method::Publickey, access) {
+                    return Step::Reject(None);
+                }
                 audit::auth(
                     &self.who,
                     user,
@@ -188,7 +246,6 @@ impl Connection {
                     result,
                     "no TOTP enrollment",
                 );
-                self.finish(user, access);
                 Step::Accept
             }
         }
@@ -197,6 +254,9 @@ impl Connection {
     pub(super) async fn check_code(&mut self, user: &str, response: Option<Response<'_>>) -> Step {
         self.state.tried();
         let method = Method::KeyboardInteractive;
+        if let Some(refused) = self.implausible(user, method) {
+            return refused;
+        }
         if !self.progress.may_check_code(user) {
             audit::auth(
                 &self.who,
@@ -260,9 +320,11 @@ impl Connection {
         } else {
             AuthResult::Rejected
         };
+        if accepted && !self.finish(user, method, Access::Tunnels) {
+            return Step::Reject(None);
+        }
         audit::auth(&self.who, user, method, fp.as_deref(), result, &detail);
         if accepted {
-            self.finish(user, Access::Tunnels);
             Step::Accept
         } else {
             self.fail(user, &detail);
@@ -270,18 +332,44 @@ impl Connection {
         }
     }
 
-    /// Logged in with `access`: free the pre-auth slot and register the
-    /// session for offboarding.
-    fn finish(&mut self, user: &str, access: Access) {
+    /// Logged in with `access`: register the session for offboarding (at
+    /// most `max_connections_per_user` per user; false, audited, when the
+    /// user has that many already) and free the pre-auth slot.
+    fn finish(&mut self, user: &str, method: Method, access: Access) -> bool {
+        let Some(key) = self.key.clone() else {
+            return false;
+        };
+        let config = Arc::clone(&self.config.borrow());
+        let cap = config.jump.as_ref().map_or(usize::MAX, |j| {
+            super::count(j.limits.max_connections_per_user)
+        });
+        let factors = match method {
+            Method::KeyboardInteractive => Factors::KeyAndCode,
+            Method::Publickey | Method::Password => Factors::Key,
+        };
+        let login = Login {
+            who: self.who.clone(),
+            user: user.to_owned(),
+            key,
+            factors,
+            access,
+            cut: self.state.cut.clone(),
+        };
+        if !self.shared.sessions.register(login, cap) {
+            let detail = format!("max_connections_per_user reached ({cap} live)");
+            audit::auth(
+                &self.who,
+                user,
+                method,
+                self.progress.fingerprint(),
+                AuthResult::Rejected,
+                &detail,
+            );
+            return false;
+        }
         self.progress.complete(access);
         self.state.authenticated(user);
         self.slot = None;
-        let Some(key) = self.key.clone() else {
-            return;
-        };
-        self.shared
-            .sessions
-            .register(&self.who, user, key, self.state.cut.clone());
         // A reload between the key check and the line above may have
         // offboarded everyone else already: check again, now that this
         // session is where the next reload will look.
@@ -293,6 +381,7 @@ impl Connection {
             );
             self.state.cut.cancel();
         }
+        true
     }
 
     /// Is this connection's verified key still one of `user`'s keys in the

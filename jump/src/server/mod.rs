@@ -25,7 +25,7 @@ mod ssh_config;
 mod tunnel;
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -93,6 +93,9 @@ pub(crate) struct Shared {
     ssh: ssh_config::SshSettings,
     /// The threads connections run on (accepting runs on the caller's runtime).
     workers: Workers,
+    /// The jump host's own addresses (not loopback, which has its own
+    /// rule): only a grant of exactly one of them reaches it.
+    own: Vec<IpAddr>,
 }
 
 impl Shared {
@@ -136,6 +139,10 @@ pub async fn serve(
     })
     .await
     .map_err(JumpError::Blocking)??;
+    let listen: Vec<SocketAddr> = listeners.local_addrs();
+    let own = tokio::task::spawn_blocking(move || own_addresses(&listen))
+        .await
+        .map_err(JumpError::Blocking)?;
     let mut accepting = Vec::new();
     for (addr, listener) in listeners.listeners {
         let listener =
@@ -152,6 +159,7 @@ pub async fn serve(
         sessions: Sessions::default(),
         ssh: ssh_config::SshSettings::new(jump, host_key),
         workers: Workers::start()?,
+        own,
     });
     let accepting: Vec<_> = accepting
         .into_iter()
@@ -213,14 +221,50 @@ async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Confi
                 if let Some(jump) = config.borrow().jump.as_ref() {
                     shared.bans.purge(&jump.limits.ban, SystemTime::now());
                 }
+                resets(&shared).await;
             }
         }
     }
 }
 
+/// `gatehouse totp reset USER` runs in another process: a live session
+/// that logged in with a code whose enrollment is gone is cut. One stat per
+/// distinct user with such a session, on a blocking thread.
+async fn resets(shared: &Shared) {
+    for user in shared.sessions.users_with_codes() {
+        if let Ok(false) = shared.totp.has_file(&user).await {
+            shared.sessions.enrollment_gone(&user);
+        }
+    }
+}
+
+/// The addresses this host answers on, loopback aside: the listen
+/// addresses, and every interface address when one is a wildcard.
+/// Blocking (getifaddrs).
+fn own_addresses(listen: &[SocketAddr]) -> Vec<IpAddr> {
+    let mut own: Vec<IpAddr> = listen
+        .iter()
+        .map(SocketAddr::ip)
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    if listen.iter().any(|a| a.ip().is_unspecified())
+        && let Ok(interfaces) = nix::ifaddrs::getifaddrs()
+    {
+        own.extend(interfaces.filter_map(|i| i.address).filter_map(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| IpAddr::V4(v4.ip()))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+        }));
+    }
+    own.retain(|ip| !ip.is_loopback());
+    own.sort();
+    own.dedup();
+    own
+}
+
 /// Apply a new config to what is already running.
 fn reload(shared: &Shared, jump: Option<&JumpConfig>) {
-    shared.sessions.offboard(jump);
+    shared.sessions.offboard(jump, &shared.own);
     let Some(jump) = jump else {
         return;
     };

@@ -18,7 +18,7 @@ use russh::{
 };
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::channels::end_channel_later;
+use super::{Shared, channels::end_channel_later};
 use crate::{
     audit::{self, Moved, TunnelAsk, Via, Who},
     policy::Refusal,
@@ -47,14 +47,25 @@ pub(super) struct TunnelRequest {
 
 /// One tunnel on its way.
 pub(super) struct Tunnel {
+    shared: Arc<Shared>,
     who: Who,
     activity: Arc<AtomicU64>,
     request: TunnelRequest,
 }
 
+/// Longest host name a tunnel may ask for (RFC 1035 §3.1: 255 octets on the
+/// wire, 253 as text); a longer one is refused before any lookup.
+const MAX_HOST_LEN: usize = 255;
+
 impl Tunnel {
-    pub(super) fn new(who: Who, activity: Arc<AtomicU64>, request: TunnelRequest) -> Tunnel {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        who: Who,
+        activity: Arc<AtomicU64>,
+        request: TunnelRequest,
+    ) -> Tunnel {
         Tunnel {
+            shared,
             who,
             activity,
             request,
@@ -62,8 +73,14 @@ impl Tunnel {
     }
 
     /// Check, dial, pump, audit.
-    async fn open(request: &TunnelRequest) -> Result<proxy::Dialled, OpenError> {
+    async fn open(
+        request: &TunnelRequest,
+        own: &[std::net::IpAddr],
+    ) -> Result<proxy::Dialled, OpenError> {
         let not_granted = Err(OpenError::Refused(Refusal::NotGranted));
+        if request.host.len() > MAX_HOST_LEN {
+            return not_granted;
+        }
         let (Some(jump), Ok(port)) = (request.config.jump.as_ref(), u16::try_from(request.port))
         else {
             return not_granted;
@@ -72,11 +89,12 @@ impl Tunnel {
             return not_granted;
         };
         let timeout = request.connect_timeout.unwrap_or(jump.connect_timeout);
-        proxy::open(jump, user, &request.host, port, timeout).await
+        proxy::open(jump, user, &request.host, port, timeout, own).await
     }
 
     pub(super) async fn run(self) {
         let Tunnel {
+            shared,
             who,
             activity,
             request,
@@ -88,15 +106,19 @@ impl Tunnel {
             port: request.port,
         };
         let id = request.channel.id();
-        let dialled = match Self::open(&request).await {
+        let dialled = match Self::open(&request, &shared.own).await {
             Ok(d) => d,
             Err(error) => {
                 audit::tunnel_refused(&who, &ask, &error.to_string());
                 match request.reply {
                     Some(reply) => reply.reject(error.failure()).await,
                     None => {
-                        let line =
-                            format!("gatehouse: {}:{}: {error}\r\n", request.host, request.port);
+                        let line = format!(
+                            "gatehouse: {}:{}: {}\r\n",
+                            crate::audit::bounded(&request.host),
+                            request.port,
+                            error.client_text()
+                        );
                         end_channel_later(&request.handle, id, 1, Some(line)).await;
                     }
                 }
@@ -108,7 +130,22 @@ impl Tunnel {
             reply.accept().await;
         }
         let started = Instant::now();
-        let pumped = proxy::pump(request.channel.into_stream(), dialled.stream, &activity).await;
+        let port = u16::try_from(request.port).unwrap_or(0);
+        let (tunnel, cut) = shared.sessions.tunnel_opened(
+            &who,
+            &request.user,
+            &request.host,
+            port,
+            dialled.addr.ip(),
+        );
+        let pumped = proxy::pump(
+            request.channel.into_stream(),
+            dialled.stream,
+            &activity,
+            &cut,
+        )
+        .await;
+        shared.sessions.tunnel_closed(tunnel);
         if request.via == Via::ExecNc {
             let _ = request.handle.exit_status_request(id, 0).await;
         }

@@ -205,6 +205,18 @@ impl TotpStore {
         blocking(&self.files, move |f| f.create(&user, &enrollment)).await
     }
 
+    /// Is there an enrollment file for `user` (on a blocking thread)? Gone
+    /// after `gatehouse totp reset`, which the server notices this way.
+    pub(crate) async fn has_file(&self, user: &str) -> Result<bool, JumpError> {
+        let user = user.to_owned();
+        blocking(&self.files, move |f| {
+            let path = f.path(&user);
+            path.try_exists()
+                .map_err(|source| JumpError::State { path, source })
+        })
+        .await
+    }
+
     /// Remove the user's enrollment (`gatehouse totp reset`). Returns whether one existed.
     pub fn remove(&self, user: &str) -> Result<bool, JumpError> {
         let path = self.files.path(user);
