@@ -45,6 +45,15 @@ pub(super) struct TunnelRequest {
     pub permit: OwnedSemaphorePermit,
 }
 
+/// How long a tunnel waits for its session to take a message (an answer
+/// to the open, the closing exit status): a session that stopped reading
+/// from us (its peer stopped reading from it) cannot pin this task.
+const SESSION_WAIT: Duration = Duration::from_secs(5);
+
+async fn within<F: std::future::Future>(f: F) -> Option<F::Output> {
+    tokio::time::timeout(SESSION_WAIT, f).await.ok()
+}
+
 /// One tunnel on its way.
 pub(super) struct Tunnel {
     shared: Arc<Shared>,
@@ -111,7 +120,7 @@ impl Tunnel {
             Err(error) => {
                 audit::tunnel_refused(&who, &ask, &error.to_string());
                 match request.reply {
-                    Some(reply) => reply.reject(error.failure()).await,
+                    Some(reply) => drop(within(reply.reject(error.failure())).await),
                     None => {
                         let line = format!(
                             "gatehouse: {}:{}: {}\r\n",
@@ -119,15 +128,29 @@ impl Tunnel {
                             request.port,
                             error.client_text()
                         );
-                        end_channel_later(&request.handle, id, 1, Some(line)).await;
+                        within(end_channel_later(&request.handle, id, 1, Some(line))).await;
                     }
                 }
                 return;
             }
         };
         audit::tunnel_opened(&who, &ask, dialled.addr, &dialled.group, &dialled.grant);
-        if let Some(reply) = request.reply {
-            reply.accept().await;
+        if let Some(reply) = request.reply
+            && within(reply.accept()).await.is_none()
+        {
+            // The session does not take our answer: it is stuck or gone.
+            audit::tunnel_closed(
+                &who,
+                &ask,
+                dialled.addr,
+                &Moved {
+                    up: 0,
+                    down: 0,
+                    duration: Duration::ZERO,
+                },
+                "the session did not take the channel confirmation",
+            );
+            return;
         }
         let started = Instant::now();
         let port = u16::try_from(request.port).unwrap_or(0);
@@ -146,10 +169,13 @@ impl Tunnel {
         )
         .await;
         shared.sessions.tunnel_closed(tunnel);
-        if request.via == Via::ExecNc {
-            let _ = request.handle.exit_status_request(id, 0).await;
-        }
-        let _ = request.handle.close(id).await;
+        within(async {
+            if request.via == Via::ExecNc {
+                let _ = request.handle.exit_status_request(id, 0).await;
+            }
+            let _ = request.handle.close(id).await;
+        })
+        .await;
         let moved = Moved {
             up: pumped.up,
             down: pumped.down,
