@@ -264,8 +264,10 @@ fn a_ban_is_stored_survives_a_restart_and_an_operator_lifts_it_live() {
     let ban = g.audit("ban", |_| true);
     assert_ban(&ban, 1, 600);
 
-    // Stored in state_dir/bans.json, readable by its owner only.
+    // Stored in state_dir/bans.json, readable by its owner only (written
+    // by the ban writer task, a moment after the ban takes effect).
     let file = state_dir(&g).join("bans.json");
+    eventually("bans.json written", || file.exists());
     let mode = std::fs::metadata(&file)
         .expect("bans.json")
         .permissions()

@@ -46,7 +46,8 @@ pub enum JumpError {
         #[source]
         source: serde_json::Error,
     },
-    /// A state file holds a value gatehouse refuses (a bad secret).
+    /// A state file holds (or would hold) a value gatehouse refuses: a bad
+    /// secret, an enrollment that exists already or is provisioned.
     #[error("{}: {reason}", path.display())]
     StateValue {
         /// The file.

@@ -49,9 +49,9 @@ pub fn enroll(config: &Config, user: &str) -> Result<NewEnrollment, JumpError> {
     let Some(account) = jump.user(user) else {
         return Err(JumpError::UnknownUser(user.to_owned()));
     };
-    let state = |why: String| JumpError::State {
+    let state = |reason: String| JumpError::StateValue {
         path: config.state_dir.join("totp").join(user),
-        source: std::io::Error::other(why),
+        reason,
     };
     if account.totp_secret_file.is_some() {
         return Err(state(
