@@ -6,7 +6,10 @@
 //!   that must not ban (health checks, `ssh-keyscan`), SHA-1 `ssh-rsa`
 //!   signatures, a 100,000-byte user name;
 //! - `protocol.rs`: garbage, truncated packets, a holder cut in the middle
-//!   of the key exchange, a re-key storm.
+//!   of the key exchange, a re-key storm;
+//! - `after_login.rs`: `max_connections_per_user`, reloads cutting what
+//!   they take away (a grant, `mfa: optional`, a TOTP enrollment), and one
+//!   answer for every refused destination.
 //!
 //! OpenSSH plays the bystander and the well-behaved user; what it will not
 //! do on purpose (sign with SHA-1, send a huge user name, re-key after
@@ -25,6 +28,7 @@ use std::{
 
 use crate::util::{Output, PATIENCE, SshClient, run, tool};
 
+mod after_login;
 mod before_login;
 mod protocol;
 
