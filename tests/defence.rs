@@ -38,12 +38,12 @@ const IDENT: &str = "SSH-2.0-gatehouse\r\n";
 /// The other loopback source address.
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
 
-fn identification() -> Hello {
+pub(crate) fn identification() -> Hello {
     Hello::Identification(IDENT.to_owned())
 }
 
 /// `yaml` with `jump.limits` set to the flow mapping body `limits`.
-fn with_limits(yaml: &str, limits: &str) -> String {
+pub(crate) fn with_limits(yaml: &str, limits: &str) -> String {
     let with = yaml.replacen(
         "  users:\n",
         &format!("  limits: {{ {limits} }}\n  users:\n"),
@@ -55,7 +55,7 @@ fn with_limits(yaml: &str, limits: &str) -> String {
 
 /// User `sean` (the returned client's key) in group `dev`, which may reach
 /// 127.0.0.1:`port`, with `limits`; the client knows the jump host as `jump`.
-fn jump_host(mfa: &str, limits: &str, port: u16) -> (Gatehouse, SshClient) {
+pub(crate) fn jump_host(mfa: &str, limits: &str, port: u16) -> (Gatehouse, SshClient) {
     let mut client = SshClient::new();
     let g = Gatehouse::start(&with_limits(
         &config(
@@ -91,7 +91,7 @@ fn of_conn(g: &Gatehouse, event: &str, conn: &Value) -> Vec<Value> {
 
 /// Wait until connection `conn` ends; its `connection_closed` event. Failures
 /// are counted before it is logged, so they are all in the log by then.
-fn closed(g: &Gatehouse, conn: &Value) -> Value {
+pub(crate) fn closed(g: &Gatehouse, conn: &Value) -> Value {
     g.audit("connection_closed", |v| v["conn"] == *conn)
 }
 
@@ -411,7 +411,7 @@ fn control_path(client: &SshClient) -> String {
 
 /// A ControlMaster connection with no session and no tunnel (`-N`), in the
 /// foreground so the test sees it end; returns once it is up.
-fn master(client: &SshClient) -> Terminal {
+pub(crate) fn master(client: &SshClient) -> Terminal {
     let control = control_path(client);
     let mut cmd = client.ssh();
     cmd.args(["-o", "ControlMaster=yes", "-o", &control, "-N", "jump"]);
@@ -423,7 +423,7 @@ fn master(client: &SshClient) -> Terminal {
 }
 
 /// `ssh -O check`: is the master still there?
-fn check_master(client: &SshClient) -> Output {
+pub(crate) fn check_master(client: &SshClient) -> Output {
     run(
         client
             .ssh()
@@ -433,7 +433,7 @@ fn check_master(client: &SshClient) -> Output {
 }
 
 /// `ssh -W TO jump` riding the master (BatchMode: never a login of its own).
-fn via_master(client: &SshClient, to: &str) -> std::process::Command {
+pub(crate) fn via_master(client: &SshClient, to: &str) -> std::process::Command {
     let mut cmd = client.ssh();
     cmd.args([
         "-o",
@@ -448,7 +448,7 @@ fn via_master(client: &SshClient, to: &str) -> std::process::Command {
 }
 
 /// Send `line` (and a newline) through an echo tunnel and see it come back.
-fn ping(t: &mut Terminal, line: &str) {
+pub(crate) fn ping(t: &mut Terminal, line: &str) {
     let line = format!("{line}\n");
     t.send(line.as_bytes());
     t.expect(&line);
@@ -576,7 +576,7 @@ fn users_config(users: &[(&str, &[&SshClient])], port: u16) -> String {
 }
 
 /// A live `ssh -W` echo tunnel, proven to work; its connection number.
-fn live_tunnel(g: &Gatehouse, client: &SshClient, to: &str) -> (Terminal, Value) {
+pub(crate) fn live_tunnel(g: &Gatehouse, client: &SshClient, to: &str) -> (Terminal, Value) {
     let mut t = Terminal::start(client.ssh().args(["-W", to, "jump"]));
     ping(&mut t, "hello");
     let fp = fingerprint(client);
@@ -587,7 +587,7 @@ fn live_tunnel(g: &Gatehouse, client: &SshClient, to: &str) -> (Terminal, Value)
 }
 
 /// The tunnel's client was cut off by the server.
-fn cut_off(t: Terminal) {
+pub(crate) fn cut_off(t: Terminal) {
     let out = t.finish();
     out.failure().stderr_has("access revoked");
 }

@@ -16,6 +16,8 @@ mod dns;
 mod enroll;
 // SSH jump host: key + TOTP, grants, -W/-J/nc tunnels, refusals, audit events.
 mod jump;
+// Attacks with real clients (OpenSSH, asyncssh, raw sockets), each asserting the bound it meets: slot holding, prompt closes, SHA-1 signatures, huge names, garbage, re-key storms, per-user caps, reloads, refused destinations.
+mod hostile;
 // ssh-config and resolver generators, the vagrant/ files.
 mod laptop;
 // Start, stop, and the no-config dev setup.

@@ -122,6 +122,12 @@ impl Gatehouse {
             .collect()
     }
 
+    /// Every line it wrote on stdout so far, as written (JSON or not).
+    pub fn lines(&self) -> Vec<String> {
+        let (lock, _) = &*self.log;
+        lock.lock().expect("log lock").lines.clone()
+    }
+
     /// Wait for a log event matching `pred`; panic with the log if none comes.
     pub fn wait_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
         self.wait_for_nth(0, pred)

@@ -25,7 +25,7 @@ mod terminal;
 
 pub use dig::{Dig, dig};
 pub use gatehouse::{Gatehouse, gatehouse, gatehouse_bin};
-pub use net::{Hello, TcpServer, free_port, hello, read_hello};
+pub use net::{Hello, TcpServer, connect_from, free_port, hello, read_hello};
 pub use process::{Daemon, Output, eventually, run, tool};
 pub use ssh::{SshClient, Sshd};
 pub use terminal::Terminal;

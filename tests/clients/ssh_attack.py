@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""Hostile SSH clients for the end-to-end tests (tests/hostile.rs), on
+asyncssh: what OpenSSH will not do on purpose.
+
+  login        one login attempt: a chosen user-key signature algorithm
+               (SHA-1 `ssh-rsa`), a user name of N bytes, a TOTP code
+  rekey-storm  log in, open a tunnel, and re-key after every packet until
+               a stop file appears and --min round trips are done (or the
+               server ends the connection)
+
+Every subcommand prints `key: value` lines on stdout for the Rust test to
+read, and exits 0 when it got in, 2 when the server refused the login, 1
+on anything else. Bounded in count and time; talks to loopback only.
+"""
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+
+import asyncssh
+
+REFUSED = 2
+
+
+def say(key, value):
+    print(f"{key}: {value}", flush=True)
+
+
+class Client(asyncssh.SSHClient):
+    """Answers the `Verification code:` prompt with --code, if given."""
+
+    def __init__(self, code):
+        self.code = code
+
+    def kbdint_auth_requested(self):
+        return ""
+
+    def kbdint_challenge_received(self, name, instructions, lang, prompts):
+        for prompt, _echo in prompts:
+            say("prompt", prompt.strip())
+        if not prompts:
+            return []
+        if self.code is None:
+            # Abort keyboard-interactive: no code to give.
+            return None
+        return [self.code] * len(prompts)
+
+    def password_auth_requested(self):
+        return None
+
+
+def options(args, **extra):
+    kwargs = dict(
+        host=args.host,
+        port=args.port,
+        username=args.user if args.user_len is None else "x" * args.user_len,
+        client_keys=[asyncssh.read_private_key(args.key)],
+        known_hosts=None,
+        agent_path=None,
+        preferred_auth=["publickey", "keyboard-interactive"],
+        login_timeout=60,
+    )
+    if args.sig_alg:
+        kwargs["signature_algs"] = [args.sig_alg]
+    if args.source:
+        kwargs["local_addr"] = (args.source, 0)
+    kwargs.update(extra)
+    return kwargs
+
+
+async def login(args):
+    try:
+        conn, _ = await asyncssh.create_connection(
+            lambda: Client(args.code), **options(args)
+        )
+    except asyncssh.PermissionDenied:
+        # Not the exception's text: it quotes the user name, maybe 100 kB.
+        say("result", "refused")
+        return REFUSED
+    async with conn:
+        say("result", "authenticated")
+        return 0
+
+
+# Counts the KEXINITs this client sends (the first one included).
+KEXINITS = 0
+_send_kexinit = asyncssh.connection.SSHConnection._send_kexinit
+
+
+def _counting_kexinit(self):
+    global KEXINITS
+    KEXINITS += 1
+    return _send_kexinit(self)
+
+
+async def rekey_storm(args):
+    # rekey_bytes=1: asyncssh starts a new key exchange before the first
+    # packet it sends after each one completes, so every echo round trip
+    # through the tunnel is one re-key the server must run.
+    asyncssh.connection.SSHConnection._send_kexinit = _counting_kexinit
+    deadline = time.monotonic() + args.seconds
+    try:
+        conn, _ = await asyncssh.create_connection(
+            lambda: Client(args.code), **options(args, rekey_bytes=1)
+        )
+    except asyncssh.PermissionDenied:
+        # Not the exception's text: it quotes the user name, maybe 100 kB.
+        say("result", "refused")
+        return REFUSED
+    say("result", "authenticated")
+    host, port = args.to.rsplit(":", 1)
+    closed = "no"
+    trips = 0
+    try:
+        reader, writer = await conn.open_connection(host, int(port))
+        while (
+            (trips < args.min or not os.path.exists(args.stop))
+            and KEXINITS < args.max
+            and time.monotonic() < deadline
+        ):
+            writer.write(b"x")
+            got = await asyncio.wait_for(reader.read(1), 30)
+            if not got:
+                closed = "yes (tunnel eof)"
+                break
+            trips += 1
+            if trips == args.announce:
+                say("storming", KEXINITS)
+        else:
+            # Still served after the stop: one more round trip proves it.
+            writer.write(b"y")
+            got = await asyncio.wait_for(reader.read(1), 30)
+            say("alive after stop", "yes" if got == b"y" else "no")
+    except (asyncssh.Error, OSError, asyncio.TimeoutError) as e:
+        closed = f"yes ({type(e).__name__}: {e})"
+    say("round trips", trips)
+    say("rekeys", max(KEXINITS - 1, 0))
+    say("closed by server", closed)
+    conn.close()
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("login", "rekey-storm"):
+        s = sub.add_parser(name)
+        s.add_argument("--host", default="127.0.0.1")
+        s.add_argument("--port", type=int, required=True)
+        s.add_argument("--user", default="sean")
+        s.add_argument("--user-len", type=int, help="a user name of this many bytes")
+        s.add_argument("--key", required=True, help="private key file (OpenSSH format)")
+        s.add_argument("--sig-alg", help="the only signature algorithm to sign with")
+        s.add_argument("--code", help="answer to the code prompt")
+        s.add_argument("--source", help="local address to connect from")
+    storm = sub.choices["rekey-storm"]
+    storm.add_argument("--to", required=True, help="HOST:PORT of an echo server")
+    storm.add_argument("--stop", required=True, help="stop once this file exists")
+    storm.add_argument("--min", type=int, default=0, help="but not before this many round trips")
+    storm.add_argument("--max", type=int, default=5000, help="at most this many key exchanges")
+    storm.add_argument("--seconds", type=float, default=60, help="at most this long")
+    storm.add_argument("--announce", type=int, default=20, help="say `storming` after this many round trips")
+    args = p.parse_args()
+    run = {"login": login, "rekey-storm": rekey_storm}[args.command]
+    try:
+        sys.exit(asyncio.run(run(args)))
+    except (asyncssh.Error, OSError) as e:
+        say("error", f"{type(e).__name__}: {str(e)[:200]}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
