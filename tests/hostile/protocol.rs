@@ -197,11 +197,6 @@ fn a_rekey_storm_does_not_keep_a_bystander_out() {
 }
 
 #[test]
-#[ignore = "server bug: a connection cut while russh is in the key exchange (login_grace, the \
-            10 s first-auth deadline, eviction) is logged closed but keeps its socket and its \
-            pre-auth slot until russh's keepalive gives up (~120 s): russh reads no handle \
-            message (the disconnect) during a kex, and dropping its RunningSession does not \
-            end the spawned session task"]
 fn a_holder_cut_during_the_key_exchange_is_closed_and_frees_its_slot() {
     let echo = TcpServer::echo();
     // A quarter of 4: each source may hold one pre-auth slot.

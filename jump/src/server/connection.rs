@@ -22,7 +22,7 @@ use tokio::{net::TcpStream, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{Shared, channels::Channels, count};
+use super::{Shared, channels::Channels, count, severable::Severable};
 use crate::{
     audit::{self, Who},
     auth::AuthProgress,
@@ -57,14 +57,35 @@ pub(super) struct ConnState {
     pub(super) activity: Arc<AtomicU64>,
     /// Cancelled to offboard this connection.
     pub(super) cut: CancellationToken,
+    /// This connection's `max_unauthenticated` slot, until it authenticates
+    /// or the watchdog is done with it (freed before the socket closes, so
+    /// a peer that sees the close finds its slot free).
+    slot: Mutex<Option<PreauthSlot>>,
 }
 
 impl ConnState {
-    fn new() -> ConnState {
+    fn new(slot: Option<PreauthSlot>) -> ConnState {
         ConnState {
             phase: Mutex::new(Phase::Fresh),
             activity: Arc::new(AtomicU64::new(unix_now())),
             cut: CancellationToken::new(),
+            slot: Mutex::new(slot),
+        }
+    }
+
+    fn slot(&self) -> std::sync::MutexGuard<'_, Option<PreauthSlot>> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The pre-auth slot goes back to the pool.
+    pub(super) fn free_slot(&self) {
+        self.slot().take();
+    }
+
+    /// A configured user's key was proven here: never evict this one.
+    pub(super) fn key_proven(&self) {
+        if let Some(slot) = self.slot().as_ref() {
+            slot.key_proven();
         }
     }
 
@@ -170,8 +191,6 @@ pub(super) struct Connection {
     pub(super) progress: AuthProgress,
     /// The verified key, for offboarding when it leaves the config.
     pub(super) key: Option<KeyData>,
-    /// This connection's `max_unauthenticated` slot, until it authenticates.
-    pub(super) slot: Option<PreauthSlot>,
     pub(super) channels: Channels,
 }
 
@@ -223,10 +242,9 @@ pub(super) fn start(
         who,
         local,
         config,
-        state: Arc::new(ConnState::new()),
+        state: Arc::new(ConnState::new(Some(slot))),
         progress: AuthProgress::default(),
         key: None,
-        slot: Some(slot),
         channels: Channels::new(count(jump.limits.max_channels)),
     };
     let login_grace = jump.limits.login_grace;
@@ -288,9 +306,12 @@ async fn run(
         .first_auth
         .map(|d| tokio::time::Instant::from_std(started + d));
     let mut cut = Cut::No;
+    // Cancelled when the watchdog is done with this connection, whatever
+    // russh is doing: the socket then fails under it (see `severable`).
+    let sever = CancellationToken::new();
     let handshake = async {
         tokio::select! {
-            ran = russh::server::run_stream(ssh, QuickAck::new(tcp), conn) => Ok(ran),
+            ran = russh::server::run_stream(ssh, Severable::new(QuickAck::new(tcp), sever.clone()), conn) => Ok(ran),
             () = tokio::time::sleep_until(first_auth.unwrap_or(deadline)) => Err(if first_auth.is_some() { Cut::FirstAuth } else { Cut::Grace }),
             () = limits.evicted.cancelled() => Err(Cut::Evicted),
         }
@@ -362,6 +383,8 @@ async fn run(
             }
         }
     };
+    state.free_slot();
+    sever.cancel();
     shared.sessions.remove(who.conn);
     let phase = state.phase().clone();
     let (user, failure) = ending(&phase, cut);
@@ -446,7 +469,7 @@ mod tests {
 
     #[test]
     fn the_phase_moves_forward_only() {
-        let state = ConnState::new();
+        let state = ConnState::new(None);
         state.failed();
         state.tried();
         assert_eq!(*state.phase(), Phase::Trying { failed: true });

@@ -215,9 +215,7 @@ impl Connection {
             }
         };
         // A configured user's key: this connection is no slot-holder.
-        if let Some(slot) = &self.slot {
-            slot.key_proven();
-        }
+        self.state.key_proven();
         match auth::after_key(jump.mfa, enrolled) {
             AfterKey::AskCode => {
                 audit::auth(
@@ -369,7 +367,7 @@ impl Connection {
         }
         self.progress.complete(access);
         self.state.authenticated(user);
-        self.slot = None;
+        self.state.free_slot();
         // A reload between the key check and the line above may have
         // offboarded everyone else already: check again, now that this
         // session is where the next reload will look.

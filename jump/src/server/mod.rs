@@ -21,6 +21,7 @@ mod channels;
 mod connection;
 mod handler;
 mod login;
+mod severable;
 mod ssh_config;
 mod tunnel;
 
