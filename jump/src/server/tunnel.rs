@@ -161,18 +161,17 @@ impl Tunnel {
             port,
             dialled.addr.ip(),
         );
-        let pumped = proxy::pump(
-            request.channel.into_stream(),
-            dialled.stream,
-            &activity,
-            &cut,
-        )
-        .await;
+        // The stream is lent to the pump, not given: dropping it sends
+        // CLOSE, and `nc`'s exit status must reach the client before that
+        // (else OpenSSH's client reports exit status -1 and exits 255).
+        let mut stream = request.channel.into_stream();
+        let pumped = proxy::pump(&mut stream, dialled.stream, &activity, &cut).await;
         shared.sessions.tunnel_closed(tunnel);
         within(async {
             if request.via == Via::ExecNc {
                 let _ = request.handle.exit_status_request(id, 0).await;
             }
+            drop(stream);
             let _ = request.handle.close(id).await;
         })
         .await;
