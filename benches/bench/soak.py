@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
 import importlib.util
 import json
 import os
 import random
 import re
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -52,6 +54,8 @@ LEGIT_TIMEOUT = 60
 # What every tunnel echoes (a prefix of it): random, so a mix-up shows.
 PAYLOAD = os.urandom(max(SOAK_TUNNEL_BYTES, SOAK_CM_TUNNEL_BYTES))
 MIB = 1 << 20
+# The wrong keys and 100 kB user names speak SSH through asyncssh (benches/run installs it).
+HAVE_ASYNCSSH = importlib.util.find_spec("asyncssh") is not None
 
 
 def totp_step() -> int:
@@ -90,16 +94,16 @@ class Legit:
         self.users = Users(TOTP_USERS)
         self.lock = threading.Lock()
         self.counts = collections.defaultdict(lambda: {"attempted": 0, "served": 0, "bytes": 0})
-        self.failures: list[tuple[str, str, str, str]] = []  # (kind, user, reason, stderr)
+        self.failures: list[dict] = []  # kind, user, why, stderr, start (wall clock), server (its audit)
 
-    def record(self, kind, user, ok, why, nbytes=0, stderr=""):
+    def record(self, kind, user, ok, why, nbytes=0, stderr="", start=0.0):
         with self.lock:
             c = self.counts[kind]
             c["attempted"] += 1
             c["served"] += ok
             c["bytes"] += 2 * nbytes if ok else 0
             if not ok:
-                self.failures.append((kind, user, why, stderr[-2000:]))
+                self.failures.append(dict(kind=kind, user=user, why=why, stderr=stderr[-2000:], start=start))
                 log(f"soak: legit {kind} as {user} failed: {why}")
 
     def login_cmd(self, user, *extra):
@@ -110,7 +114,7 @@ class Legit:
 
     def echo_through(self, kind, user, cmd, env=None, nbytes=SOAK_TUNNEL_BYTES):
         """One ssh command whose stdin/stdout is a tunnel to the echo server."""
-        payload, stderr = PAYLOAD[:nbytes], ""
+        payload, stderr, start = PAYLOAD[:nbytes], "", time.time()
         try:
             p = subprocess.run(cmd, input=payload, capture_output=True, env=env, timeout=LEGIT_TIMEOUT)
             ok = p.returncode == 0 and p.stdout == payload
@@ -121,7 +125,7 @@ class Legit:
         except subprocess.TimeoutExpired as e:
             ok, why = False, f"timeout ({LEGIT_TIMEOUT} s)"
             stderr = (e.stderr or b"").decode(errors="replace")
-        self.record(kind, user, ok, why, nbytes, stderr)
+        self.record(kind, user, ok, why, nbytes, stderr, start)
 
     def forms(self, kind):
         """Logins of one form (`ssh -W` or the nc exec), one every SOAK_LOGIN_EVERY[kind] s."""
@@ -151,7 +155,7 @@ class Legit:
             path = self.lab.dir / f"cm{k}"
             cmd, env = self.login_cmd(user, "-N")
             cmd[1:1] = ["-o", "ControlMaster=yes", "-o", f"ControlPath={path}"]
-            errf = self.lab.dir / f"cm{k}.err"
+            errf, start = self.lab.dir / f"cm{k}.err", time.time()
             with open(errf, "wb") as err:
                 master = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=env)
             self.lab.procs.append(master)  # stopped by Lab.close, whatever happens here
@@ -160,7 +164,7 @@ class Legit:
                 time.sleep(0.05)
             err = errf.read_text(errors="replace").strip()
             why = f"no control socket within 30 s (exit {master.poll()})" + (f": {err.splitlines()[-1]}" if err else "")
-            self.record("ControlMaster login", user, path.exists(), why, stderr=err)
+            self.record("ControlMaster login", user, path.exists(), why, stderr=err, start=start)
             if path.exists():
                 mux = self.lab.ssh(self.port, user, "-W", f"127.0.0.1:{self.echo}")
                 mux[1:1] = ["-o", "ControlMaster=no", "-o", f"ControlPath={path}"]
@@ -284,6 +288,30 @@ def sampler(pid, admin, t0, stop: threading.Event, samples: list):
         log(f"soak t={x['t']:.0f}s rss {x['rss_kib'] / 1024:.1f} MiB fds {x['fds']} threads {x['threads']}")
 
 
+def server_view(log_path, failures):
+    """Add to each failure what gatehouse's audit log says about it: the
+    events (and reason or result) of the user's first connection after the
+    attempt started."""
+    events = collections.defaultdict(list)  # user -> [(time, conn, text)]
+    users = {f["user"] for f in failures}
+    conns = {}
+    for line in open(log_path, errors="replace") if failures else ():
+        try:
+            e = json.loads(line)
+            t = datetime.datetime.fromisoformat(e["timestamp"]).timestamp()
+        except (ValueError, KeyError):
+            continue
+        user = e.get("user") or conns.get(e.get("conn"))
+        if user in users:
+            conns[e.get("conn")] = user
+            why = e.get("reason") or e.get("result") or e.get("detail") or ""
+            events[user].append((t, e.get("conn"), e.get("event"), why))
+    for f in failures:  # the first connection of that user after the start, and its events then
+        mine = [x for x in events[f["user"]] if f["start"] - 0.5 <= x[0] <= f["start"] + LEGIT_TIMEOUT]
+        seen = [f"{ev} ({why})" if why else ev for _, conn, ev, why in mine if conn == mine[0][1]]
+        f["server"] = ", ".join(seen[:8]) or "no audit event for that user then"
+
+
 # --------------------------------------------------------------------------
 # The attacker process: `python3 -m bench _soak_attacks CONFIG` (asyncio)
 
@@ -295,15 +323,9 @@ def bucket(seconds: float) -> str:
     return ">= 60 s"
 
 
-class Sources:
-    """Addresses of one kind's /16, each used `uses` times in turn."""
-
-    def __init__(self, kind, uses):
-        self.net, self.uses, self.n = SOURCE_NETS[kind], uses, 0
-
-    def next(self) -> str:
-        i, self.n = self.n // self.uses, self.n + 1
-        return f"127.{self.net}.{i // 254 % 256}.{i % 254 + 1}"
+def source(kind: str, i: int) -> str:
+    """The `i`th address of the kind's /16."""
+    return f"127.{SOURCE_NETS[kind]}.{i // 254 % 256}.{i % 254 + 1}"
 
 
 async def raw(src, port, send: bytes, cap: float, deadline: float) -> str:
@@ -333,7 +355,7 @@ async def raw(src, port, send: bytes, cap: float, deadline: float) -> str:
 
 async def ssh_try(cfg, src, user) -> str:
     """One login with a key no user has, as `user`, from `src`."""
-    if not have_asyncssh():  # OpenSSH instead (the 100 kB names need asyncssh)
+    if not HAVE_ASYNCSSH:  # OpenSSH instead (the 100 kB names need asyncssh)
         cmd = [cfg["ssh"][0], "-b", src, *cfg["ssh"][1:], f"{user}@127.0.0.1", "true"]
         null = subprocess.DEVNULL
         p = await asyncio.create_subprocess_exec(*cmd, stdin=null, stdout=null, stderr=subprocess.PIPE)
@@ -372,26 +394,19 @@ def dns_garbage(rnd) -> bytes:
     """Datagrams no resolver sends: noise, a response, a bad label, a
     compression loop, a question count that lies."""
     hdr = lambda flags, qd: struct.pack(">HHHHHH", rnd.randrange(65536), flags, qd, 0, 0, 0)  # noqa: E731
-    return rnd.choice(
-        [
-            os.urandom(rnd.randrange(1, 600)),
-            hdr(0x8180, 1) + os.urandom(40),
-            hdr(0x0100, 1) + b"\x3fabc\0\0\1\0\1",
-            hdr(0x0100, 1) + b"\xc0\x0c\0\1\0\1",
-            hdr(0x0100, 65535) + b"\1a\0\0\1\0\1",
-        ]
-    )
+    return rnd.choice([os.urandom(rnd.randrange(1, 600)), hdr(0x8180, 1) + os.urandom(40), hdr(0x100, 1) + b"\x3fabc\0\0\1\0\1",
+                       hdr(0x100, 1) + b"\xc0\x0c\0\1\0\1", hdr(0x100, 65535) + b"\1a\0\0\1\0\1"])  # fmt: skip
 
 
 async def lane(kind, cfg, stats, deadline, n):
     lanes, pause, uses = SOAK_ATTACKS[kind]
-    src = Sources(kind, 2 if kind == "hold" else uses)
-    src.n = n * 1000 * src.uses  # lanes take disjoint addresses
+    per_source = 2 if kind == "hold" else uses
+    tries = n * 1000 * per_source  # lanes take disjoint addresses
     st = stats[kind]
     rnd = random.Random(n)
     udp = None
     while time.monotonic() < deadline:
-        a = src.next()
+        a, tries = source(kind, tries // per_source), tries + 1
         st["sources"].add(a)
         if kind == "hold":  # `uses` at once, then (second round) the same source banned
             ends = await asyncio.gather(*[raw(a, cfg["port"], b"", 60, deadline) for _ in range(uses)])
@@ -427,18 +442,14 @@ async def lane(kind, cfg, stats, deadline, n):
         await asyncio.sleep(pause)
 
 
-def have_asyncssh() -> bool:
-    return importlib.util.find_spec("asyncssh") is not None
-
-
 async def attacks(cfg) -> dict:
     deadline = time.monotonic() + cfg["seconds"]
-    kinds = [k for k in SOAK_ATTACKS if k != "long user" or have_asyncssh()]
+    kinds = [k for k in SOAK_ATTACKS if k != "long user" or HAVE_ASYNCSSH]
     stats = {k: {"launched": 0, "sources": set(), "ended": collections.Counter()} for k in kinds}
     await asyncio.gather(*[lane(k, cfg, stats, deadline, n) for k in kinds for n in range(SOAK_ATTACKS[k][0])])
     d = stats["dns garbage"]
     d["ended"]["no answer"] = d["launched"] - sum(d["ended"].values())
-    note = "" if have_asyncssh() else "no asyncssh: wrong keys went through OpenSSH `ssh -b`, no 100 kB user names sent"
+    note = "" if HAVE_ASYNCSSH else "no asyncssh: wrong keys went through OpenSSH `ssh -b`, no 100 kB user names sent"
     return {"note": note, "kinds": {k: {**v, "sources": len(v["sources"])} for k, v in stats.items()}}
 
 
@@ -459,10 +470,8 @@ def run_attacks(config_path) -> int:
 def part_soak(s: Settings):
     lab = Lab(s.keep)
     try:
-        limits = {"per_ip_connections": "600/min", "trusted": []}
-        g, port, dport = lab.gatehouse(
-            "gatehouse", jump={"totp_users": TOTP_USERS, "limits": limits}, dns_records=100, admin=True
-        )
+        jump = {"totp_users": TOTP_USERS, "limits": {"per_ip_connections": "600/min", "trusted": []}}
+        g, port, dport = lab.gatehouse("gatehouse", jump=jump, dns_records=100, admin=True)
         admin = lab.admin_ports["gatehouse"]
         echo = DataServer("echo")
         bad_key = lab.dir / "attacker_ed25519"
@@ -477,19 +486,15 @@ def part_soak(s: Settings):
         samples = [sample(g.pid, admin, t0)]
         stop = threading.Event()
         threads = [threading.Thread(target=sampler, args=(g.pid, admin, t0, stop, samples), daemon=True)]
-        attacker = lab.start(
-            "attacks", [sys.executable, "-m", __package__, "_soak_attacks", str(cfg_path)], cwd=PACKAGE_PARENT
-        )
+        attack_cmd = [sys.executable, "-m", __package__, "_soak_attacks", str(cfg_path)]
+        attacker = lab.start("attacks", attack_cmd, cwd=PACKAGE_PARENT)
         dnsperf = lab.start("dnsperf", ["dnsperf", "-s", "127.0.0.1", "-p", str(dport), "-d", str(dnsperf_file(lab)),
                                         "-l", str(int(seconds)), "-Q", str(SOAK_DNS_QPS), "-c", "4"])  # fmt: skip
         deadline = t0 + seconds
         legit = Legit(lab, port, echo.port, deadline)
         tcp = collections.Counter(sent=0, answered=0, timeouts=0)
         threads += [threading.Thread(target=legit.forms, args=(k,)) for k in SOAK_LOGIN_EVERY]
-        threads += [
-            threading.Thread(target=legit.control_masters),
-            threading.Thread(target=dns_tcp_loop, args=(dport, deadline, tcp)),
-        ]
+        threads += [threading.Thread(target=legit.control_masters), threading.Thread(target=dns_tcp_loop, args=(dport, deadline, tcp))]  # fmt: skip
         log(f"soak: {seconds / 60:g} min; gatehouse pid {g.pid}, ssh {port}, dns {dport}, admin {admin}")
         for t in threads:
             t.start()
@@ -509,6 +514,7 @@ def part_soak(s: Settings):
         out = cfg_path.with_name("attacks.json.out")
         atk = json.loads(out.read_text()) if out.exists() else {"note": "the attackers left no result", "kinds": {}}
         perf = dnsperf_result((lab.dir / "dnsperf.log").read_text(errors="replace"))
+        server_view(lab.dir / "gatehouse.log", legit.failures)
         return report(s, samples + [end], after, legit, tcp, perf, atk)
     finally:
         lab.close()
@@ -520,6 +526,10 @@ def report(s: Settings, samples, after, legit: Legit, tcp, perf, atk):
     mib = lambda kib: fmt(kib / 1024)  # noqa: E731
     growth = end["rss_kib"] - warm["rss_kib"]
     fails = len(legit.failures)
+    post = [x for x in samples if x["t"] >= warm["t"]]  # least squares over the readings after warm-up
+    trend = (
+        statistics.linear_regression([x["t"] for x in post], [x["rss_kib"] for x in post]).slope if len(post) > 2 else 0
+    )
     top = {k: max(x[k] for x in samples) for k in ("rss_kib", "fds", "threads")}
     usage = [
         [name] + [f(x[k]) for x in (samples[0], warm, top, end, after)]
@@ -537,7 +547,7 @@ def report(s: Settings, samples, after, legit: Legit, tcp, perf, atk):
         [k, c["attempted"], c["served"], c["attempted"] - c["served"], fmt(c["bytes"] / MIB, 0)]
         for k, c in legit.counts.items()
     ]
-    why = collections.Counter(f"{k}: `{w}`" for k, _, w, _ in legit.failures)
+    why = collections.Counter(f"{f['kind']}: `{f['why']}` (gatehouse: {f['server']})" for f in legit.failures)
     attacks = [[k, f"127.{SOURCE_NETS[k]}.0.0/16, {v['sources']} used", v["launched"],
                 "; ".join(f"{e} {n}" for e, n in sorted(v["ended"].items(), key=lambda kv: -kv[1]) if n)]
                for k, v in atk["kinds"].items()]  # fmt: skip
@@ -545,23 +555,24 @@ def report(s: Settings, samples, after, legit: Legit, tcp, perf, atk):
     labels = {k: re.findall(r'="([^"]*)"', k) for k in m if "auth_total" in k}
     auth = ", ".join(f"{' '.join(v)} {m[k]:.0f}" for k, v in labels.items())
     verdict = (
-        f"**Verdict**: RSS after warm-up {mib(warm['rss_kib'])} -> end {mib(end['rss_kib'])} MiB: "
-        f"{growth / 1024:+.1f} MiB ({growth / max(1, warm['rss_kib']) * 100:+.1f}%), max {mib(top['rss_kib'])}; "
-        f"fds {samples[0]['fds']} at the start, {after['fds']} after ({after['fds'] - samples[0]['fds']:+d}), max "
-        f"{top['fds']}; legit failures: {fails} of {sum(c['attempted'] for c in legit.counts.values())}."
+        f"**Verdict**: RSS after warm-up {mib(warm['rss_kib'])} -> end {mib(end['rss_kib'])} MiB: {growth / 1024:+.1f} "
+        f"MiB ({growth / max(1, warm['rss_kib']) * 100:+.1f}%), max {mib(top['rss_kib'])}, trend after warm-up "
+        f"{trend * 3600 / 1024:+.1f} MiB/h; fds {samples[0]['fds']} at the start, {after['fds']} after "
+        f"({after['fds'] - samples[0]['fds']:+d}), max {top['fds']}; legit failures: {fails} of "
+        f"{sum(c['attempted'] for c in legit.counts.values())}."
     )
     md = [
         f"One gatehouse (jump + dns + admin) for {s.soak_seconds / 60:g} min: default limits, `trusted: []`, "
-        f"`per_ip_connections: 600/min` (the legitimate load all comes from 127.0.0.1), `mfa: required`, {TOTP_USERS} "
-        "users with provisioned secrets, zone `bench` with 100 records; an echo server granted to the users. At once: "
-        f"key + TOTP logins (`ssh -W` every {SOAK_LOGIN_EVERY['ssh -W']:g} s, the `nc -w1` exec form every "
-        f"{SOAK_LOGIN_EVERY['nc exec']:g} s, each a different user echoing {SOAK_TUNNEL_BYTES // MIB} MiB each way and "
-        f"checking every byte; one ControlMaster at a time, {SOAK_CM_SECONDS} s each, {SOAK_CM_PARALLEL} mux tunnels of "
-        f"{SOAK_CM_TUNNEL_BYTES // MIB} MiB opening and closing); dnsperf at {SOAK_DNS_QPS} QPS (UDP) plus a TCP "
-        "query every 0.5 s; and the attacks below, each kind from its own /16 rotating addresses (the pre-auth "
-        "holders: 6 connections per source that never send an id, twice per source). Readings every "
-        f"{SOAK_SAMPLE_SECONDS} s; warm-up = the first {s.soak_warmup:g} s; 'end' = the last reading under load, "
-        "'after' = 5 s after the load stopped.",
+        "`per_ip_connections: 600/min` (all legitimate load comes from 127.0.0.1), `mfa: required`, "
+        f"{TOTP_USERS} users with provisioned secrets, zone `bench` (100 records), an echo server granted. At once: "
+        f"key + TOTP logins, each a different user (`ssh -W` every {SOAK_LOGIN_EVERY['ssh -W']:g} s and the "
+        f"`nc -w1` exec form every {SOAK_LOGIN_EVERY['nc exec']:g} s, each echoing {SOAK_TUNNEL_BYTES // MIB} MiB "
+        f"each way, every byte checked; one ControlMaster at a time for {SOAK_CM_SECONDS} s with "
+        f"{SOAK_CM_PARALLEL} mux tunnels of {SOAK_CM_TUNNEL_BYTES // MIB} MiB opening and closing); dnsperf at "
+        f"{SOAK_DNS_QPS} QPS (UDP) and a TCP query every 0.5 s; the attacks below, each kind from its own /16, "
+        "rotating addresses (holders: 6 connections per source that never send an id, twice per source). Readings "
+        f"every {SOAK_SAMPLE_SECONDS} s; warm-up = the first {s.soak_warmup:g} s; 'end' = the last reading under "
+        "load, 'after' = 5 s after it stopped.",
         "",
         verdict,
         "",
