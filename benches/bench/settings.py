@@ -51,9 +51,10 @@ SOAK_LOGIN_EVERY = {"ssh -W": 1.0, "nc exec": 2.0}
 SOAK_CM_SECONDS = 60
 SOAK_CM_PARALLEL = 3
 # Attacks: kind -> (lanes at once, pause s between a lane's tries, tries per
-# source address before the lane moves to the next one). "hold" is the
-# exception: each try is a group of that many connections from one source,
-# and 10 lanes x 6 fill max_unauthenticated (64) with the legit logins.
+# source address before the lane moves to the next one). Two exceptions:
+# "hold" opens that many connections at once from one source, twice per
+# source (10 lanes x 6 fill max_unauthenticated, 64, with the legit
+# logins); "dns garbage" sends that many datagrams per source, `pause` apart.
 SOAK_ATTACKS = {
     "hold": (10, 1.0, 6),
     "garbage": (2, 0.5, 5),

@@ -400,7 +400,7 @@ def dns_garbage(rnd) -> bytes:
 
 async def lane(kind, cfg, stats, deadline, n):
     lanes, pause, uses = SOAK_ATTACKS[kind]
-    per_source = 2 if kind == "hold" else uses
+    per_source = {"hold": 2, "dns garbage": 1}.get(kind, uses)  # those two send a batch per try
     tries = n * 1000 * per_source  # lanes take disjoint addresses
     st = stats[kind]
     rnd = random.Random(n)
