@@ -70,6 +70,19 @@ Parts and figures:
           unauthenticated) and trusts only 127.0.0.2/32 (the user's office);
           sshd keeps its default MaxStartups 10:30:100.
   micro   criterion benches (dns/benches, jump/benches) with --quick.
+  soak    (only when named: `benches/run soak`, --soak-minutes N, default
+          20, --quick 2) one gatehouse (jump + dns + admin, default limits,
+          `trusted: []`, `per_ip_connections: 600/min`) under everything at
+          once: key + TOTP logins from 127.0.0.1 (`ssh -W`, the `nc` exec
+          form, a ControlMaster with mux tunnels; each echoes bytes and
+          checks them), dnsperf at a fixed rate plus TCP queries, and
+          attacks from other 127.K.0.0/16s (pre-auth slot holders, garbage
+          after the id string, truncated packets, 100 kB user names and
+          wrong keys through asyncssh, DNS garbage). Readings every 10 s of
+          gatehouse's RSS, fds, threads, CPU and /metrics. Figures: RSS at
+          warm-up vs max vs end, fds, every legit attempt and failure,
+          DNS answers, how each attack ended, bans; no target, no timing
+          judged (see soak.py).
 
 Targets (from the issue, for reference; never tuned for): tunnel >= 1.0x
 sshd each cipher/direction; logins/s >= 3x and CPU/login <= 1/3; RSS growth
@@ -90,6 +103,7 @@ Layout
   dns.py       (e) dns
   flood.py     (f) flood, and the flooder it runs in its own process
   micro.py     micro (criterion)
+  soak.py      soak, and the attackers it runs in their own process
   report.py    machine info, targets, RESULTS.md between its markers and
                target/bench/results.md
 This file holds no code: importing the package starts nothing.

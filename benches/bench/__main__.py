@@ -1,10 +1,12 @@
-"""The command line: `python3 -m bench [PART ...] [--quick] [--keep] [--list]`
-(benches/run puts benches/ on the import path and runs this).
+"""The command line: `python3 -m bench [PART ...] [--quick] [--keep]
+[--soak-minutes N] [--list]` (benches/run puts benches/ on the import path
+and runs this).
 
-Owns: the parts' names, titles and order (PARTS, ORDER), the options, the
-loop that runs each part after wait_quiet and keeps going when one fails,
-and the hidden `_flood PORT RATE SECONDS` mode the flood part starts its
-flooder with.
+Owns: the parts' names, titles and order (PARTS, ORDER, and EXTRA: parts
+run only when named), the options, the loop that runs each part after
+wait_quiet and keeps going when one fails, and the hidden modes the flood
+and soak parts start their attackers with (`_flood PORT RATE SECONDS`,
+`_soak_attacks CONFIG`).
 Must not: measure or format figures itself; the parts measure, report
 formats and writes.
 """
@@ -23,6 +25,7 @@ from .micro import part_micro
 from .procs import wait_quiet
 from .report import OUT, machine, render, save, section
 from .settings import GATEHOUSE, Settings
+from .soak import part_soak, run_attacks
 from .tunnel import part_tunnel
 from .util import log
 
@@ -34,8 +37,11 @@ PARTS = {
     "memory": ("d. Memory per idle authenticated connection", part_memory),
     "flood": ("f. Login flood from one address", part_flood),
     "micro": ("Micro-benchmarks (criterion)", part_micro),
+    "soak": ("Soak: mixed logins, tunnels, DNS and attacks at once", part_soak),
 }
 ORDER = ["tunnel", "nc", "logins", "memory", "dns", "flood", "micro"]
+# Not in the default run (20 minutes of its own): only when named.
+EXTRA = ["soak"]
 
 
 def main():
@@ -43,26 +49,27 @@ def main():
         prog="benches/run",
         description="gatehouse vs OpenSSH sshd and dnsmasq (see benches/bench/__init__.py)",
     )
-    ap.add_argument("parts", nargs="*", help="parts to run (default: all): " + " ".join(ORDER))
+    ap.add_argument("parts", nargs="*", help="parts to run (default: all but soak): " + " ".join(ORDER + EXTRA))
     ap.add_argument("--quick", action="store_true", help="small sizes: a smoke test, not figures")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders (logs, configs)")
+    ap.add_argument("--soak-minutes", type=float, help="how long the soak runs (default 20; --quick: 2)")
     ap.add_argument("--list", action="store_true", help="list the parts")
     args = ap.parse_args()
     if args.list:
-        for k in ORDER:
-            print(f"{k:8} {PARTS[k][0]}")
+        for k in ORDER + EXTRA:
+            print(f"{k:8} {PARTS[k][0]}" + (" (only when named)" if k in EXTRA else ""))
         return 0
     parts = args.parts or ORDER
     for p in parts:
         if p not in PARTS:
-            ap.error(f"unknown part {p!r}; parts: {' '.join(ORDER)}")
-    s = Settings(args.quick, args.keep)
+            ap.error(f"unknown part {p!r}; parts: {' '.join(ORDER + EXTRA)}")
+    s = Settings(args.quick, args.keep, args.soak_minutes)
     if not GATEHOUSE.exists():
         ap.error(f"{GATEHOUSE} missing: run `cargo build --release` (benches/run does)")
     started = time.monotonic()
     header = machine()
     sections, results = [], {}
-    for p in ORDER:
+    for p in ORDER + EXTRA:
         if p not in parts:
             continue
         title, fn = PARTS[p]
@@ -79,6 +86,7 @@ def main():
         sections.append(section(title, md, took, busy))
     total = time.monotonic() - started
     cmd = "benches/run" + ("" if not args.parts else " " + " ".join(args.parts)) + (" --quick" if args.quick else "")
+    cmd += f" --soak-minutes {args.soak_minutes:g}" if args.soak_minutes else ""
     text = render(cmd, total, args.quick, header, results, sections)
     save(text, results, set(parts) == set(ORDER) and not args.quick)
     print(text)
@@ -90,4 +98,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 5 and sys.argv[1] == "_flood":
         # The flooder, in its own process (see flood.run_flooder).
         sys.exit(run_flooder(sys.argv[2:]))
+    if len(sys.argv) == 3 and sys.argv[1] == "_soak_attacks":
+        # The soak's attackers, in their own process (see soak.run_attacks).
+        sys.exit(run_attacks(sys.argv[2]))
     sys.exit(main())

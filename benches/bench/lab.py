@@ -77,6 +77,8 @@ class DataServer:
                    (bytes, first-byte time, last-byte time) on `results`.
     mode "source": sends `nbytes` per connection, then closes.
     mode "one":    sends one byte `x`, then closes (the login benchmark).
+    mode "echo":   sends back what it reads until the peer's EOF, then
+                   closes (the soak checks every byte of a tunnel).
     """
 
     def __init__(self, mode: str, nbytes: int = 0):
@@ -105,7 +107,10 @@ class DataServer:
 
     def _handle(self, conn: socket.socket):
         try:
-            if self.mode == "sink":
+            if self.mode == "echo":
+                while chunk := conn.recv(1 << 16):
+                    conn.sendall(chunk)
+            elif self.mode == "sink":
                 buf = bytearray(4 << 20)
                 got, first = 0, None
                 while got < self.nbytes:
@@ -146,6 +151,8 @@ class Lab:
         os.chmod(self.dir, 0o700)
         self.keep = keep
         self.procs: list[subprocess.Popen] = []
+        # name -> the admin endpoint's port, for gatehouse(admin=True).
+        self.admin_ports: dict[str, int] = {}
         # Files outside self.dir to remove on close (a PAM service file).
         self.cleanup: list[Path] = []
         self.key = self.dir / "id_ed25519"
@@ -161,8 +168,10 @@ class Lab:
         self.procs.append(p)
         return p
 
-    def gatehouse(self, name: str, jump: dict | None = None, dns_records: int | None = None):
-        """Start gatehouse; returns (process, ssh port or None, dns port or None)."""
+    def gatehouse(self, name: str, jump: dict | None = None, dns_records: int | None = None, admin=False):
+        """Start gatehouse; returns (process, ssh port or None, dns port or None).
+        With `admin`, also the admin endpoint (/metrics), its port in
+        self.admin_ports[name]."""
         state = self.dir / f"{name}-state"
         state.mkdir(mode=0o700)
         lines = [f"state_dir: {state}", "log: { format: json, level: info }"]
@@ -204,6 +213,9 @@ class Lab:
                 "      records:",
             ]
             lines += [f"        r{i}: {record_ip(i)}" for i in range(dns_records)]
+        if admin:
+            self.admin_ports[name] = free_port()
+            lines += [f'admin: {{ listen: "127.0.0.1:{self.admin_ports[name]}" }}']
         # The config gets a folder of its own: gatehouse watches the config's
         # folder for changes, and would wake up for every line written to
         # the logs if they were next to it.
@@ -216,6 +228,8 @@ class Lab:
             wait_tcp(ssh_port, p, "gatehouse")
         if dns_port:
             wait_tcp(dns_port, p, "gatehouse")
+        if admin:
+            wait_tcp(self.admin_ports[name], p, "gatehouse")
         return p, ssh_port, dns_port
 
     def totp_secret(self, user: str) -> Path:

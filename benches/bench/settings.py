@@ -2,7 +2,8 @@
 
 Owns: where the binaries are (ROOT, GATEHOUSE, SSHD, DNSMASQ), the fixed
 sizes and client flags shared by the parts (GIB, CIPHERS, DNSPERF_*,
-DNS_FIXED_*, HOLD_AFTER_KEX) and Settings (the --quick sizes, --keep).
+DNS_FIXED_*, HOLD_AFTER_KEX, SOAK_*) and Settings (the --quick sizes,
+--keep, --soak-minutes).
 Must not: start or measure anything. A number changed here changes the
 figures: that is a change to what is measured, never a tidy-up.
 """
@@ -35,12 +36,40 @@ DNS_FIXED_SECONDS = 5
 # A flood connection stays this long after the server's kex reply.
 HOLD_AFTER_KEX = 1.0
 
+# The soak (soak.py): what runs at once and how hard; all of it together
+# is meant to leave most of the 2 cores free (it measures stability, not
+# speed). Readings every SOAK_SAMPLE_SECONDS; dnsperf at a fixed rate; each
+# `-W`/`nc` login echoes SOAK_TUNNEL_BYTES each way, each ControlMaster
+# tunnel SOAK_CM_TUNNEL_BYTES; a login every N s per form; one
+# ControlMaster at a time, living SOAK_CM_SECONDS with SOAK_CM_PARALLEL
+# tunnels opening and closing.
+SOAK_SAMPLE_SECONDS = 10
+SOAK_DNS_QPS = 2000
+SOAK_TUNNEL_BYTES = 2 << 20
+SOAK_CM_TUNNEL_BYTES = 1 << 20
+SOAK_LOGIN_EVERY = {"ssh -W": 1.0, "nc exec": 2.0}
+SOAK_CM_SECONDS = 60
+SOAK_CM_PARALLEL = 3
+# Attacks: kind -> (lanes at once, pause s between a lane's tries, tries per
+# source address before the lane moves to the next one). Two exceptions:
+# "hold" opens that many connections at once from one source, twice per
+# source (10 lanes x 6 fill max_unauthenticated, 64, with the legit
+# logins); "dns garbage" sends that many datagrams per source, `pause` apart.
+SOAK_ATTACKS = {
+    "hold": (10, 1.0, 6),
+    "garbage": (2, 0.5, 5),
+    "truncated": (2, 0.5, 5),
+    "long user": (1, 1.0, 6),
+    "wrong key": (2, 0.5, 8),
+    "dns garbage": (1, 0.01, 200),
+}
+
 
 class Settings:
     """Sizes; --quick makes everything smaller (smoke test only). `keep`
     (--keep): each Lab keeps its temporary folder (logs, configs)."""
 
-    def __init__(self, quick: bool, keep: bool = False):
+    def __init__(self, quick: bool, keep: bool = False, soak_minutes: float | None = None):
         self.quick = quick
         self.keep = keep
         self.tunnel_bytes = (64 << 20) if quick else GIB
@@ -57,3 +86,6 @@ class Settings:
         self.flood_idle_seconds = 3 if quick else 10
         self.flood_seconds = 4 if quick else 15
         self.flood_rate = 200
+        self.soak_seconds = 60 * (soak_minutes or (2 if quick else 20))
+        # Readings before this are warm-up (allocator pools, caches, tables).
+        self.soak_warmup = min(120.0, 0.2 * self.soak_seconds)
