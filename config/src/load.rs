@@ -23,9 +23,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 /// Parse and validate `text` as if read from `path`. Relative paths inside the
 /// config (`state_dir`, `keys_file`, ...) are taken relative to `path`'s folder.
 pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    let invalid = |location, message| ConfigError::Invalid {
+    let invalid = |location, message: String| ConfigError::Invalid {
         file: path.to_owned(),
-        problems: vec![Problem { location, message }],
+        problems: vec![Problem::new(location, &message)],
     };
     let locator = Locator::index(text).map_err(|e| invalid(e.location, e.message))?;
     let raw: RawConfig = serde_yaml::from_str(text).map_err(|e| {
@@ -217,6 +217,41 @@ admin:
             "{}",
             errs[0]
         );
+    }
+
+    /// fuzz/corpus/config_load/regress-key-with-line-break, the input the
+    /// fuzzer found: a plain key spanning lines with an empty one between
+    /// keeps a line break, and serde quotes an unknown field raw.
+    #[test]
+    fn a_key_with_a_line_break_is_one_line_of_error() {
+        let text = "{-------------IIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIIII\n  lnstlevel\n\n  lnstlevel\n }\n\n";
+        let err = parse(Path::new("g.yaml"), text).expect_err("unknown field");
+        let shown = err.to_string();
+        assert_eq!(shown.lines().count(), 1, "{shown}");
+        assert!(
+            shown.starts_with("g.yaml:1:2: unknown field `-------------III"),
+            "{shown}"
+        );
+        assert!(shown.contains("lnstlevel\\nlnstlevel`"), "{shown}");
+    }
+
+    /// A long value is quoted by its start and end only: it can be long
+    /// because a missing quote made it swallow the lines after it.
+    #[test]
+    fn a_long_value_is_quoted_cut_short() {
+        let secret = "GN6KDGQAMQZVJENZOOUIXNZ55EG43CPL";
+        let pad = "x".repeat(600);
+        let text = format!("jump:\n  listen: [\"127.0.0.1:0 {pad} {secret} {pad}\"]\n");
+        let errs = errors(&text);
+        assert!(
+            errs[0].starts_with("2:12: jump.listen[0]: \"127.0.0.1:0 xxx"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].ends_with("xxx\": expected IP:PORT, e.g. \"0.0.0.0:11122\" or \"[::]:11122\"")
+        );
+        assert!(errs[0].len() < 530, "{}", errs[0].len());
+        assert!(!errs[0].contains(secret), "{}", errs[0]);
     }
 
     #[test]

@@ -43,7 +43,7 @@ impl Checker<'_> {
             let location = self.locator.find(path).unwrap_or(top);
             (location, format!("{path}: {message}"))
         };
-        self.problems.push(Problem { location, message });
+        self.problems.push(Problem::new(location, &message));
     }
 
     /// Parse `text` with `parse`; on failure record `path: "text": why`.

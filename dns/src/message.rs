@@ -199,6 +199,14 @@ fn parse(request: &[u8]) -> Parsed {
     let Ok(queries) = Queries::read(&mut decoder, 1) else {
         return header_only(ResponseCode::FormErr);
     };
+    if name_is_compressed(&request[HEADER_LEN..]) {
+        // The question goes back byte for byte. A pointer may only point to
+        // a prior occurrence of a name (RFC 1035 §4.1.4); before a lone
+        // question there is only the header, which differs in our response,
+        // so the echoed pointer would decode to garbage (found by fuzz/'s
+        // dns_request target). No resolver compresses a lone QNAME.
+        return header_only(ResponseCode::FormErr);
+    }
     let mut edns = None;
     for (count, is_additional) in [
         (counts.answers, false),
@@ -221,6 +229,21 @@ fn parse(request: &[u8]) -> Parsed {
         queries,
         edns,
     })
+}
+
+/// Does the name at the start of `wire` end in a compression pointer (the
+/// two top bits of a length octet set, RFC 1035 §4.1.4)? `wire` holds a
+/// name that already decoded, so the walk ends at its root label or pointer.
+fn name_is_compressed(wire: &[u8]) -> bool {
+    let mut at = 0;
+    while let Some(&octet) = wire.get(at) {
+        match octet {
+            0 => return false,
+            _ if octet & 0xc0 == 0xc0 => return true,
+            len => at += 1 + usize::from(len),
+        }
+    }
+    false
 }
 
 fn response_metadata(request: &Metadata, reply: &Reply<'_>) -> Metadata {
@@ -471,6 +494,31 @@ mod tests {
         assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
         assert_eq!(response.metadata.id, 0x4242);
         assert!(response.queries.is_empty());
+    }
+
+    /// fuzz/corpus/dns_request/regress-qname-pointer-into-header, the input
+    /// the fuzzer found: QNAME `c0 02` points at the header's flags. Echoed,
+    /// it pointed at the response's flags (0x81) and made the reply
+    /// unparsable; now it is FORMERR, and a reply that parses.
+    #[test]
+    fn a_compressed_question_is_formerr() {
+        let table = sean_table();
+        let found = b"BB\x01\x10\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x02\x00\x00\x00\xff\x19\x00\x00\xffeas\xf6\xffn\x00\x01\x00\x00";
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let response = run(&table, found, transport).unwrap_or_else(|| panic!("no reply"));
+            assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+            assert_eq!(response.metadata.id, 0x4242);
+            assert!(response.queries.is_empty());
+        }
+        // A label, then a pointer to it from the same name: a loop hickory
+        // refuses while decoding; FORMERR too.
+        let mut looped = encode(&query_message("saxophone.sean.", RecordType::A, None));
+        looped.truncate(HEADER_LEN + 10);
+        looped.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        let response = run(&table, &looped, Transport::Udp).unwrap_or_else(|| panic!("no reply"));
+        assert_eq!(response.metadata.response_code, ResponseCode::FormErr);
+        assert!(!name_is_compressed(b"\x09saxophone\x04sean\x00\xc0"));
+        assert!(name_is_compressed(&[1, b'x', 0xc0, 12]));
     }
 
     #[test]

@@ -29,8 +29,12 @@ pub fn parse_nc(command: &[u8]) -> Result<NcCommand, String> {
     let mut connect_timeout = None;
     let mut rest = Vec::new();
     while let Some(word) = words.next() {
+        // Split after the flag's first character, not its first byte: `-é`
+        // would put a byte index inside a character, and `str::split_at`
+        // panics there (found by fuzz/'s nc_command target).
+        let flag_end = |f: &str| f.chars().next().map_or(0, char::len_utf8);
         let (flag, glued) = match word.strip_prefix('-') {
-            Some(f) if !f.is_empty() => f.split_at(1),
+            Some(f) if !f.is_empty() => f.split_at(flag_end(f)),
             _ => {
                 rest.push(word);
                 continue;
@@ -108,5 +112,23 @@ mod tests {
             assert!(parse_nc(bad.as_bytes()).is_err(), "{bad}");
         }
         assert!(parse_nc(&[0xff, 0xfe]).is_err());
+    }
+
+    /// A flag whose first character takes more than one byte is refused, not
+    /// a panic (fuzz/corpus/nc_command/regress-multibyte-flag is the input
+    /// the fuzzer found).
+    #[test]
+    fn multibyte_flags_are_refused() {
+        for (bad, why) in [
+            (
+                "nc -w0 \0\u{e}nc -\u{23e}al 22",
+                "-\u{23e} al: not a number of seconds",
+            ),
+            ("nc -€5 h 22", "nc option -€ is not supported"),
+            ("nc -w5 -ü 3 h 22", "nc option -ü is not supported"),
+            ("nc -wé h 22", "-w é: not a number of seconds"),
+        ] {
+            assert_eq!(parse_nc(bad.as_bytes()), Err(why.to_owned()), "{bad}");
+        }
     }
 }

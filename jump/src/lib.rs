@@ -13,7 +13,7 @@
 //!   before any SSH byte;
 //! - `bans` (`list`): failures into bans that double;
 //! - `limits`: the per-user wrong-code limit;
-//! - `exec`: recognising the `nc` ProxyCommand;
+//! - `exec` ([`parse_nc`]): recognising the `nc` ProxyCommand;
 //! - `totp` (`check_code`), `recovery`: codes and one-time recovery codes;
 //! - `enroll` (`SelfEnrollment`): the enrollment screen's text and editor.
 //!
@@ -65,6 +65,9 @@ pub use audit::{AuditEvent, AuthResult, Method, Request, TotpAction, Via};
 pub use bans::{Ban, BanFile, BanList};
 pub use enroll::{NewEnrollment, enroll};
 pub use error::JumpError;
+/// The `exec nc HOST PORT` parser, public for the fuzz target (`fuzz/`):
+/// an authenticated user's command line is hostile input too.
+pub use exec::{NcCommand, parse_nc};
 pub use laptop::ssh_config;
 pub use metrics::register_metrics;
 pub use policy::{Allowed, Refusal, decide};
