@@ -152,12 +152,12 @@ pub struct Status {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    fn settings() -> TotpSettings {
+    pub(super) fn settings() -> TotpSettings {
         TotpSettings {
             issuer: "Example Jump".into(),
             digits: 6,
@@ -168,7 +168,7 @@ mod tests {
 
     /// RFC 6238 appendix B's SHA1 secret and its 8-digit vectors, cut to 6
     /// digits (the last six of each).
-    const RFC_SECRET: &[u8] = b"12345678901234567890";
+    pub(super) const RFC_SECRET: &[u8] = b"12345678901234567890";
 
     #[test]
     fn rfc_6238_vectors() {

@@ -325,20 +325,10 @@ impl TotpStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
 
-    fn settings() -> TotpSettings {
-        TotpSettings {
-            issuer: "Example Jump".into(),
-            digits: 6,
-            period: Duration::from_secs(30),
-            skew: 1,
-        }
-    }
-
-    const RFC_SECRET: &[u8] = b"12345678901234567890";
+    use crate::totp::tests::{RFC_SECRET, settings};
 
     fn enrollment(recovery: Vec<String>) -> Enrollment {
         Enrollment {
