@@ -77,6 +77,13 @@ impl Health {
         // A stale config is reported, not failed: the servers run on the
         // last good one, and taking every host of a fleet out of a balancer
         // because one push was invalid would be the outage.
+        // The fleet's Redis: reported, not failed. TOTP logins fail closed
+        // meanwhile (or go local), bans and limits go on locally.
+        match gatehouse_jump::state_store_health() {
+            Some((true, us)) => text += &format!("state: redis up, last round trip {us} µs\n"),
+            Some((false, _)) => text += "state: redis unreachable\n",
+            None => {}
+        }
         if let Some(reloads) = &self.reloads {
             match reloads.stale() {
                 Some(why) => text += &format!("config: stale, the file does not apply: {why}\n"),

@@ -4,9 +4,17 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("GATEHOUSE_COMMIT"),
+    ")"
+);
+
 /// gatehouse: an SSH jump host with TOTP and a wildcard DNS server for dev TLDs.
 #[derive(Debug, Parser)]
-#[command(version, about, propagate_version = true)]
+#[command(name = "gatehouse", version = VERSION, about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -26,6 +34,13 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff, for man(1)) on stdout.
+    Man,
     /// Print a ~/.ssh/config block: the jump host, and ProxyJump for every granted pattern.
     SshConfig {
         /// How laptops reach the jump host: HOST or HOST:PORT ([IPv6]:PORT).
@@ -34,6 +49,10 @@ pub enum Command {
         /// Only this user's grants (and `User NAME`); all users' grants if absent.
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
+        /// The host CA's public key file: also print the `@cert-authority`
+        /// known_hosts line that trusts the jump host's certificate.
+        #[arg(long, value_name = "PATH")]
+        host_ca: Option<PathBuf>,
         /// Config file [default: /etc/gatehouse/gatehouse.yaml].
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
@@ -114,3 +133,20 @@ pub enum BansAction {
 
 /// Where the config lives when `--config` is not given.
 pub const DEFAULT_CONFIG: &str = "/etc/gatehouse/gatehouse.yaml";
+
+/// `gatehouse completions SHELL`: generated from this command line.
+pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<std::process::ExitCode> {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "gatehouse", &mut std::io::stdout());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `gatehouse man`: the manual page, generated from this command line.
+pub fn man() -> anyhow::Result<std::process::ExitCode> {
+    use clap::CommandFactory;
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+    std::io::Write::write_all(&mut std::io::stdout(), &out)?;
+    Ok(std::process::ExitCode::SUCCESS)
+}

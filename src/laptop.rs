@@ -29,6 +29,7 @@ fn split_host_port(text: &str, default_port: u16) -> anyhow::Result<(String, u16
 pub fn ssh_config(
     jump: &str,
     user: Option<&str>,
+    host_ca: Option<&Path>,
     config: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let (config, _) = config_or_dev(config, false)?;
@@ -41,6 +42,14 @@ pub fn ssh_config(
     let text =
         gatehouse_jump::ssh_config(section, &host, port, user).map_err(anyhow::Error::msg)?;
     print!("{text}");
+    if let Some(file) = host_ca {
+        let ca = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the host CA key {}", file.display()))?;
+        let line = gatehouse_jump::known_hosts_line(&host, port, ca.trim())
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("{}", file.display()))?;
+        print!("\n# ~/.ssh/known_hosts: trust the jump host's certificate\n{line}\n");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -34,11 +34,21 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Run { config } => run::run(config.as_deref()),
         cli::Command::Check { config } => check::check(config.as_deref()),
+        cli::Command::Completions { shell } => cli::completions(shell),
+        cli::Command::Man => cli::man(),
         cli::Command::Totp { action } => totp::totp(action),
         cli::Command::Bans { action, config } => bans::bans(action, config.as_deref()),
-        cli::Command::SshConfig { jump, user, config } => {
-            laptop::ssh_config(&jump, user.as_deref(), config.as_deref())
-        }
+        cli::Command::SshConfig {
+            jump,
+            user,
+            host_ca,
+            config,
+        } => laptop::ssh_config(
+            &jump,
+            user.as_deref(),
+            host_ca.as_deref(),
+            config.as_deref(),
+        ),
         cli::Command::Resolver {
             nameserver,
             port,

@@ -27,11 +27,21 @@ fn user_config(
     Ok((config, provisioned))
 }
 
+/// Run `work` to its end on a runtime of its own: the CLI talks to a
+/// fleet's Redis as the servers do.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?
+        .block_on(work))
+}
+
 pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
     match action {
         TotpAction::Enroll { user, config } => {
             let (config, _) = config_or_dev(config.as_deref(), false)?;
-            let enrolled = gatehouse_jump::enroll(&config, &user)
+            let enrolled = block_on(gatehouse_jump::enroll(&config, &user))?
                 .with_context(|| format!("enrolling {user}"))?;
             println!(
                 "Scan this with an authenticator app (Google Authenticator, 1Password, ...):\n"
@@ -61,9 +71,13 @@ pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::from(1));
             }
-            let existed = TotpStore::new(&config.state_dir)
-                .remove(&user)
-                .with_context(|| format!("resetting {user}"))?;
+            let existed = block_on(async {
+                TotpStore::for_config(&config)
+                    .await?
+                    .remove_async(&user)
+                    .await
+            })?
+            .with_context(|| format!("resetting {user}"))?;
             if existed {
                 println!("{user}: enrollment removed. They set up a new one at their next login.");
             } else {
@@ -73,9 +87,13 @@ pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
         }
         TotpAction::Status { user, config } => {
             let (config, provisioned) = user_config(config.as_deref(), &user)?;
-            let status = TotpStore::new(&config.state_dir)
-                .status(&user, provisioned.as_deref())
-                .with_context(|| format!("reading {user}'s enrollment"))?;
+            let status = block_on(async {
+                TotpStore::for_config(&config)
+                    .await?
+                    .status_async(&user, provisioned.as_deref())
+                    .await
+            })?
+            .with_context(|| format!("reading {user}'s enrollment"))?;
             match status {
                 None => {
                     println!(
@@ -88,10 +106,12 @@ pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
                         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
                         humantime::format_rfc3339_seconds(at).to_string()
                     });
-                    let source = if s.provisioned {
-                        "secret from totp_secret_file"
-                    } else {
-                        "secret in state_dir"
+                    let source = match (s.provisioned, &config.state) {
+                        (true, _) => "secret from totp_secret_file",
+                        (false, gatehouse_config::StateConfig::Redis(_)) => {
+                            "secret sealed in the fleet's Redis"
+                        }
+                        (false, gatehouse_config::StateConfig::Local) => "secret in state_dir",
                     };
                     println!(
                         "{user}: enrolled since {since}; {source}; {} recovery codes left",

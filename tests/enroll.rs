@@ -76,21 +76,21 @@ fn sean(mfa: &str, echo: &TcpServer) -> (Gatehouse, SshClient) {
 }
 
 /// `ssh -tt jump`: a terminal even though stdin is a pipe the test types into.
-fn terminal(client: &SshClient) -> Terminal {
+pub(crate) fn terminal(client: &SshClient) -> Terminal {
     Terminal::start(client.ssh().args(["-tt", "jump"]))
 }
 
 /// What the enrollment screen showed.
-struct Screen {
+pub(crate) struct Screen {
     /// Everything up to the prompt, without `\r`.
     text: String,
-    secret: String,
+    pub(crate) secret: String,
     uri: String,
     qr: Vec<String>,
 }
 
 /// Wait for the enrollment screen's prompt and pick the screen apart.
-fn enrollment_screen(t: &mut Terminal) -> Screen {
+pub(crate) fn enrollment_screen(t: &mut Terminal) -> Screen {
     let text = t.expect(CONFIRM).replace('\r', "");
     let after = |prefix: &str| {
         text.lines()

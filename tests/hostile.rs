@@ -30,6 +30,7 @@ use crate::util::{Output, PATIENCE, SshClient, run, tool};
 
 mod after_login;
 mod before_login;
+mod flow;
 mod protocol;
 
 /// The loopback address 127.0.0.`n`: a source of its own.

@@ -215,3 +215,63 @@ fn trace_level_is_gatehouses_own_and_other_files_beside_the_config_are_ignored()
         "no debug line of gatehouse_jump"
     );
 }
+
+/// `gatehouse ARGS` in a scratch folder: (exit code, stdout).
+fn cli(args: &[&str]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = crate::util::gatehouse(args, dir.path());
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn version_names_the_commit_and_completions_and_man_come_from_the_command_line() {
+    let (code, version) = cli(&["--version"]);
+    assert_eq!(code, Some(0));
+    // "gatehouse 0.1.0 (0123456789ab)": the commit this binary was built from.
+    let commit = crate::util::run(
+        crate::util::tool("git").args(["rev-parse", "--short=12", "HEAD"]),
+        b"",
+    );
+    let expected = if commit.status.success() {
+        commit.stdout().trim().to_owned()
+    } else {
+        "unknown".to_owned()
+    };
+    assert_eq!(
+        version.trim(),
+        format!("gatehouse {} ({expected})", env!("CARGO_PKG_VERSION")),
+        "{version}"
+    );
+    for (shell, marker) in [
+        ("bash", "_gatehouse()"),
+        ("zsh", "#compdef gatehouse"),
+        ("fish", "complete -c gatehouse"),
+    ] {
+        let (code, text) = cli(&["completions", shell]);
+        assert_eq!(code, Some(0), "{shell}");
+        assert!(text.contains(marker), "{shell}: {text}");
+        // Every subcommand is offered.
+        for sub in [
+            "run",
+            "check",
+            "ssh-config",
+            "resolver",
+            "bans",
+            "totp",
+            "completions",
+            "man",
+        ] {
+            assert!(text.contains(sub), "{shell} lacks {sub}");
+        }
+    }
+    let (code, man) = cli(&["man"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH gatehouse"),
+        "{man}"
+    );
+    assert!(man.contains("ssh\\-config"), "{man}");
+}

@@ -6,18 +6,28 @@ mod util;
 // The admin endpoint: /healthz and /metrics with curl.
 mod admin;
 
+// OpenSSH certificates: user certificates from a CA (every refusal with its reason), KRLs, a host certificate via @cert-authority.
+mod certs;
 // `gatehouse check`: exit codes, summaries and located errors.
 mod check;
+// Every client people use through the jump host to a real sshd: paramiko, asyncssh, PuTTY, dropbear, scp/sftp/rsync/git, two jumps, agent forwarding, Ansible.
+mod clients;
 // Defences: bans before any SSH byte, rate and pre-auth limits, login grace, idle cut, max_channels, offboarding, ssh-audit.
 mod defence;
 // DNS answers for every kind of query, over UDP and TCP, with dig.
 mod dns;
 // MFA lifecycle: self-enrollment over ssh -tt, recovery codes, totp reset, code limits.
 mod enroll;
+// A fleet on one real redis-server: codes work once across hosts, the per-user limit counts on every host, Redis outages.
+mod fleet;
+// Three hosts on one Redis behind a real HAProxy (PROXY v2): codes once, bans everywhere, the client's address.
+mod fleet_balanced;
 // SSH jump host: key + TOTP, grants, -W/-J/nc tunnels, refusals, audit events.
 mod jump;
 // Attacks with real clients (OpenSSH, asyncssh, raw sockets), each asserting the bound it meets: slot holding, prompt closes, SHA-1 signatures, huge names, garbage, re-key storms, per-user caps, reloads, refused destinations.
 mod hostile;
+// Behind HAProxy: PROXY protocol v1/v2 headers, the client's address audited and banned, bad headers refused.
+mod proxy_protocol;
 // ssh-config and resolver generators, the vagrant/ files.
 mod laptop;
 // Start, stop, and the no-config dev setup.

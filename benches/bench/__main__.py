@@ -18,6 +18,7 @@ import sys
 import time
 
 from .dns import part_dns
+from .fleet import part_fleet
 from .flood import part_flood, run_flooder
 from .logins import part_logins
 from .memory import part_memory
@@ -38,10 +39,11 @@ PARTS = {
     "flood": ("f. Login flood from one address", part_flood),
     "micro": ("Micro-benchmarks (criterion)", part_micro),
     "soak": ("Soak: mixed logins, tunnels, DNS and attacks at once", part_soak),
+    "fleet": ("g. Key + TOTP logins: local state vs a fleet's Redis", part_fleet),
 }
 ORDER = ["tunnel", "nc", "logins", "memory", "dns", "flood", "micro"]
 # Not in the default run (20 minutes of its own): only when named.
-EXTRA = ["soak"]
+EXTRA = ["soak", "fleet"]
 
 
 def main():

@@ -168,13 +168,20 @@ class Lab:
         self.procs.append(p)
         return p
 
-    def gatehouse(self, name: str, jump: dict | None = None, dns_records: int | None = None, admin=False):
+    def gatehouse(
+        self,
+        name: str,
+        jump: dict | None = None,
+        dns_records: int | None = None,
+        admin=False,
+        extra: list[str] | None = None,
+    ):
         """Start gatehouse; returns (process, ssh port or None, dns port or None).
         With `admin`, also the admin endpoint (/metrics), its port in
         self.admin_ports[name]."""
         state = self.dir / f"{name}-state"
         state.mkdir(mode=0o700)
-        lines = [f"state_dir: {state}", "log: { format: json, level: info }"]
+        lines = [f"state_dir: {state}", "log: { format: json, level: info }", *(extra or [])]
         ssh_port = dns_port = None
         if jump is not None:
             ssh_port = free_port()

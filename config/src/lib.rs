@@ -36,7 +36,8 @@ pub use load::{load, parse};
 pub use locate::Location;
 pub use model::{
     AdminConfig, BanPolicy, Config, DnsConfig, Group, JumpConfig, Limits, LogConfig, LogFormat,
-    LogLevel, Mfa, PublicKey, Record, TotpSettings, User, Zone,
+    LogLevel, Mfa, OnOutage, PublicKey, Record, RedisState, StateConfig, TotpSettings, User,
+    UserCa, Zone,
 };
 pub use reload::{ReloadStatus, Reloader};
 pub use secret::{MIN_SECRET_BYTES, SecretError, parse_totp_secret, read_totp_secret_file};

@@ -163,6 +163,73 @@ admin:
     }
 
     #[test]
+    fn fleet_settings_are_checked_where_they_are_written() {
+        let text = format!(
+            "{}state:\n  redis:\n    url: \"http://x\"\n    on_outage: maybe\n",
+            example()
+        );
+        let errs = errors(&text);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("state.redis.url: \"http://x\": expected redis://")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("state.redis.on_outage: \"maybe\": expected closed or local")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("state.redis.seal_key_file: is required")),
+            "{errs:?}"
+        );
+        let with_password = format!(
+            "{}state:\n  redis:\n    url: \"redis://:pw@h:6379\"\n    seal_key_file: k\n",
+            example()
+        );
+        assert!(
+            errors(&with_password)[0]
+                .contains("holds credentials: put the password in password_file"),
+            "{:?}",
+            errors(&with_password)
+        );
+        let good = format!(
+            "{}state:\n  redis:\n    url: \"redis://10.0.0.5:6379/0\"\n    seal_key_file: seal.key\n",
+            example()
+        );
+        let config = parse(Path::new("/etc/gatehouse/gatehouse.yaml"), &good).expect("valid");
+        let crate::StateConfig::Redis(redis) = config.state else {
+            panic!("not redis: {:?}", config.state);
+        };
+        assert_eq!(redis.key_prefix, "gatehouse:");
+        assert_eq!(redis.on_outage, crate::OnOutage::Closed);
+        assert_eq!(
+            redis.seal_key_file.as_deref(),
+            Some(Path::new("/etc/gatehouse/seal.key"))
+        );
+    }
+
+    #[test]
+    fn proxy_protocol_needs_the_balancers_addresses() {
+        let empty = example_with("  users:\n", "  proxy_protocol: { from: [] }\n  users:\n");
+        assert!(
+            errors(&empty)[0].contains("jump.proxy_protocol.from: is empty"),
+            "{:?}",
+            errors(&empty)
+        );
+        let bad = example_with(
+            "  users:\n",
+            "  proxy_protocol: { from: [\"10.0.0.0/33\"] }\n  users:\n",
+        );
+        assert!(
+            errors(&bad)[0].contains("jump.proxy_protocol.from[0]"),
+            "{:?}",
+            errors(&bad)
+        );
+    }
+
+    #[test]
     fn unknown_group_points_at_the_reference() {
         let text = example_with("groups: [dev]", "groups: [dev, qa]");
         assert_eq!(

@@ -37,6 +37,49 @@ pub struct Config {
     pub dns: Option<DnsConfig>,
     /// The admin HTTP endpoint, if configured.
     pub admin: Option<AdminConfig>,
+    /// Where shared state lives: this host only, or a fleet's Redis
+    /// (restart to change).
+    pub state: StateConfig,
+}
+
+/// Where replay protection, code limits and bans live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateConfig {
+    /// In this process and `state_dir` (one host).
+    Local,
+    /// Shared by every gatehouse of a fleet in one Redis (or Valkey).
+    Redis(RedisState),
+}
+
+/// A fleet's Redis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisState {
+    /// `redis://HOST:PORT/DB` or `rediss://` (TLS); no password in it.
+    pub url: String,
+    /// The password (`AUTH`), read at start; owner-only mode.
+    pub password_file: Option<PathBuf>,
+    /// For `rediss://`: the CA certificates (PEM) that sign Redis's
+    /// certificate, instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Every key starts with this.
+    pub key_prefix: String,
+    /// 32 bytes sealing TOTP secrets in Redis (provisioned by
+    /// configuration management), read at start.
+    pub seal_key_file: Option<PathBuf>,
+    /// Keys sealed with before (rolling the key): opened, never sealed
+    /// with; what they open is sealed again with `seal_key_file`.
+    pub previous_seal_key_files: Vec<PathBuf>,
+    /// What TOTP logins do while Redis is unreachable.
+    pub on_outage: OnOutage,
+}
+
+/// TOTP logins while the fleet's Redis is unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOutage {
+    /// Refused: no code can be checked against the fleet's replay state.
+    Closed,
+    /// Checked against this host's own replay state, logged loudly.
+    Local,
 }
 
 /// Log output.
@@ -101,6 +144,15 @@ pub struct JumpConfig {
     pub users: IndexMap<UserName, User>,
     /// Groups by name, in file order.
     pub groups: IndexMap<String, Group>,
+    /// Certificate authorities whose user certificates log users in (with
+    /// the TOTP step after, as keys do).
+    pub user_ca: Option<UserCa>,
+    /// An OpenSSH host certificate for the host key (`ssh-keygen -s -h`),
+    /// served with it. Read at start.
+    pub host_certificate: Option<PathBuf>,
+    /// Balancers whose connections start with a PROXY protocol header
+    /// (v1 or v2) naming the client; empty: none (no header accepted).
+    pub proxy_from: Vec<IpNet>,
 }
 
 impl JumpConfig {
@@ -108,6 +160,17 @@ impl JumpConfig {
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.get(name)
     }
+}
+
+/// Trusted user certificate authorities.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserCa {
+    /// The CAs' public keys (inline and from `keys_file`).
+    pub keys: Vec<PublicKey>,
+    /// Revoked certificates and keys: an OpenSSH KRL (`ssh-keygen -k`) or
+    /// a list of public keys; read by the server at start, on reload and
+    /// when it changes.
+    pub revoked_keys_file: Option<PathBuf>,
 }
 
 /// Second-factor policy.

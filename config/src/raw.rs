@@ -14,6 +14,26 @@ pub(crate) struct RawConfig {
     pub jump: Option<RawJump>,
     pub dns: Option<RawDns>,
     pub admin: Option<RawAdmin>,
+    pub state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    pub redis: Option<RawRedis>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    pub url: String,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub seal_key_file: Option<String>,
+    #[serde(default)]
+    pub previous_seal_key_files: Vec<String>,
+    pub on_outage: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -38,6 +58,24 @@ pub(crate) struct RawJump {
     pub users: IndexMap<String, RawUser>,
     #[serde(default)]
     pub groups: IndexMap<String, RawGroup>,
+    pub proxy_protocol: Option<RawProxyProtocol>,
+    pub user_ca: Option<RawUserCa>,
+    pub host_certificate: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUserCa {
+    #[serde(default)]
+    pub keys: Vec<String>,
+    pub keys_file: Option<String>,
+    pub revoked_keys_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawProxyProtocol {
+    pub from: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -18,9 +18,9 @@ use crate::{
     locate::{Location, Locator, join_key},
     model::{
         AdminConfig, BanPolicy, Config, DnsConfig, Group, JumpConfig, Limits, LogConfig, LogFormat,
-        LogLevel, Mfa, Record, TotpSettings, User, Zone,
+        LogLevel, Mfa, OnOutage, Record, RedisState, StateConfig, TotpSettings, User, UserCa, Zone,
     },
-    raw::{RawBan, RawConfig, RawDns, RawJump, RawLimits, RawTotp, RawUser},
+    raw::{RawBan, RawConfig, RawDns, RawJump, RawLimits, RawRedis, RawTotp, RawUser, RawUserCa},
     values::{DomainName, Rate, UserName, parse_cidr, parse_duration},
 };
 
@@ -143,6 +143,10 @@ pub(crate) fn config(
         })
         .map(|listen| AdminConfig { listen })
     });
+    let state = match raw.state.and_then(|s| s.redis) {
+        None => StateConfig::Local,
+        Some(redis) => StateConfig::Redis(redis_state(&mut c, redis)),
+    };
     if jump.is_none() && dns.is_none() {
         c.problem(
             "",
@@ -157,9 +161,75 @@ pub(crate) fn config(
             jump,
             dns,
             admin,
+            state,
         })
     } else {
         Err(c.problems)
+    }
+}
+
+fn redis_state(c: &mut Checker<'_>, raw: RawRedis) -> RedisState {
+    let p = "state.redis";
+    let scheme_ok = ["redis://", "rediss://"]
+        .iter()
+        .any(|s| raw.url.starts_with(s) && raw.url.len() > s.len());
+    if !scheme_ok {
+        c.problem(
+            &format!("{p}.url"),
+            format!(
+                "{:?}: expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB",
+                raw.url
+            ),
+        );
+    } else if raw.url.contains('@') {
+        c.problem(
+            &format!("{p}.url"),
+            "holds credentials: put the password in password_file",
+        );
+    }
+    if raw.ca_file.is_some() && !raw.url.starts_with("rediss://") {
+        c.problem(
+            &format!("{p}.ca_file"),
+            "is for TLS: use a rediss:// url with it",
+        );
+    }
+    let key_prefix = raw.key_prefix.unwrap_or_else(|| "gatehouse:".to_owned());
+    if key_prefix.is_empty() || key_prefix.len() > 64 || key_prefix.contains(char::is_whitespace) {
+        c.problem(
+            &format!("{p}.key_prefix"),
+            "expected 1 to 64 characters, no spaces",
+        );
+    }
+    let on_outage = match raw.on_outage.as_deref() {
+        None | Some("closed") => OnOutage::Closed,
+        Some("local") => OnOutage::Local,
+        Some(other) => {
+            c.problem(
+                &format!("{p}.on_outage"),
+                format!("{other:?}: expected closed or local"),
+            );
+            OnOutage::Closed
+        }
+    };
+    if raw.seal_key_file.is_none() {
+        c.problem(
+            &format!("{p}.seal_key_file"),
+            "is required: 32 bytes (e.g. `openssl rand -hex 32`), the same file on every host, \
+             sealing the TOTP secrets kept in Redis",
+        );
+    }
+    RedisState {
+        url: raw.url,
+        password_file: raw.password_file.map(|f| c.path(&f)),
+        ca_file: raw.ca_file.map(|f| c.path(&f)),
+        key_prefix,
+        seal_key_file: raw.seal_key_file.map(|f| c.path(&f)),
+        previous_seal_key_files: raw
+            .previous_seal_key_files
+            .iter()
+            .map(|f| c.path(f))
+            .collect(),
+        on_outage,
     }
 }
 
@@ -188,6 +258,25 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
         Duration::from_secs(5),
     );
     let limits = limits(c, raw.limits);
+    let proxy_from = match raw.proxy_protocol {
+        None => Vec::new(),
+        Some(proxy) => {
+            if proxy.from.is_empty() {
+                c.problem(
+                    "jump.proxy_protocol.from",
+                    "is empty: list the balancers' addresses (CIDRs), or remove proxy_protocol",
+                );
+            }
+            proxy
+                .from
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    c.value(&format!("jump.proxy_protocol.from[{i}]"), t, parse_cidr)
+                })
+                .collect()
+        }
+    };
 
     let mut groups = IndexMap::new();
     for (name, group) in raw.groups {
@@ -207,17 +296,22 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
         groups.insert(name, Group { allow });
     }
 
+    let user_ca = raw.user_ca.map(|ca| user_ca(c, ca));
+    let host_certificate = raw.host_certificate.map(|f| c.path(&f));
     let mut users = IndexMap::new();
     for (name, user) in raw.users {
         let path = join_key("jump.users", &name);
         let Some(user_name) = c.value(&path, &name, str::parse::<UserName>) else {
             continue;
         };
-        let user = self::user(c, &path, user, &groups);
+        let user = self::user(c, &path, user, &groups, user_ca.is_some());
         users.insert(user_name, user);
     }
 
     JumpConfig {
+        proxy_from,
+        user_ca,
+        host_certificate,
         listen,
         banner: raw.banner,
         mfa,
@@ -345,14 +439,15 @@ fn ban(c: &mut Checker<'_>, raw: RawBan) -> BanPolicy {
     policy
 }
 
-fn user(c: &mut Checker<'_>, path: &str, raw: RawUser, groups: &IndexMap<String, Group>) -> User {
+/// The public keys at `path.keys` (inline) and `path.keys_file`.
+fn keys(c: &mut Checker<'_>, path: &str, inline: &[String], file: Option<&str>) -> Vec<PublicKey> {
     let mut keys = Vec::new();
-    for (i, line) in raw.keys.iter().enumerate() {
+    for (i, line) in inline.iter().enumerate() {
         if let Some(key) = c.value(&format!("{path}.keys[{i}]"), line, parse_key) {
             keys.push(key);
         }
     }
-    if let Some(file) = &raw.keys_file {
+    if let Some(file) = file {
         let kpath = format!("{path}.keys_file");
         let full = c.path(file);
         match std::fs::read_to_string(&full) {
@@ -373,10 +468,36 @@ fn user(c: &mut Checker<'_>, path: &str, raw: RawUser, groups: &IndexMap<String,
             }
         }
     }
+    keys
+}
+
+fn user_ca(c: &mut Checker<'_>, raw: RawUserCa) -> UserCa {
+    let p = "jump.user_ca";
+    let keys = keys(c, p, &raw.keys, raw.keys_file.as_deref());
     if keys.is_empty() && raw.keys.is_empty() && raw.keys_file.is_none() {
         c.problem(
+            p,
+            "has no `keys` and no `keys_file`: no certificate could be trusted",
+        );
+    }
+    UserCa {
+        keys,
+        revoked_keys_file: raw.revoked_keys_file.map(|f| c.path(&f)),
+    }
+}
+
+fn user(
+    c: &mut Checker<'_>,
+    path: &str,
+    raw: RawUser,
+    groups: &IndexMap<String, Group>,
+    certificates: bool,
+) -> User {
+    let mut keys = keys(c, path, &raw.keys, raw.keys_file.as_deref());
+    if !certificates && keys.is_empty() && raw.keys.is_empty() && raw.keys_file.is_none() {
+        c.problem(
             path,
-            "has no `keys` and no `keys_file`: the user could never log in",
+            "has no `keys` and no `keys_file`: the user could never log in (or trust a `user_ca`)",
         );
     }
     let mut seen = HashSet::new();

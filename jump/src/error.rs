@@ -6,6 +6,12 @@ use std::{io, net::SocketAddr, path::PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum JumpError {
+    /// The fleet's Redis does not answer (and what was asked needs it).
+    #[error("the fleet's Redis is unreachable")]
+    StoreUnavailable,
+    /// The fleet's Redis settings cannot be used (`state.redis`).
+    #[error("state.redis: {0}")]
+    Fleet(String),
     /// The state directory could not be created or read.
     #[error("state directory {}: {source}", path.display())]
     StateDir {

@@ -63,6 +63,21 @@ fn grant_pattern(grant: &Grant) -> Result<String, String> {
     }
 }
 
+/// The `@cert-authority` known_hosts line that trusts host certificates
+/// for `host:port` signed by the CA whose public key is `ca` (one OpenSSH
+/// public key line).
+pub fn known_hosts_line(host: &str, port: u16, ca: &str) -> Result<String, String> {
+    let key = russh::keys::PublicKey::from_openssh(ca)
+        .map_err(|e| format!("not an OpenSSH public key: {e}"))?;
+    let key = key.to_openssh().map_err(|e| e.to_string())?;
+    let pattern = if port == 22 {
+        host.to_owned()
+    } else {
+        format!("[{host}]:{port}")
+    };
+    Ok(format!("@cert-authority {pattern} {key}"))
+}
+
 /// The config block for `user` (all users' grants if `None`), with the jump
 /// host reachable as `host:port`.
 pub fn ssh_config(

@@ -15,11 +15,13 @@
 //! - `limits`: the per-user wrong-code limit;
 //! - `exec` ([`parse_nc`]): recognising the `nc` ProxyCommand;
 //! - `totp` (`check_code`), `recovery`: codes and one-time recovery codes;
+//! - `certs`, `krl`: what a user certificate allows; revocation lists;
 //! - `enroll` (`SelfEnrollment`): the enrollment screen's text and editor.
 //!
 //! State, written atomically, read and written off the connection threads:
 //! - `store`, `hostkey`: the state directory and the host key;
 //! - `totp` (`TotpStore`): enrollments and replay state;
+//! - `fleet`: a fleet's Redis, sharing used steps and wrong codes;
 //! - `bans` (`file`, `keeper`): the ban file and its single writer.
 //!
 //! I/O and glue:
@@ -27,6 +29,7 @@
 //!   watchdog, the russh handler, login, channels, tunnels, russh settings;
 //! - `sessions`: live sessions, for offboarding on reload;
 //! - `proxy`: resolve once, dial, pump with half-close;
+//! - `proxy_header`: the PROXY protocol header a balancer sends first;
 //! - `enroll` (`screen`): the enrollment screen on an ssh channel;
 //! - `quickack`: immediate TCP ACKs during the login (Nagle on the client);
 //! - `workers`: one single-threaded runtime per core (`gatehouse-runtime`
@@ -42,17 +45,21 @@
 mod audit;
 mod auth;
 mod bans;
+mod certs;
 mod clock;
 mod enroll;
 mod error;
 mod exec;
+mod fleet;
 mod gate;
 mod hostkey;
+mod krl;
 mod laptop;
 mod limits;
 mod metrics;
 mod policy;
 mod proxy;
+mod proxy_header;
 mod quickack;
 mod recovery;
 mod server;
@@ -68,8 +75,8 @@ pub use error::JumpError;
 /// The `exec nc HOST PORT` parser, public for the fuzz target (`fuzz/`):
 /// an authenticated user's command line is hostile input too.
 pub use exec::{NcCommand, parse_nc};
-pub use laptop::ssh_config;
-pub use metrics::register_metrics;
+pub use laptop::{known_hosts_line, ssh_config};
+pub use metrics::{register_metrics, state_store_health};
 pub use policy::{Allowed, Refusal, decide};
-pub use server::{JumpListeners, SHUTDOWN_GRACE, serve};
+pub use server::{CHANNEL_WINDOW, CLIENT_REKEYS, JumpListeners, SHUTDOWN_GRACE, serve};
 pub use totp::{Status, TotpStore};

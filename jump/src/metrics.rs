@@ -1,7 +1,10 @@
 //! Prometheus metrics of the jump host, fed by the audit events (every
 //! connection, auth attempt, ban and tunnel passes through `audit`).
 
-use std::sync::LazyLock;
+use std::sync::{
+    LazyLock,
+    atomic::{AtomicBool, Ordering},
+};
 
 use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -17,6 +20,12 @@ pub(crate) struct JumpMetrics {
     pub tunnels_open: Gauge,
     pub tunnels: Family<Labels, Counter>,
     pub bytes: Family<Labels, Counter>,
+    /// Is a fleet's Redis configured (`state.redis`)?
+    pub store_configured: AtomicBool,
+    /// 1 while the fleet's Redis answers, else 0.
+    pub store_up: Gauge,
+    /// The last Redis command's round trip, microseconds.
+    pub store_latency_us: Gauge,
 }
 
 pub(crate) static METRICS: LazyLock<JumpMetrics> = LazyLock::new(|| JumpMetrics {
@@ -26,7 +35,19 @@ pub(crate) static METRICS: LazyLock<JumpMetrics> = LazyLock::new(|| JumpMetrics 
     tunnels_open: Gauge::default(),
     tunnels: Family::default(),
     bytes: Family::default(),
+    store_configured: AtomicBool::new(false),
+    store_up: Gauge::default(),
+    store_latency_us: Gauge::default(),
 });
+
+/// The fleet's Redis as `/healthz` reports it: `None` when state is local,
+/// else whether it answers and its last round trip in microseconds.
+pub fn state_store_health() -> Option<(bool, i64)> {
+    let m = &*METRICS;
+    m.store_configured
+        .load(Ordering::Relaxed)
+        .then(|| (m.store_up.get() == 1, m.store_latency_us.get()))
+}
 
 pub(crate) fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -63,5 +84,15 @@ pub fn register_metrics(registry: &mut Registry) {
         "gatehouse_jump_tunnel_bytes",
         "Bytes through tunnels, by direction",
         m.bytes.clone(),
+    );
+    registry.register(
+        "gatehouse_state_store_up",
+        "1 while the fleet's Redis answers (state.redis), else 0",
+        m.store_up.clone(),
+    );
+    registry.register(
+        "gatehouse_state_store_latency_microseconds",
+        "The last command's round trip to the fleet's Redis",
+        m.store_latency_us.clone(),
     );
 }

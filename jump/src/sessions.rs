@@ -10,18 +10,19 @@ use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
 
 use gatehouse_config::{JumpConfig, Mfa};
-use russh::keys::ssh_key::public::KeyData;
+use russh::keys::ssh_key::{Certificate, public::KeyData};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     audit::{self, Who},
     auth::Access,
+    krl::Revocations,
     policy,
 };
 
@@ -39,6 +40,8 @@ pub(crate) struct Login {
     pub who: Who,
     pub user: String,
     pub key: KeyData,
+    /// The certificate that carried `key`, for a certificate login.
+    pub cert: Option<Arc<Certificate>>,
     pub factors: Factors,
     pub access: Access,
     pub cut: CancellationToken,
@@ -83,6 +86,29 @@ pub(crate) fn lost_access(
         }
         Some(_) => None,
     }
+}
+
+/// Why a certificate login no longer stands: its user, its CA gone from
+/// `jump.user_ca`, or the certificate now revoked.
+pub(crate) fn lost_certificate(
+    jump: Option<&JumpConfig>,
+    user: &str,
+    cert: &Certificate,
+    revoked: &Revocations,
+) -> Option<&'static str> {
+    let Some(jump) = jump.filter(|j| j.user(user).is_some()) else {
+        return Some("user removed from the configuration");
+    };
+    let trusted = jump
+        .user_ca
+        .as_ref()
+        .is_some_and(|ca| ca.keys.iter().any(|k| k.key_data() == cert.signature_key()));
+    if !trusted {
+        return Some("certificate authority removed from jump.user_ca");
+    }
+    revoked
+        .certificate(cert)
+        .map(|_| "certificate revoked (jump.user_ca.revoked_keys_file)")
 }
 
 /// Every authenticated connection of one server, and every open tunnel.
@@ -177,13 +203,21 @@ impl Sessions {
     /// Cut (and audit) every session whose user or key is gone from `jump`
     /// or that no longer meets its `mfa`, and every tunnel no grant covers
     /// any more.
-    pub(crate) fn offboard(&self, jump: Option<&JumpConfig>, own: &[IpAddr]) {
+    pub(crate) fn offboard(
+        &self,
+        jump: Option<&JumpConfig>,
+        own: &[IpAddr],
+        revoked: &Revocations,
+    ) {
         // Connections cut whole (now or before): their tunnels go with them
         // and need no word of their own.
         let mut cut_whole = BTreeSet::new();
         for session in self.live().values() {
-            let reason = lost_access(jump, &session.user, &session.key)
-                .or_else(|| lost_by_policy(jump, session));
+            let reason = match &session.cert {
+                Some(cert) => lost_certificate(jump, &session.user, cert, revoked),
+                None => lost_access(jump, &session.user, &session.key),
+            }
+            .or_else(|| lost_by_policy(jump, session));
             if let Some(reason) = reason
                 && !session.cut.is_cancelled()
             {
@@ -244,6 +278,7 @@ mod tests {
             who,
             user: user.to_owned(),
             key: key(k),
+            cert: None,
             factors,
             access: Access::Tunnels,
             cut,
@@ -289,7 +324,7 @@ mod tests {
             16
         ));
         let config = jump(&format!("    sean:\n      keys: [\"{OTHER}\"]\n"));
-        sessions.offboard(config.jump.as_ref(), &[]);
+        sessions.offboard(config.jump.as_ref(), &[], &Revocations::default());
         assert!(!keep.is_cancelled());
         assert!(cut.is_cancelled());
         sessions.remove(2);
@@ -362,10 +397,15 @@ mod tests {
                 .jump
                 .as_ref(),
             &[],
+            &Revocations::default(),
         );
         assert!(!key_only.is_cancelled() && !ssh.1.is_cancelled() && !web.1.is_cancelled());
         // Required, and :443 no longer granted.
-        sessions.offboard(with("required", "\"10.0.0.0/24:22\"").jump.as_ref(), &[]);
+        sessions.offboard(
+            with("required", "\"10.0.0.0/24:22\"").jump.as_ref(),
+            &[],
+            &Revocations::default(),
+        );
         assert!(key_only.is_cancelled(), "key-only tunnel session cut");
         assert!(!with_code.is_cancelled(), "the one with a code stays");
         assert!(!ssh.1.is_cancelled(), "still granted");

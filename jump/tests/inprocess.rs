@@ -39,7 +39,7 @@ async fn key_then_code_logs_in_and_opens_a_granted_tunnel() {
         &[grant(echo.port)],
         "  banner: \"Authorized use only.\"\n",
     ));
-    let secret = jump.enroll("sean");
+    let secret = jump.enroll("sean").await;
     let mut client = Client::connect(&jump).await;
 
     let after_key = client.key("sean", &key).await;
@@ -72,7 +72,7 @@ async fn key_then_code_logs_in_and_opens_a_granted_tunnel() {
 async fn a_code_is_accepted_once() {
     let key = new_key();
     let jump = Jump::start(&config_yaml("required", &key, &[grant(9)], ""));
-    let secret = jump.enroll("sean");
+    let secret = jump.enroll("sean").await;
     let code = code_now(&secret);
 
     let mut first = Client::connect(&jump).await;
@@ -102,7 +102,7 @@ async fn a_wrong_code_is_refused() {
     let echo = Echo::start().await;
     let key = new_key();
     let jump = Jump::start(&config_yaml("required", &key, &[grant(echo.port)], ""));
-    let secret = jump.enroll("sean");
+    let secret = jump.enroll("sean").await;
     let mut client = Client::connect(&jump).await;
     assert!(partial(&client.key("sean", &key).await));
     assert!(matches!(
@@ -133,7 +133,7 @@ async fn a_wrong_code_is_refused() {
 async fn unknown_users_and_wrong_keys_are_rejected_alike() {
     let key = new_key();
     let jump = Jump::start(&config_yaml("required", &key, &[grant(9)], ""));
-    jump.enroll("sean");
+    jump.enroll("sean").await;
 
     let mut answers = Vec::new();
     for (user, key) in [("mallory", &key), ("sean", &new_key())] {
@@ -152,7 +152,7 @@ async fn unknown_users_and_wrong_keys_are_rejected_alike() {
 async fn passwords_are_refused_before_and_after_the_key() {
     let key = new_key();
     let jump = Jump::start(&config_yaml("required", &key, &[grant(9)], ""));
-    let secret = jump.enroll("sean");
+    let secret = jump.enroll("sean").await;
     let mut client = Client::connect(&jump).await;
 
     let none = client.handle.authenticate_none("sean").await.expect("none");

@@ -7,6 +7,14 @@ asyncssh: what OpenSSH will not do on purpose.
   rekey-storm  log in, open a tunnel, and re-key after every packet until
                a stop file appears and --min round trips are done (or the
                server ends the connection)
+  channel-flood
+               log in, open --channels session channels and push data
+               into each that nothing reads, until the server takes no
+               more; then hold the connection until a stop file appears
+  stalled-tunnel
+               log in, push data into a tunnel whose target never reads,
+               and echo data through a second tunnel of the same
+               connection meanwhile
 
 Every subcommand prints `key: value` lines on stdout for the Rust test to
 read, and exits 0 when it got in, 2 when the server refused the login, 1
@@ -142,10 +150,122 @@ async def rekey_storm(args):
     return 0
 
 
+async def connect(args):
+    """The connection, or None (said `result: refused`) if refused."""
+    try:
+        conn, _ = await asyncssh.create_connection(
+            lambda: Client(args.code), **options(args)
+        )
+    except asyncssh.PermissionDenied:
+        say("result", "refused")
+        return None
+    say("result", "authenticated")
+    return conn
+
+
+async def open_bare_session(conn):
+    """A session channel with no request on it (no shell, no exec): what
+    the server does with data sent there is the question. asyncssh has no
+    public call for it; 2.24.1's own channel class does the open."""
+    chan = asyncssh.channel.SSHClientChannel(
+        conn, asyncio.get_running_loop(), "strict", None, "strict",
+        2 * 1024 * 1024, 32768,
+    )
+    await chan._open(b"session")
+    session = asyncssh.SSHClientSession()
+    chan._session = session
+    session.connection_made(chan)
+    return chan
+
+
+def unsent(writers):
+    return sum(w.get_write_buffer_size() for w in writers)
+
+
+async def push(writers, budget, settle, deadline):
+    """Write CHUNK-sized pieces into every writer (at most `budget` bytes
+    each), keeping at most one chunk waiting in asyncssh, until nothing has
+    left the client for `settle` seconds: the bytes the server took."""
+    written = [0] * len(writers)
+    taken, quiet_since = -1, time.monotonic()
+    while time.monotonic() - quiet_since < settle and time.monotonic() < deadline:
+        for i, w in enumerate(writers):
+            if written[i] < budget and w.get_write_buffer_size() < len(CHUNK):
+                w.write(CHUNK)
+                written[i] += len(CHUNK)
+        now_taken = sum(written) - unsent(writers)
+        if now_taken != taken:
+            taken, quiet_since = now_taken, time.monotonic()
+        await asyncio.sleep(0.02)
+    return sum(written), taken
+
+
+# The issue's attack: 99 packets of 200 KiB per channel.
+CHUNK = b"x" * (200 * 1024)
+
+
+async def wait_for(path, deadline):
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+async def channel_flood(args):
+    deadline = time.monotonic() + args.seconds
+    conn = await connect(args)
+    if conn is None:
+        return REFUSED
+    chans = [await open_bare_session(conn) for _ in range(args.channels)]
+    say("channels", len(chans))
+    written, taken = await push(chans, 99 * len(CHUNK), args.settle, deadline)
+    say("written", written)
+    say("taken", taken)
+    say("flooded", "yes")
+    await wait_for(args.stop, deadline)
+    # Still connected: the server refused nothing, it just stopped reading.
+    alive = not conn._transport.is_closing() and all(not c.is_closing() for c in chans)
+    say("alive after stop", "yes" if alive else "no")
+    conn.close()
+    return 0
+
+
+async def stalled_tunnel(args):
+    deadline = time.monotonic() + args.seconds
+    conn = await connect(args)
+    if conn is None:
+        return REFUSED
+    host, port = args.sink.rsplit(":", 1)
+    _, stuck_writer = await conn.open_connection(host, int(port))
+    stuck = stuck_writer.channel
+    host, port = args.to.rsplit(":", 1)
+    reader, writer = await conn.open_connection(host, int(port))
+
+    async def echo():
+        echoed = 0
+        piece = b"e" * 65536
+        for _ in range(args.round_trips):
+            writer.write(piece)
+            got = await asyncio.wait_for(reader.readexactly(len(piece)), 30)
+            echoed += len(got)
+        return echoed
+
+    stuck_push = asyncio.ensure_future(
+        push([stuck], 64 * 1024 * 1024, args.settle, deadline)
+    )
+    # Let the stuck tunnel fill its window first.
+    await asyncio.sleep(args.settle)
+    echoed = await echo()
+    written, taken = await stuck_push
+    say("stuck written", written)
+    say("stuck taken", taken)
+    say("echoed", echoed)
+    conn.close()
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("login", "rekey-storm"):
+    for name in ("login", "rekey-storm", "channel-flood", "stalled-tunnel"):
         s = sub.add_parser(name)
         s.add_argument("--host", default="127.0.0.1")
         s.add_argument("--port", type=int, required=True)
@@ -162,8 +282,23 @@ def main():
     storm.add_argument("--max", type=int, default=5000, help="at most this many key exchanges")
     storm.add_argument("--seconds", type=float, default=60, help="at most this long")
     storm.add_argument("--announce", type=int, default=20, help="say `storming` after this many round trips")
+    flood = sub.choices["channel-flood"]
+    flood.add_argument("--channels", type=int, default=32)
+    flood.add_argument("--stop", required=True, help="hold the connection until this file exists")
+    stalled = sub.choices["stalled-tunnel"]
+    stalled.add_argument("--sink", required=True, help="HOST:PORT of a server that never reads")
+    stalled.add_argument("--to", required=True, help="HOST:PORT of an echo server")
+    stalled.add_argument("--round-trips", type=int, default=100, help="64 KiB echoes")
+    for s in (flood, stalled):
+        s.add_argument("--settle", type=float, default=2, help="seconds with nothing taken: done")
+        s.add_argument("--seconds", type=float, default=90, help="at most this long")
     args = p.parse_args()
-    run = {"login": login, "rekey-storm": rekey_storm}[args.command]
+    run = {
+        "login": login,
+        "rekey-storm": rekey_storm,
+        "channel-flood": channel_flood,
+        "stalled-tunnel": stalled_tunnel,
+    }[args.command]
     try:
         sys.exit(asyncio.run(run(args)))
     except (asyncssh.Error, OSError) as e:

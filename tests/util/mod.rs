@@ -6,9 +6,11 @@
 //!   log, `wait_for`/`audit`, and the `gatehouse` CLI runner.
 //! - `process.rs`: client tools: `tool`, `run` and its `Output`,
 //!   `eventually`, background `Daemon`s.
+//! - `redis.rs`: `Redis`, a real redis-server a fleet shares (stoppable).
 //! - `ssh.rs`: OpenSSH: `SshClient` (key, `ssh_config`, askpass) and
 //!   `Sshd`, a throwaway real second hop.
 //! - `dig.rs`: `dig` and its parsed output, `Dig`.
+//! - `haproxy.rs`: `Haproxy`, a real load balancer sending PROXY headers.
 //! - `net.rs`: raw TCP: `free_port`, `connect_from`, `hello`, `TcpServer`.
 //! - `terminal.rs`: `Terminal`, an interactive `ssh -tt` to type into.
 //!
@@ -18,15 +20,19 @@ use std::time::Duration;
 
 mod dig;
 mod gatehouse;
+mod haproxy;
 mod net;
 mod process;
+mod redis;
 mod ssh;
 mod terminal;
 
 pub use dig::{Dig, dig};
 pub use gatehouse::{Gatehouse, gatehouse, gatehouse_bin};
+pub use haproxy::Haproxy;
 pub use net::{Hello, TcpServer, connect_from, free_port, hello, read_hello};
 pub use process::{Daemon, Output, eventually, run, tool};
+pub use redis::Redis;
 pub use ssh::{SshClient, Sshd};
 pub use terminal::Terminal;
 

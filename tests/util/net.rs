@@ -144,6 +144,15 @@ impl TcpServer {
         })
     }
 
+    /// Accepts and never reads (for two minutes, then closes): a tunnel
+    /// target that stopped reading.
+    pub fn stalled() -> TcpServer {
+        TcpServer::start(|stream| {
+            std::thread::sleep(Duration::from_secs(120));
+            drop(stream);
+        })
+    }
+
     /// Writes `banner` on connect, then closes.
     pub fn banner(banner: &'static str) -> TcpServer {
         TcpServer::start(move |mut stream| {

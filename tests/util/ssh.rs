@@ -23,6 +23,8 @@ pub struct SshClient {
     askpass: PathBuf,
     prompts: PathBuf,
     hosts: Vec<(String, SocketAddr, String)>,
+    /// Aliases whose connections are shared through a ControlMaster.
+    shared: Vec<String>,
 }
 
 impl SshClient {
@@ -54,6 +56,7 @@ impl SshClient {
             key,
             dir,
             hosts: Vec::new(),
+            shared: Vec::new(),
         };
         client.write_askpass("echo 'no code configured for this test' >&2; exit 1");
         client
@@ -79,10 +82,17 @@ impl SshClient {
         let mut text = String::new();
         for (alias, addr, user) in &self.hosts {
             text.push_str(&format!(
-                "Host {alias}\n  HostName {}\n  Port {}\n  User {user}\n\n",
+                "Host {alias}\n  HostName {}\n  Port {}\n  User {user}\n",
                 addr.ip(),
                 addr.port()
             ));
+            if self.shared.contains(alias) {
+                text.push_str(&format!(
+                    "  ControlMaster auto\n  ControlPath {}\n  ControlPersist 60\n",
+                    self.control_path(alias).display()
+                ));
+            }
+            text.push('\n');
         }
         // First value wins in ssh_config, so the defaults come last. One
         // code prompt per connection: a refused code is one failure, not
@@ -94,6 +104,19 @@ impl SshClient {
             self.key.display()
         ));
         std::fs::write(&self.config, text).expect("write ssh_config");
+    }
+
+    /// Share the connections to `alias` through one ControlMaster (one
+    /// code for every tool run against it), closed when the client drops.
+    pub fn share_connection(&mut self, alias: &str) {
+        self.shared.push(alias.to_owned());
+        if let Some((alias, addr, user)) = self.hosts.iter().find(|h| h.0 == alias).cloned() {
+            self.add_host(&alias, addr, &user);
+        }
+    }
+
+    fn control_path(&self, alias: &str) -> PathBuf {
+        self.dir.path().join(format!("cm-{alias}"))
     }
 
     fn write_askpass(&self, body: &str) {
@@ -118,6 +141,28 @@ impl SshClient {
             "exec '{}' --totp -b '{secret}'",
             oathtool.display()
         ));
+    }
+
+    /// Answer the first prompt with the current code for the first secret,
+    /// the second with the second's, ...: a chain of jump hosts, each with
+    /// its own enrollment.
+    pub fn answer_with_totps(&self, secrets: &[&str]) {
+        let oathtool = which("oathtool").unwrap_or_else(|| {
+            panic!("`oathtool` is not installed; run `tests/run` (it installs the test tools)")
+        });
+        let counter = self.dir.path().join("askpass-count");
+        let mut body = format!(
+            "n=$(cat '{0}' 2>/dev/null || echo 0); echo $((n+1)) > '{0}'\ncase $n in\n",
+            counter.display()
+        );
+        for (i, secret) in secrets.iter().enumerate() {
+            body.push_str(&format!(
+                "  {i}) exec '{}' --totp -b '{secret}' ;;\n",
+                oathtool.display()
+            ));
+        }
+        body.push_str("esac\necho 'more prompts than secrets' >&2; exit 1");
+        self.write_askpass(&body);
     }
 
     /// Answer every prompt with `code`.
@@ -177,6 +222,14 @@ impl SshClient {
         cmd
     }
 
+    /// `COMMAND` in the same environment (askpass, no agent): scp,
+    /// rsync, git and the like, which run `ssh` themselves.
+    pub fn with_env(&self, command: &str) -> Command {
+        let mut cmd = tool(command);
+        self.env(&mut cmd);
+        cmd
+    }
+
     /// `ssh -F CONFIG` as a shell command line (for `ProxyCommand`).
     pub fn ssh_command_line(&self) -> String {
         format!("ssh -F {}", self.config.display())
@@ -188,8 +241,29 @@ pub struct Sshd {
     pub addr: SocketAddr,
     /// Log in as this user (the one running the tests).
     pub user: String,
+    /// Its host key's public half (`ssh_host_ed25519_key.pub`).
+    pub host_key: PathBuf,
     daemon: Daemon,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for SshClient {
+    fn drop(&mut self) {
+        // Close the shared connections. Not `run`: a panic here, during a
+        // failing test's unwinding, would abort the whole test binary.
+        for alias in &self.shared {
+            if self.control_path(alias).exists() {
+                let _ = Command::new("ssh")
+                    .arg("-F")
+                    .arg(&self.config)
+                    .args(["-O", "exit", alias])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
 }
 
 impl Sshd {
@@ -224,7 +298,8 @@ impl Sshd {
                     "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile none\n\
                      AuthorizedKeysFile {}\nStrictModes no\nUsePAM no\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                     PermitRootLogin prohibit-password\nLogLevel VERBOSE\n",
+                     PermitRootLogin prohibit-password\nLogLevel VERBOSE\n\
+                     Subsystem sftp internal-sftp\n",
                     host_key.display(),
                     authorized.display()
                 ),
@@ -246,6 +321,7 @@ impl Sshd {
                     return Sshd {
                         addr: SocketAddr::from(([127, 0, 0, 1], port)),
                         user,
+                        host_key: host_key.with_extension("pub"),
                         daemon,
                         _dir: dir,
                     };

@@ -174,10 +174,21 @@ pub enum AuditEvent {
     ConnectionOpened {
         /// Connection number.
         conn: u64,
-        /// Client address.
+        /// Client address (behind a balancer: the one its PROXY header named).
         peer: SocketAddr,
         /// The address the client reached.
         local: SocketAddr,
+        /// The balancer the connection came through (`jump.proxy_protocol`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proxied_by: Option<SocketAddr>,
+    },
+    /// A connection from a balancer without an acceptable PROXY header:
+    /// closed before any SSH byte.
+    ProxyRefused {
+        /// The balancer's address.
+        peer: SocketAddr,
+        /// What was wrong.
+        reason: String,
     },
     /// A connection ended.
     ConnectionClosed {
@@ -322,6 +333,37 @@ pub enum AuditEvent {
         /// Its prefix length.
         prefix: u8,
         /// Unix time it would have ended.
+        until: u64,
+    },
+    /// A user certificate accepted as the first factor (the `auth` line
+    /// follows).
+    Certificate {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// The user.
+        user: String,
+        /// The signing CA's SHA-256 fingerprint.
+        ca: String,
+        /// The certificate's key id.
+        key_id: String,
+        /// Its serial.
+        serial: u64,
+        /// Its principals, comma-separated.
+        principals: String,
+        /// Valid from (unix seconds).
+        valid_after: u64,
+        /// Valid until (unix seconds).
+        valid_before: u64,
+    },
+    /// A ban another host of the fleet made, now in force here too.
+    BanAdopted {
+        /// The source.
+        source: IpAddr,
+        /// Its prefix length.
+        prefix: u8,
+        /// Unix time it ends.
         until: u64,
     },
     /// An operator lifted a ban.

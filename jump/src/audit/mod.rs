@@ -56,9 +56,22 @@ fn millis(duration: Duration) -> u64 {
 pub fn emit(event: &AuditEvent) {
     use AuditEvent as E;
     match event {
-        E::ConnectionOpened { conn, peer, local } => {
+        E::ConnectionOpened {
+            conn,
+            peer,
+            local,
+            proxied_by,
+        } => {
             METRICS.connections.inc();
-            info!(target: "audit", event = "connection_opened", conn, %peer, %local);
+            match proxied_by {
+                Some(by) => {
+                    info!(target: "audit", event = "connection_opened", conn, %peer, %local, proxied_by = %by);
+                }
+                None => info!(target: "audit", event = "connection_opened", conn, %peer, %local),
+            }
+        }
+        E::ProxyRefused { peer, reason } => {
+            info!(target: "audit", event = "proxy_refused", %peer, reason);
         }
         E::ConnectionClosed {
             conn,
@@ -185,6 +198,29 @@ pub fn emit(event: &AuditEvent) {
         } => {
             info!(target: "audit", event = "ban_evicted", %source, prefix, until);
         }
+        E::Certificate {
+            conn,
+            peer,
+            user,
+            ca,
+            key_id,
+            serial,
+            principals,
+            valid_after,
+            valid_before,
+        } => {
+            info!(
+                target: "audit", event = "certificate", conn, %peer, user, ca, key_id, serial,
+                principals, valid_after, valid_before
+            );
+        }
+        E::BanAdopted {
+            source,
+            prefix,
+            until,
+        } => {
+            info!(target: "audit", event = "ban_adopted", %source, prefix, until);
+        }
         E::BanLifted { source } => {
             info!(target: "audit", event = "ban_lifted", %source);
         }
@@ -210,11 +246,33 @@ pub fn emit(event: &AuditEvent) {
 // Shorthands for the server: each builds one event from a connection's
 // `Who` and emits it.
 
-pub(crate) fn connection_opened(who: &Who, local: SocketAddr) {
+pub(crate) fn connection_opened(who: &Who, local: SocketAddr, proxied_by: Option<SocketAddr>) {
     emit(&AuditEvent::ConnectionOpened {
         conn: who.conn,
         peer: who.peer,
         local,
+        proxied_by,
+    });
+}
+
+pub(crate) fn certificate(who: &Who, user: &str, cert: &crate::certs::CertInfo) {
+    emit(&AuditEvent::Certificate {
+        conn: who.conn,
+        peer: who.peer,
+        user: bounded(user),
+        ca: cert.ca.clone(),
+        key_id: bounded(&cert.key_id),
+        serial: cert.serial,
+        principals: bounded(&cert.principals.join(",")),
+        valid_after: cert.valid_after,
+        valid_before: cert.valid_before,
+    });
+}
+
+pub(crate) fn proxy_refused(peer: SocketAddr, reason: &str) {
+    emit(&AuditEvent::ProxyRefused {
+        peer,
+        reason: bounded(reason),
     });
 }
 

@@ -102,18 +102,54 @@ impl BanKeeper {
 
     /// Count a failure from `who` (the caller has checked `trusted`). A ban
     /// it triggers is in force at once and audited here; the file follows
-    /// from [`BanKeeper::run`].
+    /// from [`BanKeeper::run`]. The bans it made (the source's, and wider
+    /// networks it escalated to).
     pub(crate) fn fail(
         &self,
         who: &Who,
         user: Option<&str>,
         reason: &str,
         policy: &BanPolicy,
-    ) -> Option<Ban> {
+    ) -> Vec<Ban> {
         audit::failure(who, user, reason);
         let changed = self
             .list()
             .failure(who.peer.ip(), policy, Instant::now(), SystemTime::now());
+        self.changed(changed)
+    }
+
+    /// The fleet counted enough failures from `ip` on all hosts together:
+    /// ban it here (audited, as [`BanKeeper::fail`] would). The bans made.
+    pub(crate) fn fleet_reached(&self, ip: IpAddr, policy: &BanPolicy) -> Vec<Ban> {
+        let changed = self.list().fleet_reached(ip, policy, SystemTime::now());
+        self.changed(changed)
+    }
+
+    /// A ban another host of the fleet made: in force here at once if it is
+    /// new or longer than ours (audited `ban_adopted`), and saved.
+    pub(crate) fn adopt(&self, ban: Ban) {
+        let (source, prefix, until) = (ban.source, ban.prefix, ban.until);
+        if self.list().adopt(ban, SystemTime::now()) {
+            audit::emit(&AuditEvent::BanAdopted {
+                source,
+                prefix,
+                until,
+            });
+            self.dirty.store(true, Ordering::Release);
+            self.changed.notify_one();
+        }
+    }
+
+    /// The bans in force now.
+    pub(crate) fn in_force(&self) -> Vec<Ban> {
+        let now = unix_now();
+        let mut bans = self.list().bans();
+        bans.retain(|b| b.until > now);
+        bans
+    }
+
+    /// Audit what one change did and have it saved; the new bans.
+    fn changed(&self, changed: super::list::Banned) -> Vec<Ban> {
         for old in &changed.evicted {
             audit::emit(&AuditEvent::BanEvicted {
                 source: old.source,
@@ -130,10 +166,11 @@ impl BanKeeper {
                 until: ban.until,
             });
         }
-        let first = changed.new.into_iter().next()?;
-        self.dirty.store(true, Ordering::Release);
-        self.changed.notify_one();
-        Some(first)
+        if !changed.new.is_empty() {
+            self.dirty.store(true, Ordering::Release);
+            self.changed.notify_one();
+        }
+        changed.new
     }
 
     /// Forget bans long over (memory; the next write drops them from the file).
@@ -270,6 +307,7 @@ mod tests {
         let file = BanFile::new(dir.path());
         keeper
             .fail(&who("192.0.2.1:1"), None, "test", &policy())
+            .first()
             .expect("banned");
         eventually("the ban reaches the file", || {
             file.load()
@@ -340,6 +378,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         keeper
             .fail(&who("192.0.2.9:1"), None, "test", &policy())
+            .first()
             .expect("banned");
         assert!(keeper.banned("192.0.2.9".parse().expect("ip"), SystemTime::now()));
         assert!(

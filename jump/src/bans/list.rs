@@ -217,10 +217,9 @@ impl BanList {
         clock: Instant,
         now: SystemTime,
     ) -> Banned {
-        let mut changed = Banned::default();
         let key = source_key(ip);
         if self.banned(key, now).is_some() {
-            return changed;
+            return Banned::default();
         }
         if self.failures.len() >= MAX_TRACKED && !self.failures.contains_key(&key) {
             self.failures
@@ -237,8 +236,15 @@ impl BanList {
         }
         entry.1 = entry.1.saturating_add(1);
         if entry.1 < policy.after.get() {
-            return changed;
+            return Banned::default();
         }
+        self.ban_source(key, policy, now)
+    }
+
+    /// Ban source `key` (its failures reached the count): its own ban, and
+    /// for IPv6 any wider network it escalates to.
+    fn ban_source(&mut self, key: IpAddr, policy: &BanPolicy, now: SystemTime) -> Banned {
+        let mut changed = Banned::default();
         self.failures.remove(&key);
         let now = unix(now);
         let ban = self.ban(key, host_prefix(key), policy, now, &mut changed);
@@ -246,6 +252,41 @@ impl BanList {
             self.escalate(&ban, policy, now, &mut changed);
         }
         changed
+    }
+
+    /// The fleet counted `after` failures from `ip` (all hosts together):
+    /// ban it as a local count would, unless it is banned already.
+    pub fn fleet_reached(&mut self, ip: IpAddr, policy: &BanPolicy, now: SystemTime) -> Banned {
+        let key = source_key(ip);
+        if self.banned(key, now).is_some() {
+            return Banned::default();
+        }
+        self.ban_source(key, policy, now)
+    }
+
+    /// Take a ban another host of the fleet made: true if it is new here or
+    /// ends later than ours (then it replaces ours). A ban whose prefix does
+    /// not fit its address family, or not its network address, is ignored.
+    pub fn adopt(&mut self, ban: Ban, now: SystemTime) -> bool {
+        let fits = match ban.source {
+            IpAddr::V4(_) => ban.prefix == 32,
+            IpAddr::V6(_) => V6_PREFIXES.contains(&ban.prefix),
+        };
+        if !fits || network(ban.source, ban.prefix) != ban.source || ban.until <= unix(now) {
+            return false;
+        }
+        if self
+            .bans
+            .get(&ban.key())
+            .is_some_and(|b| b.until >= ban.until)
+        {
+            return false;
+        }
+        if self.bans.len() >= MAX_BANS && !self.bans.contains_key(&ban.key()) {
+            return false;
+        }
+        self.bans.insert(ban.key(), ban);
+        true
     }
 
     /// Lift the ban on `ip`; true if there was one in force.
@@ -296,6 +337,47 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn a_fleet_ban_is_adopted_when_newer_and_well_formed() {
+        let mut bans = BanList::default();
+        let now = SystemTime::now();
+        let t = unix(now);
+        let ban = |source: &str, prefix, until| Ban {
+            source: ip(source),
+            prefix,
+            until,
+            count: 1,
+        };
+        assert!(bans.adopt(ban("192.0.2.7", 32, t + 60), now));
+        assert!(bans.banned(ip("192.0.2.7"), now).is_some());
+        assert!(
+            !bans.adopt(ban("192.0.2.7", 32, t + 30), now),
+            "not shorter"
+        );
+        assert!(bans.adopt(ban("192.0.2.7", 32, t + 90), now), "longer wins");
+        assert!(!bans.adopt(ban("192.0.2.8", 24, t + 60), now), "bad prefix");
+        assert!(
+            !bans.adopt(ban("2001:db8::1", 64, t + 60), now),
+            "not a network"
+        );
+        assert!(bans.adopt(ban("2001:db8::", 56, t + 60), now));
+        assert!(!bans.adopt(ban("192.0.2.9", 32, t), now), "over already");
+    }
+
+    #[test]
+    fn the_fleet_reaching_the_count_bans_at_once() {
+        let mut bans = BanList::default();
+        let now = SystemTime::now();
+        let made = bans.fleet_reached(ip("192.0.2.3"), &policy(), now);
+        assert_eq!(made.new.len(), 1);
+        assert!(bans.banned(ip("192.0.2.3"), now).is_some());
+        assert!(
+            bans.fleet_reached(ip("192.0.2.3"), &policy(), now)
+                .new
+                .is_empty()
+        );
     }
 
     #[test]

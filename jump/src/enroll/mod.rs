@@ -44,7 +44,7 @@ pub fn new_recovery_codes() -> Result<(Vec<String>, Vec<String>), String> {
 /// Operator enrollment of `user`: a new secret and recovery codes, stored
 /// atomically (0600) in `state_dir/totp/USER`. Refused when the user is
 /// already enrolled or their secret is provisioned by `totp_secret_file`.
-pub fn enroll(config: &Config, user: &str) -> Result<NewEnrollment, JumpError> {
+pub async fn enroll(config: &Config, user: &str) -> Result<NewEnrollment, JumpError> {
     let jump = config.jump.as_ref().ok_or(JumpError::NoJumpConfig)?;
     let Some(account) = jump.user(user) else {
         return Err(JumpError::UnknownUser(user.to_owned()));
@@ -62,15 +62,16 @@ pub fn enroll(config: &Config, user: &str) -> Result<NewEnrollment, JumpError> {
     let secret = Secret::generate();
     let uri = secret.otpauth_uri(&jump.totp, user).map_err(state)?;
     let (recovery_codes, hashes) = new_recovery_codes().map_err(state)?;
-    let created = TotpStore::new(&config.state_dir).create(
-        user,
-        &Enrollment {
-            secret: secret.clone(),
-            created: unix_now(),
-            last_step: None,
-            recovery: hashes,
-        },
-    )?;
+    let enrollment = Enrollment {
+        secret: secret.clone(),
+        created: unix_now(),
+        last_step: None,
+        recovery: hashes,
+    };
+    let created = TotpStore::for_config(config)
+        .await?
+        .create_async(user, &enrollment)
+        .await?;
     if !created {
         return Err(state(
             "already enrolled; `gatehouse totp reset` it first to enroll again".into(),

@@ -2,17 +2,43 @@
 //! here, with no identification string and no key exchange; admitted ones
 //! are handed, with their pre-auth slot, to a connection thread.
 //!
-//! Must not read from or write to a socket: that starts on the connection's
-//! own thread (`connection`).
+//! A connection from a balancer in `jump.proxy_protocol.from` must start
+//! with a PROXY header: a task of its own reads it (bounded in time, size
+//! and number at once) and admission then judges the client it names.
+//! Everyone else's connection must not: russh takes no line before a
+//! client's `SSH-2.0-` identification, so a header from anywhere else ends
+//! the handshake. Nothing is guessed from the bytes.
+//!
+//! Must not read from or write to a socket besides that header: SSH starts
+//! on the connection's own thread (`connection`).
 
-use std::{net::SocketAddr, sync::Arc, time::SystemTime};
+use std::{net::SocketAddr, sync::Arc, time::Duration, time::SystemTime};
 
 use gatehouse_config::Config;
-use tokio::{net::TcpListener, sync::watch};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, watch},
+};
 use tracing::{debug, warn};
 
 use super::{Shared, connection};
-use crate::gate::PreauthSlot;
+use crate::{
+    audit,
+    gate::PreauthSlot,
+    proxy_header::{self, HeaderError, Proxied},
+};
+
+/// How long a balancer has to send the whole PROXY header.
+pub(super) const HEADER_WITHIN: Duration = Duration::from_secs(5);
+
+/// PROXY headers read at once; a balancer's connections beyond that are
+/// closed until one is done (the pre-auth cap applies after the header).
+pub(super) const HEADERS_AT_ONCE: usize = 256;
+
+/// The semaphore for [`HEADERS_AT_ONCE`].
+pub(super) fn header_permits() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(HEADERS_AT_ONCE))
+}
 
 pub(super) async fn accept_loop(
     shared: Arc<Shared>,
@@ -38,11 +64,57 @@ pub(super) async fn accept_loop(
         let Some(jump) = live.jump.as_ref() else {
             continue;
         };
+        if jump.proxy_from.iter().any(|net| net.contains(&peer.ip())) {
+            proxied(&shared, tcp, peer, config.clone());
+            continue;
+        }
         let Some(slot) = admit(&shared, peer) else {
             continue;
         };
-        connection::start(&shared, tcp, peer, slot, jump, config.clone());
+        connection::start(&shared, tcp, peer, None, slot, jump, config.clone());
     }
+}
+
+/// A balancer's connection: read its PROXY header in a task of its own,
+/// then admit the client it names.
+fn proxied(
+    shared: &Arc<Shared>,
+    mut tcp: TcpStream,
+    balancer: SocketAddr,
+    config: watch::Receiver<Arc<Config>>,
+) {
+    let Ok(permit) = Arc::clone(&shared.headers).try_acquire_owned() else {
+        debug!(%balancer, "{HEADERS_AT_ONCE} PROXY headers pending: closed");
+        return;
+    };
+    let shared = Arc::clone(shared);
+    let task = Arc::clone(&shared);
+    task.tracker.spawn(async move {
+        let _permit = permit;
+        let header = tokio::select! {
+            () = shared.shutdown.cancelled() => return,
+            read = tokio::time::timeout(HEADER_WITHIN, proxy_header::read(&mut tcp)) => read,
+        };
+        let peer = match header {
+            Ok(Ok(Proxied::Client(client))) => client,
+            Ok(Ok(Proxied::Local)) => balancer,
+            // A TCP health check: connect, close.
+            Ok(Err(HeaderError::Closed)) => return,
+            Ok(Err(why)) => return audit::proxy_refused(balancer, &why.to_string()),
+            Err(_) => {
+                let why = format!("no PROXY header within {}s", HEADER_WITHIN.as_secs());
+                return audit::proxy_refused(balancer, &why);
+            }
+        };
+        let live = Arc::clone(&config.borrow());
+        let Some(jump) = live.jump.as_ref() else {
+            return;
+        };
+        let Some(slot) = admit(&shared, peer) else {
+            return;
+        };
+        connection::start(&shared, tcp, peer, Some(balancer), slot, jump, config);
+    });
 }
 
 /// Bans, then the gate (rate, pre-auth cap and share). Refusals are logged

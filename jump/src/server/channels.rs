@@ -32,8 +32,12 @@ use crate::{
 
 /// The channels of one connection.
 pub(super) struct Channels {
-    /// Session channels waiting for an `exec`.
-    sessions: HashMap<ChannelId, (Channel<Msg>, OwnedSemaphorePermit)>,
+    /// Session channels waiting for an `exec`. Nothing reads them: what a
+    /// client sends on one stays queued, at most one window of it (russh
+    /// re-opens a window only as its reader reads). The enrollment screen
+    /// takes its keystrokes from the handler instead, so it lets go of its
+    /// channel (`None`): a channel nobody holds re-opens as data arrives.
+    sessions: HashMap<ChannelId, (Option<Channel<Msg>>, OwnedSemaphorePermit)>,
     /// `max_channels`: one permit per open channel, held for its life.
     permits: Arc<Semaphore>,
     /// Session channels with a pty granted for self-enrollment.
@@ -109,7 +113,7 @@ impl Connection {
         };
         self.channels
             .sessions
-            .insert(channel.id(), (channel, permit));
+            .insert(channel.id(), (Some(channel), permit));
         reply.accept().await;
     }
 
@@ -191,10 +195,13 @@ impl Connection {
                 return;
             }
         };
-        let (Some((chan, permit)), Some(config)) =
-            (self.channels.sessions.remove(&channel), self.live())
-        else {
+        // A channel waiting for its exec (the enrollment screen's is not).
+        let waiting = matches!(self.channels.sessions.get(&channel), Some((Some(_), _)));
+        let (true, Some(config)) = (waiting, self.live()) else {
             let _ = session.channel_failure(channel);
+            return;
+        };
+        let Some((Some(chan), permit)) = self.channels.sessions.remove(&channel) else {
             return;
         };
         let _ = session.channel_success(channel);
@@ -372,6 +379,11 @@ impl Connection {
             return;
         };
         let screen = EnrollScreen::start(channel, &user, &ctx, session);
+        if screen.is_some()
+            && let Some((held, _)) = self.channels.sessions.get_mut(&channel)
+        {
+            *held = None;
+        }
         self.channels.enrolling = screen;
     }
 

@@ -109,6 +109,12 @@ impl ConnState {
         }
     }
 
+    /// The refusal was ours, not the client's (the fleet's Redis is down):
+    /// the end of this connection counts nothing against its source.
+    pub(super) fn excused(&self) {
+        self.failed();
+    }
+
     /// A failure was counted toward a ban.
     pub(super) fn failed(&self) {
         let mut phase = self.phase();
@@ -186,11 +192,15 @@ pub(super) struct Connection {
     /// The address this client reached (not the listener's, which may be
     /// 0.0.0.0): the jump-host hints tell users to connect there.
     pub(super) local: SocketAddr,
+    /// The balancer it came through, whose PROXY header named `who.peer`.
+    proxied_by: Option<SocketAddr>,
     pub(super) config: watch::Receiver<Arc<Config>>,
     pub(super) state: Arc<ConnState>,
     pub(super) progress: AuthProgress,
     /// The verified key, for offboarding when it leaves the config.
     pub(super) key: Option<KeyData>,
+    /// The certificate that carried it, for a certificate login.
+    pub(super) cert: Option<Arc<russh::keys::Certificate>>,
     pub(super) channels: Channels,
 }
 
@@ -225,6 +235,7 @@ pub(super) fn start(
     shared: &Arc<Shared>,
     tcp: TcpStream,
     peer: SocketAddr,
+    proxied_by: Option<SocketAddr>,
     slot: PreauthSlot,
     jump: &JumpConfig,
     config: watch::Receiver<Arc<Config>>,
@@ -241,10 +252,12 @@ pub(super) fn start(
         shared: Arc::clone(shared),
         who,
         local,
+        proxied_by,
         config,
         state: Arc::new(ConnState::new(Some(slot))),
         progress: AuthProgress::default(),
         key: None,
+        cert: None,
         channels: Channels::new(count(jump.limits.max_channels)),
     };
     let login_grace = jump.limits.login_grace;
@@ -300,7 +313,7 @@ async fn run(
     let _ = tcp.set_nodelay(true);
     let started = Instant::now();
     let (who, state) = (conn.who.clone(), Arc::clone(&conn.state));
-    audit::connection_opened(&who, conn.local);
+    audit::connection_opened(&who, conn.local, conn.proxied_by);
     let deadline = tokio::time::Instant::from_std(started + limits.login_grace);
     let first_auth = limits
         .first_auth

@@ -43,7 +43,30 @@ impl russh::server::Handler for Connection {
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         let started = Instant::now();
-        let step = self.check_key_offer(user, &offer);
+        let step = match offer.certificate {
+            Some(cert) => self.check_certificate_offer(user, cert),
+            None => self.check_key_offer(user, &offer),
+        };
+        Ok(padded(started, step).await)
+    }
+
+    async fn auth_openssh_certificate_refused(
+        &mut self,
+        user: &str,
+        certificate: &russh::keys::Certificate,
+        reason: &'static str,
+    ) -> Result<(), Self::Error> {
+        self.certificate_refused_by_russh(user, certificate, reason);
+        Ok(())
+    }
+
+    async fn auth_openssh_certificate(
+        &mut self,
+        user: &str,
+        certificate: &russh::keys::Certificate,
+    ) -> Result<Auth, Self::Error> {
+        let started = Instant::now();
+        let step = self.check_certificate(user, certificate).await;
         Ok(padded(started, step).await)
     }
 

@@ -21,6 +21,7 @@ use crate::{
     audit::{self, AuthResult, Method},
     auth::{self, Access, AfterKey},
     clock::unix_now,
+    error::JumpError,
     sessions::{self, Factors, Login},
     totp::{CodeRefusal, Verdict},
 };
@@ -104,7 +105,7 @@ impl Connection {
 
     /// Refuse (and audit) a name that no config could hold, before any
     /// lookup; `None` when it may be looked up.
-    fn implausible(&self, user: &str, method: Method) -> Option<Step> {
+    pub(super) fn implausible(&self, user: &str, method: Method) -> Option<Step> {
         if auth::plausible_user(user) {
             return None;
         }
@@ -170,6 +171,19 @@ impl Connection {
         Step::Reject(None)
     }
 
+    /// A proven key (or certificate) refused after all: audited, rejected.
+    fn key_rejected(&self, user: &str, fp: &str, detail: &str) -> Step {
+        audit::auth(
+            &self.who,
+            user,
+            Method::Publickey,
+            Some(fp),
+            AuthResult::Rejected,
+            detail,
+        );
+        Step::Reject(None)
+    }
+
     pub(super) async fn check_key(&mut self, user: &str, key: &VerifiedPublicKey<'_>) -> Step {
         self.state.tried();
         if let Some(refused) = self.implausible(user, Method::Publickey) {
@@ -185,23 +199,28 @@ impl Connection {
         let Some(jump) = config.jump.as_ref() else {
             return Step::Reject(None);
         };
-        let rejected = |this: &Self, detail: &str| {
-            audit::auth(
-                &this.who,
-                user,
-                Method::Publickey,
-                Some(&fp),
-                AuthResult::Rejected,
-                detail,
-            );
-            Step::Reject(None)
-        };
         if !auth::key_allowed(jump, user, key.public_key) {
-            return rejected(self, "key not authorized for this user");
+            return self.key_rejected(user, &fp, "key not authorized for this user");
         }
-        self.progress.key_proven(user, fp.clone());
         self.key = Some(key.public_key.key_data().clone());
-        let secret_file = provisioned(&config, user);
+        self.proven(user, fp, &config, None).await
+    }
+
+    /// A configured user's key (or a certificate for them) was proven:
+    /// the TOTP step next, or in without one. `certificate` describes the
+    /// certificate for the audit log.
+    pub(super) async fn proven(
+        &mut self,
+        user: &str,
+        fp: String,
+        config: &Config,
+        certificate: Option<&str>,
+    ) -> Step {
+        let Some(jump) = config.jump.as_ref() else {
+            return Step::Reject(None);
+        };
+        self.progress.key_proven(user, fp.clone());
+        let secret_file = provisioned(config, user);
         let enrolled = match self
             .shared
             .totp
@@ -209,9 +228,13 @@ impl Connection {
             .await
         {
             Ok(e) => e.is_some(),
+            // The fleet's Redis is down and logins fail closed: ask for the
+            // code as from anyone enrolled (its check then says why it is
+            // refused); never offer a new enrollment meanwhile.
+            Err(JumpError::StoreUnavailable) => true,
             Err(error) => {
                 warn!(%error, user, "cannot read the TOTP enrollment; refusing");
-                return rejected(self, "enrollment unreadable");
+                return self.key_rejected(user, &fp, "enrollment unreadable");
             }
         };
         // A configured user's key: this connection is no slot-holder.
@@ -224,7 +247,10 @@ impl Connection {
                     Method::Publickey,
                     Some(&fp),
                     AuthResult::Partial,
-                    "key accepted; TOTP code next",
+                    &match certificate {
+                        Some(cert) => format!("{cert} accepted; TOTP code next"),
+                        None => "key accepted; TOTP code next".to_owned(),
+                    },
                 );
                 Step::CodeNext
             }
@@ -242,7 +268,10 @@ impl Connection {
                     Method::Publickey,
                     Some(&fp),
                     result,
-                    "no TOTP enrollment",
+                    &match certificate {
+                        Some(cert) => format!("{cert}; no TOTP enrollment"),
+                        None => "no TOTP enrollment".to_owned(),
+                    },
                 );
                 Step::Accept
             }
@@ -286,6 +315,7 @@ impl Connection {
             .totp
             .verify(user, secret_file.as_deref(), &jump.totp, &code, unix_now())
             .await;
+        let unavailable = matches!(verdict, Ok(Verdict::Unavailable));
         let (accepted, detail) = match verdict {
             Ok(Verdict::Code { step }) => (true, format!("totp step {step}")),
             Ok(Verdict::Recovery { left }) => (true, format!("recovery code used; {left} left")),
@@ -298,6 +328,10 @@ impl Connection {
                 "per-user code limit: 3 wrong codes within 30s; not checked".to_owned(),
             ),
             Ok(Verdict::NotEnrolled) => (false, "not enrolled".to_owned()),
+            Ok(Verdict::Unavailable) => (
+                false,
+                "not checked: the fleet's Redis is unreachable (on_outage: closed)".to_owned(),
+            ),
             Err(error) => {
                 warn!(%error, user, "TOTP check failed");
                 (false, "enrollment unreadable".to_owned())
@@ -325,7 +359,12 @@ impl Connection {
         if accepted {
             Step::Accept
         } else {
-            self.fail(user, &detail);
+            // An outage of the fleet's store is no fault of the client's.
+            if unavailable {
+                self.state.excused();
+            } else {
+                self.fail(user, &detail);
+            }
             Step::Reject(Some(MethodKind::KeyboardInteractive))
         }
     }
@@ -349,6 +388,7 @@ impl Connection {
             who: self.who.clone(),
             user: user.to_owned(),
             key,
+            cert: self.cert.clone(),
             factors,
             access,
             cut: self.state.cut.clone(),
@@ -386,6 +426,11 @@ impl Connection {
     /// live config?
     fn key_still_allowed(&self, user: &str) -> bool {
         let config = Arc::clone(&self.config.borrow());
+        if let Some(cert) = &self.cert {
+            let revoked = self.shared.revoked.list();
+            return sessions::lost_certificate(config.jump.as_ref(), user, cert, &revoked)
+                .is_none();
+        }
         self.key
             .as_ref()
             .is_some_and(|key| sessions::lost_access(config.jump.as_ref(), user, key).is_none())

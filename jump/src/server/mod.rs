@@ -10,13 +10,16 @@
 //! - `login`: the key and code checks and the rejection padding;
 //! - `channels`: session channels, exec, pty, shell and every refusal;
 //! - `tunnel`: checking, dialling and pumping one tunnel;
-//! - `ssh_config`: russh's settings, rebuilt when the limits change.
+//! - `ssh_config`: russh's settings, rebuilt when the limits change;
+//! - `certificate`: user certificates offered and signed for, the
+//!   revocation file kept current, the host certificate.
 //!
 //! Shutdown: once `shutdown` is cancelled, [`serve`] stops accepting, tells
 //! every client goodbye, and returns within [`SHUTDOWN_GRACE`] (plus the
 //! join of the connection threads, whose leftover tasks are dropped).
 
 mod accept;
+mod certificate;
 mod channels;
 mod connection;
 mod handler;
@@ -34,17 +37,18 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use gatehouse_config::{Config, JumpConfig};
+use gatehouse_config::{Config, JumpConfig, StateConfig};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::warn;
 
 use crate::{
-    audit::Who, bans::BanKeeper, error::JumpError, gate::Gate, hostkey, sessions::Sessions, store,
-    totp::TotpStore, workers::Workers,
+    audit::Who, bans::BanKeeper, error::JumpError, fleet::Fleet, gate::Gate, hostkey,
+    sessions::Sessions, store, totp::TotpStore, workers::Workers,
 };
 
 pub(crate) use ssh_config::count;
+pub use ssh_config::{CHANNEL_WINDOW, CLIENT_REKEYS};
 
 /// How long connections get to say goodbye and end after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -87,7 +91,9 @@ pub(crate) struct Shared {
     next_conn: AtomicU64,
     /// Decides from the peer address alone, before any SSH byte.
     gate: Mutex<Arc<Gate>>,
-    bans: BanKeeper,
+    bans: Arc<BanKeeper>,
+    /// A fleet's Redis (`state.redis`): bans, used steps, wrong codes.
+    fleet: Option<Arc<Fleet>>,
     /// Authenticated connections, for offboarding on reload.
     sessions: Sessions,
     /// russh's settings for new connections.
@@ -97,6 +103,10 @@ pub(crate) struct Shared {
     /// The jump host's own addresses (not loopback, which has its own
     /// rule): only a grant of exactly one of them reaches it.
     own: Vec<IpAddr>,
+    /// PROXY headers being read at once (`accept::HEADERS_AT_ONCE`).
+    headers: Arc<tokio::sync::Semaphore>,
+    /// `jump.user_ca.revoked_keys_file`, as last read.
+    revoked: certificate::Revoked,
 }
 
 impl Shared {
@@ -117,7 +127,31 @@ impl Shared {
         if self.gate().trusted(who.peer.ip()) {
             return;
         }
-        self.bans.fail(who, user, reason, &jump.limits.ban);
+        let policy = jump.limits.ban;
+        let made = self.bans.fail(who, user, reason, &policy);
+        let Some(fleet) = self.fleet.clone() else {
+            return;
+        };
+        // The fleet: announce a ban made here, or count the failure with
+        // every host's and ban once they reach the policy's count. Off this
+        // connection's path; an outage leaves the local count in charge.
+        let (bans, source) = (
+            Arc::clone(&self.bans),
+            crate::bans::source_key(who.peer.ip()),
+        );
+        self.tracker.spawn(async move {
+            let made = if made.is_empty() {
+                match fleet.count_failure(source, policy.within.as_secs()).await {
+                    Ok(n) if n >= policy.after.get() => bans.fleet_reached(source, &policy),
+                    _ => Vec::new(),
+                }
+            } else {
+                made
+            };
+            for ban in &made {
+                let _ = fleet.publish_ban(ban).await;
+            }
+        });
     }
 }
 
@@ -132,14 +166,17 @@ pub async fn serve(
     let jump = first.jump.as_ref().ok_or(JumpError::NoJumpConfig)?;
     // The state directory is read once, at start, off the runtime threads.
     let (state_dir, ban_policy) = (first.state_dir.clone(), jump.limits.ban);
-    let (host_key, bans) = tokio::task::spawn_blocking(move || {
+    let first_jump = jump.clone();
+    let (host_key, host_cert, bans) = tokio::task::spawn_blocking(move || {
         store::check_state_dir(&state_dir)?;
         let host_key = hostkey::load_or_generate(&state_dir)?;
+        let host_cert = certificate::host_certificate(&first_jump, &host_key)?;
         let bans = BanKeeper::open(&state_dir, &ban_policy)?;
-        Ok::<_, JumpError>((host_key, bans))
+        Ok::<_, JumpError>((host_key, host_cert, bans))
     })
     .await
     .map_err(JumpError::Blocking)??;
+    let revoked = certificate::Revoked::open(jump).await?;
     let listen: Vec<SocketAddr> = listeners.local_addrs();
     let own = tokio::task::spawn_blocking(move || own_addresses(&listen))
         .await
@@ -150,17 +187,29 @@ pub async fn serve(
             TcpListener::from_std(listener).map_err(|source| JumpError::Bind { addr, source })?;
         accepting.push(listener);
     }
+    let mut totp = TotpStore::new(&first.state_dir);
+    let mut fleet = None;
+    if let StateConfig::Redis(redis) = &first.state {
+        let shared_state = Arc::new(Fleet::new(redis)?);
+        tokio::spawn(Arc::clone(&shared_state).connect(shutdown.clone()));
+        totp = totp.with_fleet(Arc::clone(&shared_state));
+        fleet = Some(shared_state);
+    }
+    let bans = Arc::new(bans);
     let shared = Arc::new(Shared {
-        totp: TotpStore::new(&first.state_dir),
+        totp,
         tracker: TaskTracker::new(),
         shutdown,
         next_conn: AtomicU64::new(1),
         gate: Mutex::new(Arc::new(Gate::new(&jump.limits))),
         bans,
+        fleet,
         sessions: Sessions::default(),
-        ssh: ssh_config::SshSettings::new(jump, host_key),
+        ssh: ssh_config::SshSettings::new(jump, host_key, host_cert),
         workers: Workers::start()?,
         own,
+        headers: accept::header_permits(),
+        revoked,
     });
     let accepting: Vec<_> = accepting
         .into_iter()
@@ -173,6 +222,15 @@ pub async fn serve(
         })
         .collect();
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&shared), config.clone()));
+    if let Some(fleet) = shared.fleet.clone() {
+        let (adopting, ours) = (Arc::clone(&shared.bans), Arc::clone(&shared.bans));
+        let stop = shared.shutdown.clone();
+        tokio::spawn(async move {
+            fleet
+                .follow_bans(|ban| adopting.adopt(ban), || ours.in_force(), stop)
+                .await;
+        });
+    }
     // The ban writer outlives the connections, so that failures counted
     // while they end still reach the file.
     let writer_stop = CancellationToken::new();
@@ -215,14 +273,22 @@ async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Confi
                     return;
                 }
                 let live = Arc::clone(&config.borrow_and_update());
+                if let Some(jump) = live.jump.as_ref() {
+                    shared.revoked.refresh(jump).await;
+                }
                 reload(&shared, live.jump.as_ref());
             }
             _ = tick.tick() => {
                 shared.gate().purge();
-                if let Some(jump) = config.borrow().jump.as_ref() {
+                let live = Arc::clone(&config.borrow());
+                if let Some(jump) = live.jump.as_ref() {
                     shared.bans.purge(&jump.limits.ban, SystemTime::now());
+                    resets(&shared, jump).await;
+                    // A new revocation list cuts what it revokes.
+                    if shared.revoked.refresh(jump).await {
+                        shared.sessions.offboard(Some(jump), &shared.own, &shared.revoked.list());
+                    }
                 }
-                resets(&shared).await;
             }
         }
     }
@@ -231,9 +297,12 @@ async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Confi
 /// `gatehouse totp reset USER` runs in another process: a live session
 /// that logged in with a code whose enrollment is gone is cut. One stat per
 /// distinct user with such a session, on a blocking thread.
-async fn resets(shared: &Shared) {
+async fn resets(shared: &Shared, jump: &JumpConfig) {
     for user in shared.sessions.users_with_codes() {
-        if let Ok(false) = shared.totp.has_file(&user).await {
+        let provisioned = jump
+            .user(&user)
+            .is_some_and(|u| u.totp_secret_file.is_some());
+        if !shared.totp.still_enrolled(&user, provisioned).await {
             shared.sessions.enrollment_gone(&user);
         }
     }
@@ -265,7 +334,9 @@ fn own_addresses(listen: &[SocketAddr]) -> Vec<IpAddr> {
 
 /// Apply a new config to what is already running.
 fn reload(shared: &Shared, jump: Option<&JumpConfig>) {
-    shared.sessions.offboard(jump, &shared.own);
+    shared
+        .sessions
+        .offboard(jump, &shared.own, &shared.revoked.list());
     let Some(jump) = jump else {
         return;
     };

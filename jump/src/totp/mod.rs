@@ -7,13 +7,16 @@
 //! restart cannot reopen it.
 //!
 //! This file owns the codes (no I/O, `now` passed in); `store` owns the
-//! files, read and written on blocking threads.
+//! files, read and written on blocking threads; `shared` chooses between
+//! them and a fleet's Redis; `verify` checks what a user typed.
 
 use std::fmt;
 
 use gatehouse_config::TotpSettings;
 
+mod shared;
 mod store;
+mod verify;
 
 pub use store::TotpStore;
 
@@ -138,6 +141,9 @@ pub enum Verdict {
     Limited,
     /// The user has no enrollment.
     NotEnrolled,
+    /// Not checked: the fleet's Redis does not answer and logins fail
+    /// closed (`state.redis.on_outage: closed`).
+    Unavailable,
 }
 
 /// What `gatehouse totp status` shows.

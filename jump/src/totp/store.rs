@@ -7,14 +7,12 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::Instant,
 };
 
-use gatehouse_config::TotpSettings;
 use serde::{Deserialize, Serialize};
 
-use super::{CodeRefusal, Enrollment, Secret, Status, Verdict, check_code};
-use crate::{error::JumpError, limits::UserCodeLimit, recovery, store};
+use super::{Enrollment, Secret, Status};
+use crate::{error::JumpError, fleet::Fleet, limits::UserCodeLimit, store};
 
 /// `state_dir/totp/USER`. For users whose secret configuration management
 /// provisions (`totp_secret_file`), `secret` is absent: the file then only
@@ -35,24 +33,26 @@ struct EnrollmentFile {
 /// The enrollments under `state_dir/totp/`.
 #[derive(Debug)]
 pub struct TotpStore {
-    files: Files,
+    pub(super) files: Files,
     /// One lock per user, so two logins of the same user cannot both use one
     /// step, and two enrollments cannot both be stored. Keys are configured
     /// users only (a key was verified first).
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(super) locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// google-authenticator's RATE_LIMIT 3 30, per user.
-    code_limit: Mutex<UserCodeLimit>,
+    pub(super) code_limit: Mutex<UserCodeLimit>,
+    /// A fleet's Redis: steps used and wrong codes, shared by every host.
+    pub(super) fleet: Option<Arc<Fleet>>,
 }
 
 /// The files themselves: blocking I/O, run on a blocking thread by the
 /// async methods of [`TotpStore`] (never on a connection's thread).
 #[derive(Clone, Debug)]
-struct Files {
+pub(super) struct Files {
     dir: PathBuf,
 }
 
 /// Run `f` on `files` on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     files: &Files,
     f: impl FnOnce(&Files) -> Result<T, JumpError> + Send + 'static,
 ) -> Result<T, JumpError> {
@@ -63,7 +63,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Files {
-    fn path(&self, user: &str) -> PathBuf {
+    pub(super) fn path(&self, user: &str) -> PathBuf {
         self.dir.join(user)
     }
 
@@ -79,7 +79,7 @@ impl Files {
             .map_err(|source| JumpError::StateFormat { path, source })
     }
 
-    fn load(
+    pub(super) fn load(
         &self,
         user: &str,
         provisioned: Option<&Path>,
@@ -134,7 +134,7 @@ impl Files {
         Ok((path, json))
     }
 
-    fn save(
+    pub(super) fn save(
         &self,
         user: &str,
         enrollment: &Enrollment,
@@ -144,7 +144,7 @@ impl Files {
         store::write_atomic(&path, &json).map_err(|source| JumpError::State { path, source })
     }
 
-    fn create(&self, user: &str, enrollment: &Enrollment) -> Result<bool, JumpError> {
+    pub(super) fn create(&self, user: &str, enrollment: &Enrollment) -> Result<bool, JumpError> {
         let (path, json) = self.encode(user, enrollment, false)?;
         store::create_atomic(&path, &json).map_err(|source| JumpError::State { path, source })
     }
@@ -159,10 +159,17 @@ impl TotpStore {
             },
             locks: Mutex::default(),
             code_limit: Mutex::default(),
+            fleet: None,
         }
     }
 
-    fn lock_for(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// Share used steps and wrong codes with the rest of `fleet`.
+    pub(crate) fn with_fleet(mut self, fleet: Arc<Fleet>) -> TotpStore {
+        self.fleet = Some(fleet);
+        self
+    }
+
+    pub(super) fn lock_for(&self, user: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(user.to_owned()).or_default().clone()
     }
@@ -178,8 +185,8 @@ impl TotpStore {
         self.files.load(user, provisioned)
     }
 
-    /// [`TotpStore::load`] on a blocking thread.
-    pub(crate) async fn load_async(
+    /// [`TotpStore::load`] on a blocking thread (this host's files only).
+    pub(super) async fn load_file_async(
         &self,
         user: &str,
         provisioned: Option<&Path>,
@@ -191,12 +198,13 @@ impl TotpStore {
     /// Store a new enrollment unless the user already has one. Two
     /// enrollments at once (two sessions, or a session and the CLI): the
     /// first to confirm wins, the other gets false and nothing changes.
+    #[cfg(test)]
     pub(crate) fn create(&self, user: &str, enrollment: &Enrollment) -> Result<bool, JumpError> {
         self.files.create(user, enrollment)
     }
 
-    /// [`TotpStore::create`] on a blocking thread.
-    pub(crate) async fn create_async(
+    /// [`TotpStore::create`] on a blocking thread (this host's files only).
+    pub(super) async fn create_file_async(
         &self,
         user: &str,
         enrollment: &Enrollment,
@@ -207,7 +215,7 @@ impl TotpStore {
 
     /// Is there an enrollment file for `user` (on a blocking thread)? Gone
     /// after `gatehouse totp reset`, which the server notices this way.
-    pub(crate) async fn has_file(&self, user: &str) -> Result<bool, JumpError> {
+    pub(super) async fn has_file(&self, user: &str) -> Result<bool, JumpError> {
         let user = user.to_owned();
         blocking(&self.files, move |f| {
             let path = f.path(&user);
@@ -239,88 +247,6 @@ impl TotpStore {
             provisioned: provisioned.is_some(),
         }))
     }
-
-    /// Check what `user` typed at `Verification code:` (a TOTP code or a
-    /// recovery code) at unix time `now`; a used step or recovery code is
-    /// written before this returns.
-    pub async fn verify(
-        &self,
-        user: &str,
-        provisioned: Option<&Path>,
-        settings: &TotpSettings,
-        typed: &str,
-        now: u64,
-    ) -> Result<Verdict, JumpError> {
-        // The limit is checked under the user's lock, where failures are
-        // counted: checked before it, codes sent in parallel (each waiting
-        // for the lock) would all be let through.
-        let lock = self.lock_for(user);
-        let _held = lock.lock().await;
-        let clock = Instant::now();
-        if !self
-            .code_limit
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .allows(user, clock)
-        {
-            return Ok(Verdict::Limited);
-        }
-        let Some(mut enrollment) = self.load_async(user, provisioned).await? else {
-            return Ok(Verdict::NotEnrolled);
-        };
-        let verdict = match recovery::normalize(typed) {
-            Some(code) => {
-                let hashes = enrollment.recovery.clone();
-                let used = tokio::task::spawn_blocking(move || {
-                    hashes.iter().position(|h| recovery::matches(h, &code))
-                })
-                .await
-                .ok()
-                .flatten();
-                match used {
-                    Some(i) => {
-                        enrollment.recovery.remove(i);
-                        Verdict::Recovery {
-                            left: enrollment.recovery.len(),
-                        }
-                    }
-                    None => Verdict::Refused(CodeRefusal::Wrong),
-                }
-            }
-            None => match check_code(
-                settings,
-                &enrollment.secret,
-                typed,
-                now,
-                enrollment.last_step,
-            ) {
-                Ok(step) => {
-                    enrollment.last_step = Some(step);
-                    Verdict::Code { step }
-                }
-                Err(refusal) => Verdict::Refused(refusal),
-            },
-        };
-        match verdict {
-            Verdict::Code { .. } | Verdict::Recovery { .. } => {
-                // On disk before the login proceeds (the lock is still held),
-                // written on a blocking thread.
-                let (name, is_provisioned) = (user.to_owned(), provisioned.is_some());
-                blocking(&self.files, move |f| {
-                    f.save(&name, &enrollment, is_provisioned)
-                })
-                .await?;
-            }
-            Verdict::Refused(_) => {
-                self.code_limit
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .failed(user, clock);
-            }
-            Verdict::Limited | Verdict::NotEnrolled => {}
-        }
-        Ok(verdict)
-    }
 }
 
 #[cfg(test)]
@@ -328,7 +254,13 @@ mod tests {
 
     use super::*;
 
-    use crate::totp::tests::{RFC_SECRET, settings};
+    use crate::{
+        recovery,
+        totp::{
+            CodeRefusal, Verdict,
+            tests::{RFC_SECRET, settings},
+        },
+    };
 
     fn enrollment(recovery: Vec<String>) -> Enrollment {
         Enrollment {

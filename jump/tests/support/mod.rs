@@ -131,8 +131,9 @@ impl Jump {
 
     /// Operator enrollment of `user`, as `gatehouse totp enroll` does it;
     /// returns the base32 secret.
-    pub fn enroll(&self, user: &str) -> String {
+    pub async fn enroll(&self, user: &str) -> String {
         gatehouse_jump::enroll(&self.config, user)
+            .await
             .expect("enroll")
             .secret_base32
     }

@@ -1,0 +1,269 @@
+//! A fleet's shared state in Redis (or Valkey), for gatehouses behind one
+//! balancer: TOTP steps used (a code works once across the fleet) and the
+//! per-user wrong-code limit. The `redis` crate's connection manager keeps
+//! one multiplexed connection and reconnects by itself; every command here
+//! has a deadline ([`OP_TIMEOUT`]) so a stalled Redis never holds a login
+//! longer than that.
+//!
+//! Owns the keys and their scripts, and whether Redis answers; must not
+//! decide what a login does during an outage (`totp::store` does, from
+//! `on_outage`), nor block: the accept loop never calls it.
+
+use std::{
+    sync::{Arc, Mutex, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use gatehouse_config::{OnOutage, RedisState};
+use redis::{AsyncCommands, IntoConnectionInfo, aio::ConnectionManager};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{error::JumpError, metrics::METRICS};
+
+mod bans;
+mod enrollments;
+mod seal;
+
+pub(crate) use enrollments::Stored;
+
+/// The most one Redis command may take before it counts as an outage.
+pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long a used step is remembered: well past any code's window.
+const STEP_TTL_SECS: u64 = 24 * 3600;
+
+/// Marks `step` used for the user, unless it or a later step already is
+/// (RFC 6238 §5.2, fleet-wide): 1 if claimed, 0 if not. One round trip,
+/// atomic in Redis.
+const CLAIM_STEP: &str = r"
+local last = redis.call('GET', KEYS[1])
+if last and tonumber(last) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
+/// Counts a wrong code for the user; the first one starts the window: the
+/// count.
+const COUNT_WRONG: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return n
+";
+
+/// Redis is not answering (down, unreachable, or slower than [`OP_TIMEOUT`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the fleet's Redis is unreachable: {0}")]
+pub(crate) struct Outage(String);
+
+/// The connection to the fleet's Redis and what it answered lately.
+pub(crate) struct Fleet {
+    prefix: String,
+    on_outage: OnOutage,
+    client: redis::Client,
+    conn: Mutex<Option<ConnectionManager>>,
+    claim: redis::Script,
+    count_wrong: redis::Script,
+    /// Seals TOTP secrets stored in Redis.
+    seal: seal::SealKey,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the client: its connection info holds the password.
+        f.debug_struct("Fleet")
+            .field("prefix", &self.prefix)
+            .field("on_outage", &self.on_outage)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// A client for `state` (the password read from its file, blocking: at
+    /// start). Connects in the background ([`Fleet::connect`]).
+    pub(crate) fn new(state: &RedisState) -> Result<Fleet, JumpError> {
+        let bad = |why: String| JumpError::Fleet(why);
+        let mut info = state
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|e| bad(format!("url: {e}")))?;
+        if let Some(file) = &state.password_file {
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| bad(format!("password_file {}: {e}", file.display())))?;
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(password.trim_end_matches(['\r', '\n']));
+            info = info.set_redis_settings(settings);
+        }
+        let client = if state.url.starts_with("rediss://") {
+            // rustls needs one crypto provider for the process: aws-lc-rs,
+            // which russh already uses. Installing twice is harmless.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let root_cert = match &state.ca_file {
+                Some(file) => Some(
+                    std::fs::read(file)
+                        .map_err(|e| bad(format!("ca_file {}: {e}", file.display())))?,
+                ),
+                None => None,
+            };
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert,
+            };
+            redis::Client::build_with_tls(info, certs).map_err(|e| bad(e.to_string()))?
+        } else {
+            redis::Client::open(info).map_err(|e| bad(e.to_string()))?
+        };
+        let mut seal = match &state.seal_key_file {
+            Some(file) => seal::SealKey::read(file)?,
+            None => return Err(bad("seal_key_file is required".into())),
+        };
+        for file in &state.previous_seal_key_files {
+            seal = seal.with_previous(seal::SealKey::read(file)?);
+        }
+        METRICS.store_configured.store(true, Ordering::Relaxed);
+        Ok(Fleet {
+            prefix: state.key_prefix.clone(),
+            on_outage: state.on_outage,
+            client,
+            conn: Mutex::new(None),
+            claim: redis::Script::new(CLAIM_STEP),
+            count_wrong: redis::Script::new(COUNT_WRONG),
+            seal,
+        })
+    }
+
+    /// What TOTP logins do while Redis does not answer.
+    pub(crate) fn on_outage(&self) -> OnOutage {
+        self.on_outage
+    }
+
+    /// Record whether Redis answered (the metrics and `/healthz` read it);
+    /// whether it did before.
+    fn set_up(&self, up: bool) -> bool {
+        let m = &*METRICS;
+        m.store_configured.store(true, Ordering::Relaxed);
+        m.store_up.set(i64::from(up)) == 1
+    }
+
+    fn manager_config() -> redis::aio::ConnectionManagerConfig {
+        redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(OP_TIMEOUT))
+            .set_response_timeout(Some(OP_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1))
+    }
+
+    /// Connect once (the CLI's way): an error if Redis does not answer.
+    pub(crate) async fn connect_once(&self) -> Result<(), JumpError> {
+        let attempt = self
+            .client
+            .get_connection_manager_with_config(Self::manager_config());
+        match tokio::time::timeout(OP_TIMEOUT * 4, attempt).await {
+            Ok(Ok(manager)) => {
+                *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(manager);
+                Ok(())
+            }
+            _ => Err(JumpError::StoreUnavailable),
+        }
+    }
+
+    /// Connect, retrying every second until it works or `shutdown`; the
+    /// connection manager then reconnects by itself.
+    pub(crate) async fn connect(self: Arc<Self>, shutdown: CancellationToken) {
+        let config = Self::manager_config();
+        loop {
+            let attempt = self
+                .client
+                .get_connection_manager_with_config(config.clone());
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                made = attempt => match made {
+                    Ok(manager) => {
+                        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(manager);
+                        self.set_up(true);
+                        info!("connected to the fleet's Redis");
+                        return;
+                    }
+                    Err(error) => {
+                        if self.set_up(false) {
+                            warn!(%error, "the fleet's Redis is unreachable");
+                        }
+                    }
+                },
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, Outage> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| Outage("not connected yet".into()))
+    }
+
+    /// Run `op` within [`OP_TIMEOUT`], recording whether Redis answered.
+    async fn timed<T>(
+        &self,
+        op: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Outage> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(OP_TIMEOUT, op).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(Outage(e.to_string())),
+            Err(_) => Err(Outage(format!("no answer within {OP_TIMEOUT:?}"))),
+        };
+        let was_up = self.set_up(result.is_ok());
+        match &result {
+            Ok(_) => {
+                let us = i64::try_from(started.elapsed().as_micros()).unwrap_or(i64::MAX);
+                METRICS.store_latency_us.set(us);
+                if !was_up {
+                    info!("the fleet's Redis answers again");
+                }
+            }
+            Err(e) if was_up => warn!(error = %e, "the fleet's Redis stopped answering"),
+            Err(_) => {}
+        }
+        result
+    }
+
+    fn key(&self, kind: &str, user: &str) -> String {
+        format!("{}{kind}:{user}", self.prefix)
+    }
+
+    /// Claim TOTP `step` for `user` across the fleet: false if this step or
+    /// a later one was already used (on any host).
+    pub(crate) async fn claim_step(&self, user: &str, step: u64) -> Result<bool, Outage> {
+        let mut conn = self.connection()?;
+        let key = self.key("totp-step", user);
+        let mut call = self.claim.key(key);
+        call.arg(step).arg(STEP_TTL_SECS);
+        let claimed: i64 = self.timed(call.invoke_async(&mut conn)).await?;
+        Ok(claimed == 1)
+    }
+
+    /// Wrong codes for `user` in its current window (all hosts).
+    pub(crate) async fn wrong_codes(&self, user: &str) -> Result<u32, Outage> {
+        let mut conn = self.connection()?;
+        let n: Option<u32> = self.timed(conn.get(self.key("wrong-codes", user))).await?;
+        Ok(n.unwrap_or(0))
+    }
+
+    /// Count one wrong code for `user`; the first opens a window of
+    /// `seconds` (the per-user limit's, as `limits::UserCodeLimit` keeps it
+    /// on one host).
+    pub(crate) async fn count_wrong(&self, user: &str, seconds: u64) -> Result<u32, Outage> {
+        let mut conn = self.connection()?;
+        let mut call = self.count_wrong.key(self.key("wrong-codes", user));
+        call.arg(seconds);
+        self.timed(call.invoke_async(&mut conn)).await
+    }
+}

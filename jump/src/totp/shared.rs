@@ -1,0 +1,189 @@
+//! Where an enrollment lives: this host's files, or — with `state.redis` —
+//! the fleet's Redis, sealed, with this host's file as a cache for
+//! `on_outage: local`. Secrets provisioned by `totp_secret_file` are the
+//! same on every host and stay in files.
+//!
+//! Owns the choice between the two for each call, and what an outage means
+//! for it; must not check codes (`verify`) nor touch Redis keys itself
+//! (`fleet`).
+
+use std::path::Path;
+
+use gatehouse_config::{Config, OnOutage, StateConfig};
+use tracing::warn;
+
+use super::{Enrollment, Status, TotpStore, store::blocking};
+use crate::{
+    error::JumpError,
+    fleet::{Fleet, Stored},
+};
+
+/// Where a loaded enrollment came from: what a login then writes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    /// This host's file (local state, a provisioned secret, or the cache
+    /// during an outage with `on_outage: local`).
+    Files,
+    /// The fleet's Redis.
+    Fleet,
+}
+
+/// An enrollment looked up for a login.
+#[derive(Debug)]
+pub(super) enum Loaded {
+    Found(Enrollment, Source),
+    Absent,
+    /// The fleet's Redis does not answer and logins fail closed.
+    Unavailable,
+}
+
+impl TotpStore {
+    /// The store for `config`, its fleet connected (or tried for a moment):
+    /// for the CLI, which then acts on the fleet's Redis like the servers.
+    pub async fn for_config(config: &Config) -> Result<TotpStore, JumpError> {
+        let store = TotpStore::new(&config.state_dir);
+        let StateConfig::Redis(redis) = &config.state else {
+            return Ok(store);
+        };
+        let fleet = std::sync::Arc::new(Fleet::new(redis)?);
+        fleet.connect_once().await?;
+        Ok(store.with_fleet(fleet))
+    }
+
+    /// The fleet, when this user's enrollment lives there.
+    fn fleet_for(&self, provisioned: bool) -> Option<&Fleet> {
+        self.fleet.as_deref().filter(|_| !provisioned)
+    }
+
+    pub(super) async fn load_for_login(
+        &self,
+        user: &str,
+        provisioned: Option<&Path>,
+    ) -> Result<Loaded, JumpError> {
+        let from_files =
+            |e: Option<Enrollment>| e.map_or(Loaded::Absent, |e| Loaded::Found(e, Source::Files));
+        let Some(fleet) = self.fleet_for(provisioned.is_some()) else {
+            return self
+                .load_file_async(user, provisioned)
+                .await
+                .map(from_files);
+        };
+        match fleet.load_enrollment(user).await {
+            Ok(Stored::Enrolled(enrollment)) => {
+                self.cache(user, &enrollment).await;
+                Ok(Loaded::Found(enrollment, Source::Fleet))
+            }
+            Ok(Stored::None) => {
+                // Reset on another host: the cache goes too.
+                let _ = self.forget_file(user).await;
+                Ok(Loaded::Absent)
+            }
+            Ok(Stored::Unreadable) => Err(JumpError::Fleet(format!(
+                "{user}'s enrollment in Redis does not open with this host's seal_key_file"
+            ))),
+            Err(outage) => match fleet.on_outage() {
+                OnOutage::Closed => Ok(Loaded::Unavailable),
+                OnOutage::Local => {
+                    warn!(user, error = %outage, "reading the enrollment from this host's cache (on_outage: local)");
+                    self.load_file_async(user, None).await.map(from_files)
+                }
+            },
+        }
+    }
+
+    /// Keep this host's copy of a fleet enrollment, for `on_outage: local`
+    /// (written when missing; a reset removes it).
+    async fn cache(&self, user: &str, enrollment: &Enrollment) {
+        if let Ok(true) = self.has_file(user).await {
+            return;
+        }
+        let (name, copy) = (user.to_owned(), enrollment.clone());
+        if let Err(error) = blocking(&self.files, move |f| f.save(&name, &copy, false)).await {
+            warn!(%error, user, "cannot cache the enrollment on this host");
+        }
+    }
+
+    async fn forget_file(&self, user: &str) -> Result<bool, JumpError> {
+        let path = self.files.path(user);
+        tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(JumpError::State { path, source }),
+        })
+        .await
+        .map_err(JumpError::Blocking)?
+    }
+
+    /// The user's enrollment, if any (`provisioned`: their
+    /// `totp_secret_file`). [`JumpError::StoreUnavailable`] when the fleet's
+    /// Redis does not answer and logins fail closed.
+    pub(crate) async fn load_async(
+        &self,
+        user: &str,
+        provisioned: Option<&Path>,
+    ) -> Result<Option<Enrollment>, JumpError> {
+        match self.load_for_login(user, provisioned).await? {
+            Loaded::Found(e, _) => Ok(Some(e)),
+            Loaded::Absent => Ok(None),
+            Loaded::Unavailable => Err(JumpError::StoreUnavailable),
+        }
+    }
+
+    /// Store a new enrollment unless the user already has one — on any
+    /// host of the fleet: two sessions (or a session and the CLI) confirming
+    /// at once, one wins, the other gets false. Needs the fleet's Redis
+    /// whatever `on_outage` says: one winner is the point.
+    pub(crate) async fn create_async(
+        &self,
+        user: &str,
+        enrollment: &Enrollment,
+    ) -> Result<bool, JumpError> {
+        let Some(fleet) = self.fleet_for(false) else {
+            return self.create_file_async(user, enrollment).await;
+        };
+        let stored = fleet
+            .create_enrollment(user, enrollment)
+            .await
+            .map_err(|_| JumpError::StoreUnavailable)?;
+        if stored {
+            let _ = self.forget_file(user).await;
+            self.cache(user, enrollment).await;
+        }
+        Ok(stored)
+    }
+
+    /// Is `user` still enrolled (for cutting sessions after a reset)? Only
+    /// a definite "no" is false: an outage or an unreadable store is yes.
+    pub(crate) async fn still_enrolled(&self, user: &str, provisioned: bool) -> bool {
+        match self.fleet_for(provisioned) {
+            Some(fleet) => !matches!(fleet.has_enrollment(user).await, Ok(false)),
+            None => !matches!(self.has_file(user).await, Ok(false)),
+        }
+    }
+
+    /// Remove the user's enrollment (`gatehouse totp reset`), from the fleet
+    /// too; whether one existed.
+    pub async fn remove_async(&self, user: &str) -> Result<bool, JumpError> {
+        let here = self.forget_file(user).await?;
+        match self.fleet_for(false) {
+            Some(fleet) => fleet
+                .remove_enrollment(user)
+                .await
+                .map_err(|_| JumpError::StoreUnavailable),
+            None => Ok(here),
+        }
+    }
+
+    /// What `gatehouse totp status` shows; `None` when not enrolled.
+    pub async fn status_async(
+        &self,
+        user: &str,
+        provisioned: Option<&Path>,
+    ) -> Result<Option<Status>, JumpError> {
+        Ok(self.load_async(user, provisioned).await?.map(|e| Status {
+            created: (e.created > 0).then_some(e.created),
+            recovery_left: e.recovery.len(),
+            provisioned: provisioned.is_some(),
+        }))
+    }
+}

@@ -1,0 +1,222 @@
+//! Behind a load balancer: a real HAProxy (`mode tcp`) sends PROXY headers
+//! (v2 and v1) from 127.0.0.9, the address in `jump.proxy_protocol.from`.
+//! The client's own address (127.0.0.6x, named in the header) is the one
+//! audited, banned and rate-limited; headers from anywhere else, missing
+//! headers from the balancer, malformed or truncated ones are refused, and
+//! none blocks anyone else's login.
+
+use std::{
+    io::Write,
+    net::{IpAddr, Ipv4Addr},
+};
+
+use crate::{
+    jump::config,
+    util::{Gatehouse, Haproxy, Hello, SshClient, Sshd, connect_from, hello, read_hello, run},
+};
+
+/// The balancer's address, as the gatehouses see it.
+const BALANCER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+
+fn source(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// A gatehouse trusting 127.0.0.9's PROXY headers, `sean` granted `sshd`.
+fn behind_balancer(client: &SshClient, sshd: &Sshd) -> Gatehouse {
+    let yaml = config(
+        "required",
+        &[("sean", client, &["dev"])],
+        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
+    );
+    Gatehouse::start(&format!(
+        "{yaml}  proxy_protocol:\n    from: [\"{BALANCER}/32\"]\n"
+    ))
+}
+
+/// `ssh target echo ...` through the balancer, the jump hop from `from`
+/// (`-J` would not pass `-b` on to the jump hop: a ProxyCommand does).
+fn login_from(client: &SshClient, from: IpAddr) -> crate::util::Output {
+    let proxy = format!(
+        "ProxyCommand={} -b {from} -W %h:%p jump",
+        client.ssh_command_line()
+    );
+    run(
+        client.ssh().args(["-o", &proxy, "target", "echo through"]),
+        b"",
+    )
+}
+
+/// The gatehouse closes `stream` without a byte of SSH: EOF, or a reset
+/// (the kernel's answer when bytes we sent were left unread).
+fn shut(stream: &mut std::net::TcpStream) {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(crate::util::PATIENCE))
+        .expect("timeout");
+    let mut buf = [0_u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected a close, got {other:?} {:?}", &buf[..8]),
+    }
+}
+
+fn through_haproxy(server_option: &str, from: u8) {
+    let mut client = SshClient::new();
+    let sshd = Sshd::start(&client.public_key());
+    let g = behind_balancer(&client, &sshd);
+    let lb = Haproxy::start(&[g.jump()], server_option, BALANCER);
+    client.add_host("jump", lb.addr, "sean");
+    client.add_host("target", sshd.addr, &sshd.user);
+    client.answer_with_totp(&g.enroll("sean"));
+
+    let out = login_from(&client, source(from));
+    out.success();
+    assert_eq!(out.stdout(), "through\n", "{out}");
+    let opened = g.audit("connection_opened", |_| true);
+    let peer = opened["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with(&format!("127.0.0.{from}:")), "{opened}");
+    let by = opened["proxied_by"].as_str().unwrap_or_default();
+    assert!(by.starts_with("127.0.0.9:"), "{opened}");
+    let accepted = g.audit("auth", |v| v["result"] == "accepted");
+    assert!(
+        accepted["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with(&format!("127.0.0.{from}:"))),
+        "{accepted}"
+    );
+}
+
+#[test]
+fn behind_haproxy_v2_the_audited_peer_is_the_client() {
+    through_haproxy("send-proxy-v2", 61);
+}
+
+#[test]
+fn behind_haproxy_v1_the_audited_peer_is_the_client() {
+    through_haproxy("send-proxy", 62);
+}
+
+#[test]
+fn a_ban_behind_the_balancer_hits_the_client_not_the_balancer() {
+    let mut client = SshClient::new();
+    let sshd = Sshd::start(&client.public_key());
+    let g = behind_balancer(&client, &sshd);
+    let lb = Haproxy::start(&[g.jump()], "send-proxy-v2", BALANCER);
+    client.add_host("jump", lb.addr, "sean");
+    client.add_host("target", sshd.addr, &sshd.user);
+    let secret = g.enroll("sean");
+
+    // mallory's key is unknown: 5 connections, 5 failures, a ban.
+    let mut mallory = SshClient::new();
+    mallory.add_host("jump", lb.addr, "sean");
+    mallory.add_host("target", sshd.addr, &sshd.user);
+    for _ in 0..5 {
+        login_from(&mallory, source(63)).failure();
+    }
+    let ban = g.audit("ban", |_| true);
+    assert_eq!(ban["source"], "127.0.0.63", "{ban}");
+    // Closed before any SSH byte, though it came through the balancer.
+    let shut_out = login_from(&mallory, source(63));
+    shut_out.failure();
+    assert!(
+        g.audits("connection_opened")
+            .iter()
+            .filter(|v| v["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.63:")))
+            .count()
+            == 5,
+        "{:?}",
+        g.audits("connection_opened")
+    );
+    // Everyone else behind the same balancer still gets in.
+    client.answer_with_totp(&secret);
+    let out = login_from(&client, source(64));
+    out.success();
+    assert_eq!(out.stdout(), "through\n", "{out}");
+}
+
+#[test]
+fn missing_malformed_truncated_and_foreign_headers_are_refused_without_blocking_anyone() {
+    let mut client = SshClient::new();
+    let sshd = Sshd::start(&client.public_key());
+    let g = behind_balancer(&client, &sshd);
+    let lb = Haproxy::start(&[g.jump()], "send-proxy-v2", BALANCER);
+    client.add_host("jump", lb.addr, "sean");
+    client.add_host("target", sshd.addr, &sshd.user);
+    client.answer_with_totp(&g.enroll("sean"));
+
+    // From the balancer's address, a truncated header, then silence: held
+    // until the header deadline, while a login through HAProxy goes on.
+    let mut truncated = connect_from(BALANCER, g.jump());
+    truncated
+        .write_all(b"\r\n\r\n\0\r\nQUIT\n\x21\x11")
+        .expect("write");
+    let out = login_from(&client, source(65));
+    out.success();
+    assert_eq!(out.stdout(), "through\n", "{out}");
+    shut(&mut truncated);
+    let refused = g.audit("proxy_refused", |_| true);
+    assert_eq!(refused["reason"], "no PROXY header within 5s", "{refused}");
+
+    // From the balancer's address without a header (an SSH client talking
+    // straight to the gatehouse): closed before any SSH byte.
+    let mut bare = connect_from(BALANCER, g.jump());
+    bare.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").expect("write");
+    shut(&mut bare);
+    g.audit("proxy_refused", |v| {
+        v["reason"] == "no PROXY header (the connection started with other bytes)"
+    });
+
+    // A malformed one (v1 with an impossible address).
+    let mut bad = connect_from(BALANCER, g.jump());
+    bad.write_all(b"PROXY TCP4 999.0.0.1 127.0.0.1 1 2\r\nSSH-2.0-x\r\n")
+        .expect("write");
+    shut(&mut bad);
+    g.audit("proxy_refused", |v| {
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("malformed PROXY header"))
+    });
+
+    // A health check: connect and close. Nothing to audit.
+    drop(connect_from(BALANCER, g.jump()));
+
+    // A header from anywhere else is not believed: the client at
+    // 127.0.0.66 claims to be 203.0.113.1. russh takes no line before a
+    // client's identification, so the handshake fails, audited as itself.
+    let mut foreign = connect_from(source(66), g.jump());
+    foreign
+        .write_all(b"PROXY TCP4 203.0.113.1 127.0.0.1 1000 22\r\nSSH-2.0-x\r\n")
+        .expect("write");
+    assert!(matches!(read_hello(&mut foreign), Hello::Identification(_)));
+    let closed = g.audit("connection_closed", |v| {
+        v["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.66:"))
+    });
+    assert!(
+        closed["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("handshake failed")),
+        "{closed}"
+    );
+    assert!(
+        g.audits("connection_opened").iter().all(|v| v["peer"]
+            .as_str()
+            .is_some_and(|p| !p.starts_with("203.0.113."))),
+        "{:?}",
+        g.audits("connection_opened")
+    );
+    // Three refusals, the health check not among them, and the gatehouse
+    // still serves the balancer.
+    assert_eq!(
+        g.audits("proxy_refused").len(),
+        3,
+        "{:?}",
+        g.audits("proxy_refused")
+    );
+    assert!(matches!(hello(lb.addr, None), Hello::Identification(_)));
+}
