@@ -6,11 +6,22 @@ use gatehouse_config::{Config, Mfa};
 
 use crate::cli::DEFAULT_CONFIG;
 
-pub fn check(path: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn check(path: Option<&Path>, against: Option<&Path>) -> anyhow::Result<ExitCode> {
     let path = path.unwrap_or(Path::new(DEFAULT_CONFIG));
     match gatehouse_config::load(path) {
         Ok(config) => {
             print!("{}", summary(&config));
+            if let Some(running) = against {
+                // A running config that no longer loads cannot be compared:
+                // restarting is the safe answer.
+                let pending = match gatehouse_config::load(running) {
+                    Ok(running) => gatehouse_config::restart_needed(&running, &config).join(", "),
+                    Err(_) => format!("everything ({} does not load)", running.display()),
+                };
+                if !pending.is_empty() {
+                    println!("restart needed: {pending}");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(error) => {

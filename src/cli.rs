@@ -33,6 +33,12 @@ pub enum Command {
         /// Config file [default: /etc/gatehouse/gatehouse.yaml].
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
+        /// The config in force: also print `restart needed: SETTINGS` when
+        /// the new one changes what a reload does not apply (listeners,
+        /// state_dir, log, state), so configuration management knows to
+        /// restart instead of reload.
+        #[arg(long, value_name = "PATH")]
+        against: Option<PathBuf>,
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
     Completions {

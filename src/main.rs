@@ -33,7 +33,9 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Run { config } => run::run(config.as_deref()),
-        cli::Command::Check { config } => check::check(config.as_deref()),
+        cli::Command::Check { config, against } => {
+            check::check(config.as_deref(), against.as_deref())
+        }
         cli::Command::Completions { shell } => cli::completions(shell),
         cli::Command::Man => cli::man(),
         cli::Command::Totp { action } => totp::totp(action),

@@ -105,3 +105,33 @@ fn the_readme_example_is_valid() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("mfa required"));
 }
+
+/// `check --against RUNNING`: configuration management learns whether the
+/// new file needs a restart (listeners) or applies by reload (records).
+#[test]
+fn check_against_the_running_config_names_what_needs_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = zone_config("");
+    std::fs::write(dir.path().join("running.yaml"), &running).expect("write");
+    let run = |text: &str| {
+        std::fs::write(dir.path().join("new.yaml"), text).expect("write");
+        let out = gatehouse(
+            &["check", "--config", "new.yaml", "--against", "running.yaml"],
+            dir.path(),
+        );
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let live = run(&running.replace("trombone: 192.168.222.17", "trombone: 192.168.222.18"));
+    assert!(live.starts_with("new.yaml: OK\n"), "{live}");
+    assert!(!live.contains("restart needed"), "{live}");
+    let moved = run(&running.replace("127.0.0.1:0", "127.0.0.1:10053"));
+    assert!(moved.ends_with("\nrestart needed: dns.listen\n"), "{moved}");
+    // A running config that does not load: restart, to be safe.
+    std::fs::write(dir.path().join("running.yaml"), "dns: [").expect("write");
+    let unknown = run(&running);
+    assert!(
+        unknown.ends_with("\nrestart needed: everything (running.yaml does not load)\n"),
+        "{unknown}"
+    );
+}

@@ -11,7 +11,12 @@
 #   sudo is asked for only when a file is missing or different. Files this
 #   helper wrote for zones that are no longer in the YAML are removed (only
 #   those it wrote, and only while they still hold what it wrote).
-# - Linux: prints the `resolvectl` commands (nothing is changed on the host).
+# - Linux with systemd-resolved: one drop-in,
+#   /etc/systemd/resolved.conf.d/gatehouse.conf (`DNS=` the gateway,
+#   `Domains=~ZONE …`), the same content as `gatehouse resolver --os
+#   linux`; the same rules as on macOS: sudo (and a restart of
+#   systemd-resolved) only when it is missing or different, removed when the
+#   YAML has no zones left. Without systemd-resolved: prints what to do.
 # - Windows: prints the NRPT rules for PowerShell.
 
 require "json"
@@ -24,6 +29,7 @@ module Gatehouse
     module_function
 
     RESOLVER_DIR = "/etc/resolver".freeze
+    RESOLVED_DIR = "/etc/systemd/resolved.conf.d".freeze
 
     # The YAML config as plain Ruby data.
     def load(path)
@@ -57,6 +63,17 @@ module Gatehouse
       body = "nameserver #{ip}\n"
       body += "port #{dns_port}\n" if dns_port != 53
       zones(config).to_h { |zone| [File.join(dir, zone), body] }
+    end
+
+    # { "DIR/gatehouse.conf" => "[Resolve]\nDNS=…\nDomains=~ZONE …\n" }: the
+    # systemd-resolved drop-in (none when there are no zones).
+    def resolved_files(config, ip, dir: RESOLVED_DIR)
+      return {} if zones(config).empty?
+
+      dns_port = port(config, ip)
+      server = dns_port == 53 ? ip : "#{ip.include?(':') ? "[#{ip}]" : ip}:#{dns_port}"
+      domains = zones(config).map { |z| "~#{z}" }.join(" ")
+      { File.join(dir, "gatehouse.conf") => "[Resolve]\nDNS=#{server}\nDomains=#{domains}\n" }
     end
 
     # The files of `files` that are missing or hold something else.
@@ -103,11 +120,20 @@ module Gatehouse
     # zones of `yaml_path` on this host. `say` prints a line; `state` is the
     # file that remembers what was written here (kept in .vagrant/). `os`,
     # `dir` and `run` (runs a command as root) are for tests.
-    def setup_host(yaml_path, ip, say:, state:, os: host_os, dir: RESOLVER_DIR, run: method(:sudo))
+    # `resolved` says whether systemd-resolved runs here.
+    def setup_host(yaml_path, ip, say:, state:, os: host_os, dir: nil, run: method(:sudo),
+                   resolved: File.directory?("/run/systemd/resolve"))
       config = load(yaml_path)
       case os
-      when :macos then install_macos(config, ip, say: say, state: state, dir: dir, run: run)
+      when :macos
+        install(macos_files(config, ip, dir: dir || RESOLVER_DIR), say: say, state: state, run: run,
+                                                                  reload: %w[killall -HUP mDNSResponder])
       when :linux
+        if resolved
+          install(resolved_files(config, ip, dir: dir || RESOLVED_DIR), say: say, state: state, run: run,
+                                                                       reload: %w[systemctl restart systemd-resolved])
+          return
+        end
         link = link_to(ip) || "LINK"
         say.call("gatehouse: to resolve #{zones(config).map { |z| ".#{z}" }.join(', ')} " \
                  "through #{ip} with systemd-resolved, run (again after the link goes down):")
@@ -121,20 +147,20 @@ module Gatehouse
       end
     end
 
-    # macOS: write the missing or wrong resolver files, remove the ones
-    # written here for zones that are gone; `run` (sudo) only when needed.
-    def install_macos(config, ip, say:, state:, dir:, run:)
-      files = macos_files(config, ip, dir: dir)
+    # Write the missing or wrong `files`, remove the ones written here that
+    # are no longer wanted, then `reload` the resolver; `run` (sudo) only
+    # when something is to be done.
+    def install(files, say:, state:, run:, reload:)
       written = File.file?(state) ? JSON.parse(File.read(state)) : {}
       gone = written.reject { |path, _| files.key?(path) }
                     .select { |path, body| File.file?(path) && File.read(path) == body }
       todo = stale(files)
       if todo.empty? && gone.empty?
-        say.call("gatehouse: #{files.keys.join(', ')} up to date")
+        say.call("gatehouse: #{files.empty? ? 'no zones, nothing' : files.keys.join(', ')} up to date")
       else
         say.call("gatehouse: sudo is needed to write #{todo.keys.join(', ')}") unless todo.empty?
         say.call("gatehouse: sudo is needed to remove #{gone.keys.join(', ')}") unless gone.empty?
-        run.call(["mkdir", "-p", dir]) unless todo.empty?
+        todo.keys.map { |path| File.dirname(path) }.uniq.each { |dir| run.call(["mkdir", "-p", dir]) }
         todo.each do |path, body|
           Tempfile.create("gatehouse-resolver") do |tmp|
             tmp.write(body)
@@ -143,7 +169,7 @@ module Gatehouse
           end
         end
         gone.each_key { |path| run.call(["rm", "-f", path]) }
-        run.call(["killall", "-HUP", "mDNSResponder"])
+        run.call(reload)
         say.call("gatehouse: wrote #{todo.keys.join(', ')}") unless todo.empty?
         say.call("gatehouse: removed #{gone.keys.join(', ')}") unless gone.empty?
       end

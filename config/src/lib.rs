@@ -39,7 +39,7 @@ pub use model::{
     LogLevel, Mfa, OnOutage, PublicKey, Record, RedisState, StateConfig, TotpSettings, User,
     UserCa, Zone,
 };
-pub use reload::{ReloadStatus, Reloader};
+pub use reload::{ReloadStatus, Reloader, restart_needed};
 pub use secret::{MIN_SECRET_BYTES, SecretError, parse_totp_secret, read_totp_secret_file};
 pub use validate::DEFAULT_STATE_DIR;
 pub use values::{DomainName, Rate, UserName, parse_cidr, parse_duration};

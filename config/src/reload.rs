@@ -17,6 +17,34 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{error::ConfigError, load::load, model::Config};
 
+/// The settings a reload does not apply (listeners are bound and the
+/// state store opened once, at start) that differ between `running` and
+/// `new`, by their YAML names; empty when a reload applies all of `new`.
+pub fn restart_needed(running: &Config, new: &Config) -> Vec<&'static str> {
+    let jump = |c: &Config| {
+        c.jump
+            .as_ref()
+            .map(|j| j.listen.clone())
+            .unwrap_or_default()
+    };
+    let dns = |c: &Config| c.dns.as_ref().map(|d| d.listen.clone()).unwrap_or_default();
+    let admin = |c: &Config| c.admin.as_ref().map(|a| a.listen);
+    let mut changed = Vec::new();
+    for (name, differs) in [
+        ("state_dir", running.state_dir != new.state_dir),
+        ("log", running.log != new.log),
+        ("state", running.state != new.state),
+        ("jump.listen", jump(running) != jump(new)),
+        ("dns.listen", dns(running) != dns(new)),
+        ("admin.listen", admin(running) != admin(new)),
+    ] {
+        if differs {
+            changed.push(name);
+        }
+    }
+    changed
+}
+
 /// Editors and configuration management write a file in several steps
 /// (truncate + write, or write temp + rename); wait this long after the last
 /// event before reading, so we read the finished file once.
@@ -100,15 +128,27 @@ impl Reloader {
     }
 
     fn reload_and_log(&self, trigger: &'static str) {
+        let running = self.tx.borrow().clone();
         let result = self.reload();
         self.status.record(&result);
         match result {
-            Ok(()) => tracing::info!(
-                event = "reload",
-                trigger,
-                result = "ok",
-                "configuration reloaded"
-            ),
+            Ok(()) => {
+                tracing::info!(
+                    event = "reload",
+                    trigger,
+                    result = "ok",
+                    "configuration reloaded"
+                );
+                let pending = restart_needed(&running, &self.tx.borrow());
+                if !pending.is_empty() {
+                    tracing::warn!(
+                        event = "reload",
+                        trigger,
+                        restart_needed = %pending.join(", "),
+                        "these settings changed but apply only after a restart"
+                    );
+                }
+            }
             Err(error) => tracing::error!(
                 event = "reload",
                 trigger,
@@ -170,5 +210,54 @@ impl Reloader {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::restart_needed;
+    use crate::load::parse;
+
+    const BASE: &str = "jump:\n  listen: [\"127.0.0.1:2222\"]\n  users: {}\ndns:\n  listen: [\"127.0.0.1:10053\"]\n  zones:\n    sean:\n      records: { saxophone: 192.168.222.16 }\n";
+
+    fn config(text: &str) -> crate::Config {
+        parse(Path::new("gatehouse.yaml"), text).expect("valid config")
+    }
+
+    #[test]
+    fn records_users_and_limits_apply_live() {
+        let running = config(BASE);
+        let new = config(&BASE.replace(
+            "saxophone: 192.168.222.16",
+            "saxophone: 192.168.222.16, trumpet: 192.168.222.18",
+        ));
+        assert!(restart_needed(&running, &new).is_empty());
+        assert!(restart_needed(&running, &running).is_empty());
+    }
+
+    #[test]
+    fn listeners_state_and_log_need_a_restart() {
+        let running = config(BASE);
+        let moved = config(
+            &BASE
+                .replace("127.0.0.1:2222", "0.0.0.0:11122")
+                .replace("127.0.0.1:10053", "192.168.222.2:53"),
+        );
+        assert_eq!(
+            restart_needed(&running, &moved),
+            ["jump.listen", "dns.listen"]
+        );
+        let more = config(&format!(
+            "state_dir: /var/lib/elsewhere\nlog: {{ level: debug }}\nadmin: {{ listen: 127.0.0.1:9100 }}\n{BASE}"
+        ));
+        assert_eq!(
+            restart_needed(&running, &more),
+            ["state_dir", "log", "admin.listen"]
+        );
+        // A server added or removed is a listener change too.
+        let no_dns = config(BASE.split("dns:").next().expect("jump part"));
+        assert_eq!(restart_needed(&running, &no_dns), ["dns.listen"]);
     }
 }
