@@ -75,7 +75,7 @@ fi
 packaged=$(dpkg-deb --fsys-tarfile "$DEB" | tar -xOf - ./usr/bin/gatehouse | sha256sum | cut -d' ' -f1)
 installed=$( [ -x "$BIN" ] && sha256sum "$BIN" | cut -d' ' -f1 || true)
 if [ "$packaged" != "$installed" ]; then
-  say "installing $(dpkg-deb -f "$DEB" Package Version | paste -sd' ')"
+  say "installing $(dpkg-deb -f "$DEB" Package) $(dpkg-deb -f "$DEB" Version)"
   # Our config replaces the package's example: keep it (no conffile prompt).
   apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
     "$(realpath "$DEB")" >/dev/null
