@@ -252,6 +252,21 @@ fn big_answers_truncate_over_udp_and_come_whole_over_tcp() {
     let tcp = dig(g.dns(), &["+noedns", "+tcp", "big.sean", "AAAA"]);
     assert!(!tcp.has_flag("tc"));
     assert_eq!(tcp.answer.len(), 40, "{}", tcp.raw);
+    // It fits in 1232 bytes, but is ~25 times the query: over UDP that
+    // would make gatehouse an amplifier, so it comes truncated (and dig,
+    // left alone, takes it whole over TCP)...
+    let edns = dig(
+        g.dns(),
+        &["+bufsize=1232", "+ignore", "+notcp", "big.sean", "AAAA"],
+    );
+    assert!(edns.has_flag("tc"), "over 10x the query: {}", edns.raw);
+    assert!(edns.answer.is_empty(), "{}", edns.raw);
+    let retried = dig(g.dns(), &["+bufsize=1232", "+notcp", "big.sean", "AAAA"]);
+    assert_eq!(retried.answer.len(), 40, "{}", retried.raw);
+    // ...unless the source is trusted (or the cap is off).
+    let g = Gatehouse::start(&zone_config(
+        "  rate_limit: { trusted: [\"127.0.0.0/8\"] }\n",
+    ));
     let edns = dig(
         g.dns(),
         &["+bufsize=1232", "+ignore", "+notcp", "big.sean", "AAAA"],

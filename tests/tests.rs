@@ -16,6 +16,8 @@ mod clients;
 mod defence;
 // DNS answers for every kind of query, over UDP and TCP, with dig.
 mod dns;
+// Attacks on the DNS side: TCP slowloris from one network and many, UDP floods and the response rate limit.
+mod dns_attacks;
 // MFA lifecycle: self-enrollment over ssh -tt, recovery codes, totp reset, code limits.
 mod enroll;
 // A fleet on one real redis-server: codes work once across hosts, the per-user limit counts on every host, Redis outages.

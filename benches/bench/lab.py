@@ -215,6 +215,9 @@ class Lab:
                 "dns:",
                 f'  listen: ["127.0.0.1:{dns_port}"]',
                 "  ttl: 60s",
+                # A benchmark is one network sending far more than any
+                # client: no rate limit, as NSD runs with rrl-ratelimit: 0.
+                "  rate_limit: { per_network: off }",
                 "  zones:",
                 "    bench:",
                 "      records:",

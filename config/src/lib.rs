@@ -35,9 +35,9 @@ pub use grant::{Grant, NamePattern, PortSet, Target};
 pub use load::{load, parse};
 pub use locate::Location;
 pub use model::{
-    AdminConfig, BanPolicy, Config, DnsConfig, Group, JumpConfig, Limits, LogConfig, LogFormat,
-    LogLevel, Mfa, OnOutage, PublicKey, Record, RedisState, StateConfig, TotpSettings, User,
-    UserCa, Zone,
+    AdminConfig, BanPolicy, Config, DnsConfig, DnsRateLimit, Group, JumpConfig, Limits, LogConfig,
+    LogFormat, LogLevel, Mfa, OnOutage, PublicKey, Record, RedisState, StateConfig, TotpSettings,
+    User, UserCa, Zone,
 };
 pub use reload::{ReloadStatus, Reloader, restart_needed};
 pub use secret::{MIN_SECRET_BYTES, SecretError, parse_totp_secret, read_totp_secret_file};

@@ -262,6 +262,24 @@ pub struct DnsConfig {
     pub zones: Vec<Zone>,
     /// Where names outside every zone are forwarded; empty = REFUSED.
     pub upstream: Vec<SocketAddr>,
+    /// What UDP clients may get, so the server is no reflector.
+    pub rate_limit: DnsRateLimit,
+}
+
+/// Response rate limiting over UDP, per client network (/24, /56): a
+/// spoofed flood gets few answers, real clients are told to use TCP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsRateLimit {
+    /// Responses per network (the burst too); `None`: no limit.
+    pub per_network: Option<Rate>,
+    /// Of the responses over the limit, every `slip`th is sent truncated
+    /// (TC, no records) so a real client retries over TCP; 0: drop all.
+    pub slip: u32,
+    /// Sources never limited (neither rate nor size).
+    pub trusted: Vec<IpNet>,
+    /// A UDP response larger than this many times its query is sent
+    /// truncated instead; `None`: no cap.
+    pub max_amplification: Option<NonZeroU32>,
 }
 
 /// One zone, such as `sean`.

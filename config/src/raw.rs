@@ -138,6 +138,18 @@ pub(crate) struct RawDns {
     pub zones: IndexMap<String, RawZone>,
     #[serde(default)]
     pub upstream: Vec<String>,
+    pub rate_limit: Option<RawDnsRateLimit>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDnsRateLimit {
+    /// "200/s", or "off".
+    pub per_network: Option<String>,
+    pub slip: Option<u32>,
+    pub trusted: Option<Vec<String>>,
+    /// 0: no cap.
+    pub max_amplification: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,10 +17,14 @@ use crate::{
     grant::Grant,
     locate::{Location, Locator, join_key},
     model::{
-        AdminConfig, BanPolicy, Config, DnsConfig, Group, JumpConfig, Limits, LogConfig, LogFormat,
-        LogLevel, Mfa, OnOutage, Record, RedisState, StateConfig, TotpSettings, User, UserCa, Zone,
+        AdminConfig, BanPolicy, Config, DnsConfig, DnsRateLimit, Group, JumpConfig, Limits,
+        LogConfig, LogFormat, LogLevel, Mfa, OnOutage, Record, RedisState, StateConfig,
+        TotpSettings, User, UserCa, Zone,
     },
-    raw::{RawBan, RawConfig, RawDns, RawJump, RawLimits, RawRedis, RawTotp, RawUser, RawUserCa},
+    raw::{
+        RawBan, RawConfig, RawDns, RawDnsRateLimit, RawJump, RawLimits, RawRedis, RawTotp, RawUser,
+        RawUserCa,
+    },
     values::{DomainName, Rate, UserName, parse_cidr, parse_duration},
 };
 
@@ -641,10 +645,42 @@ fn dns(c: &mut Checker<'_>, raw: RawDns) -> DnsConfig {
             })
         })
         .collect();
+    let rate_limit = dns_rate_limit(c, raw.rate_limit.unwrap_or_default());
     DnsConfig {
         listen,
         ttl,
         zones,
         upstream,
+        rate_limit,
+    }
+}
+
+/// NSD's default rate (200 per second per /24), Knot's and NSD's slip (2),
+/// and a size cap of 10x the query: a DNS answer of ours is far below it
+/// unless a record holds many addresses, and then TCP gets it whole.
+fn dns_rate_limit(c: &mut Checker<'_>, raw: RawDnsRateLimit) -> DnsRateLimit {
+    let p = "dns.rate_limit";
+    let per_network = match raw.per_network.as_deref().map(str::trim) {
+        Some("off") => None,
+        None => Some(Rate {
+            count: NonZeroU32::new(200).unwrap_or(NonZeroU32::MIN),
+            period: Duration::from_secs(1),
+        }),
+        Some(text) => c.value(&format!("{p}.per_network"), text, |t| {
+            t.parse::<Rate>().map_err(|e| format!("{e}, or off"))
+        }),
+    };
+    let trusted = raw
+        .trusted
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| c.value(&format!("{p}.trusted[{i}]"), t, parse_cidr))
+        .collect();
+    DnsRateLimit {
+        per_network,
+        slip: raw.slip.unwrap_or(2),
+        trusted,
+        max_amplification: NonZeroU32::new(raw.max_amplification.unwrap_or(10)),
     }
 }

@@ -1,6 +1,6 @@
 //! What the UDP and TCP loops share with the server that started them: the
-//! live zone table, the cap on forwarded queries, the task tracker and the
-//! two shutdown tokens.
+//! live zone table and rate-limit policy, the rate limiter's buckets, the
+//! cap on forwarded queries, the task tracker and the two shutdown tokens.
 //!
 //! `server` builds one [`Context`] and every loop takes it, as hickory's
 //! transports take their handler, so `udp` and `tcp` never import `server`.
@@ -12,13 +12,19 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{forward::MAX_FORWARDS_IN_FLIGHT, zones::ZoneTable};
+use gatehouse_config::DnsRateLimit;
+
+use crate::{forward::MAX_FORWARDS_IN_FLIGHT, rate_limit::RateLimiter, zones::ZoneTable};
 
 /// What every worker loop and connection shares.
 pub(crate) struct Context {
     /// The zone table in force; replaced whole on reload, so a query sees
     /// either the old table or the new one, never a mix.
     pub(crate) tables: ArcSwap<ZoneTable>,
+    /// `dns.rate_limit` in force; replaced on reload.
+    pub(crate) rate_policy: ArcSwap<DnsRateLimit>,
+    /// The buckets, kept across reloads.
+    pub(crate) limiter: RateLimiter,
     /// Caps forwarded queries in flight (UDP and TCP together).
     pub(crate) forward_permits: Arc<Semaphore>,
     /// Every loop and every task they spawn, so shutdown can wait for them.
@@ -31,9 +37,15 @@ pub(crate) struct Context {
 
 impl Context {
     /// A context serving `table` until `shutdown`.
-    pub(crate) fn new(table: ZoneTable, shutdown: CancellationToken) -> Context {
+    pub(crate) fn new(
+        table: ZoneTable,
+        policy: DnsRateLimit,
+        shutdown: CancellationToken,
+    ) -> Context {
         Context {
             tables: ArcSwap::from_pointee(table),
+            rate_policy: ArcSwap::from_pointee(policy),
+            limiter: RateLimiter::new(),
             forward_permits: Arc::new(Semaphore::new(MAX_FORWARDS_IN_FLIGHT)),
             tracker: TaskTracker::new(),
             shutdown,

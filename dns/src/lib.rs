@@ -27,6 +27,10 @@
 //! - `udp`: one loop per socket, each on its own `gatehouse-runtime` thread,
 //!   `recvmmsg`/`sendmmsg` batches;
 //! - `tcp`, `forward`: the rest of the I/O glue;
+//! - `tcp_slots`: who may hold a TCP connection (per network, the longest
+//!   idle closed at the cap); `prefix`: a client's network (/24, /56);
+//! - `rate_limit`: response rate limiting and the size cap for UDP (no
+//!   reflection, no amplification);
 //! - `metrics`: Prometheus counters (responses by rcode);
 //! - `resolver`: the laptop side, `/etc/resolver` and friends (text only).
 //!
@@ -52,9 +56,12 @@ mod forward;
 mod listeners;
 mod message;
 mod metrics;
+mod prefix;
+mod rate_limit;
 mod resolver;
 mod server;
 mod tcp;
+mod tcp_slots;
 mod udp;
 mod zones;
 

@@ -1,6 +1,7 @@
-//! Prometheus counters of the DNS server: queries answered, by response code.
-//! The hot path only bumps one atomic: the per-rcode counters are created
-//! once and indexed by the header's rcode.
+//! Prometheus counters of the DNS server: queries answered, by response
+//! code; TCP connections refused or closed to make room; responses the rate
+//! limit dropped or sent truncated. The hot path only bumps one atomic: the
+//! counters are created once.
 
 use std::sync::LazyLock;
 
@@ -18,6 +19,19 @@ const RCODES: [&str; 16] = [
 struct DnsMetrics {
     family: Family<Vec<(String, String)>, Counter>,
     by_rcode: [Counter; 16],
+    tcp: Family<Vec<(String, String)>, Counter>,
+    tcp_refused: Counter,
+    tcp_evicted: Counter,
+    limited: Family<Vec<(String, String)>, Counter>,
+    dropped: Counter,
+    slipped: Counter,
+    truncated_for_size: Counter,
+}
+
+fn labelled(family: &Family<Vec<(String, String)>, Counter>, key: &str, value: &str) -> Counter {
+    family
+        .get_or_create(&vec![(key.to_owned(), value.to_owned())])
+        .clone()
 }
 
 static METRICS: LazyLock<DnsMetrics> = LazyLock::new(|| {
@@ -27,8 +41,46 @@ static METRICS: LazyLock<DnsMetrics> = LazyLock::new(|| {
             .get_or_create(&vec![("rcode".to_owned(), name.to_owned())])
             .clone()
     });
-    DnsMetrics { family, by_rcode }
+    let tcp = Family::<Vec<(String, String)>, Counter>::default();
+    let limited = Family::<Vec<(String, String)>, Counter>::default();
+    DnsMetrics {
+        by_rcode,
+        tcp_refused: labelled(&tcp, "reason", "network_full"),
+        tcp_evicted: labelled(&tcp, "reason", "longest_idle"),
+        dropped: labelled(&limited, "action", "dropped"),
+        slipped: labelled(&limited, "action", "slipped"),
+        truncated_for_size: labelled(&limited, "action", "truncated_for_size"),
+        family,
+        tcp,
+        limited,
+    }
 });
+
+/// A TCP connection closed at once: its network holds its share.
+pub(crate) fn count_tcp_refused() {
+    METRICS.tcp_refused.inc();
+}
+
+/// A TCP connection closed to make room for a new one.
+pub(crate) fn count_tcp_evicted() {
+    METRICS.tcp_evicted.inc();
+}
+
+/// A UDP response the rate limit dropped.
+pub(crate) fn count_dropped() {
+    METRICS.dropped.inc();
+}
+
+/// A UDP response the rate limit sent truncated instead (the client may
+/// retry over TCP).
+pub(crate) fn count_slipped() {
+    METRICS.slipped.inc();
+}
+
+/// A UDP response sent truncated because it was too large for its query.
+pub(crate) fn count_truncated_for_size() {
+    METRICS.truncated_for_size.inc();
+}
 
 /// Count a response about to be sent (its header's RCODE).
 pub(crate) fn count_response(response: &[u8]) {
@@ -43,5 +95,15 @@ pub fn register_metrics(registry: &mut Registry) {
         "gatehouse_dns_responses",
         "DNS responses sent, by response code",
         METRICS.family.clone(),
+    );
+    registry.register(
+        "gatehouse_dns_tcp_closed",
+        "DNS TCP connections closed by the server's limits, by reason",
+        METRICS.tcp.clone(),
+    );
+    registry.register(
+        "gatehouse_dns_rate_limited",
+        "DNS UDP responses held back by the rate limit or the size cap, by action",
+        METRICS.limited.clone(),
     );
 }

@@ -9,7 +9,7 @@ use gatehouse_config::Config;
 use gatehouse_runtime::Threads;
 use tokio::{
     net::{TcpListener, UdpSocket},
-    sync::{Semaphore, watch},
+    sync::watch,
     time::{Instant, timeout, timeout_at},
 };
 use tokio_util::sync::CancellationToken;
@@ -19,7 +19,8 @@ use crate::{
     context::Context,
     error::{DnsError, Transport},
     listeners::DnsListeners,
-    tcp::{self, MAX_TCP_CONNECTIONS},
+    tcp,
+    tcp_slots::Slots,
     udp,
     zones::ZoneTable,
 };
@@ -64,11 +65,11 @@ pub(crate) async fn serve_within(
     grace: Duration,
 ) -> Result<(), DnsError> {
     let first = Arc::clone(&config.borrow_and_update());
-    let table = match &first.dns {
-        Some(dns) => ZoneTable::new(dns),
+    let (table, policy) = match &first.dns {
+        Some(dns) => (ZoneTable::new(dns), dns.rate_limit.clone()),
         None => {
             warn!("dns serving without a `dns` section: every query is refused until one appears");
-            ZoneTable::empty()
+            (ZoneTable::empty(), no_section_policy())
         }
     };
     drop(first);
@@ -112,20 +113,20 @@ pub(crate) async fn serve_within(
         tcp_listeners.push((listener, local));
     }
 
-    let context = Arc::new(Context::new(table, shutdown));
+    let context = Arc::new(Context::new(table, policy, shutdown));
     for (runtime, socket, local) in udp_sockets {
         // Tracked like its forwarded queries (which `tokio::spawn` puts on
         // the same thread), so the drain waits for all of them.
         let udp_loop = udp::serve_socket(Arc::clone(&context), socket, local);
         context.tracker.spawn_on(udp_loop, runtime);
     }
-    let connection_permits = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let slots = Slots::new();
     for (listener, local) in tcp_listeners {
         context.tracker.spawn(tcp::accept_loop(
             Arc::clone(&context),
             listener,
             local,
-            Arc::clone(&connection_permits),
+            Arc::clone(&slots),
         ));
     }
     debug!(addrs = ?local_addrs, "dns serving (udp and tcp)");
@@ -161,12 +162,24 @@ fn reload(context: &Context, config: &Config) {
     };
     let table = ZoneTable::new(dns);
     context.tables.store(Arc::new(table));
+    context.rate_policy.store(Arc::new(dns.rate_limit.clone()));
     debug!(
         zones = dns.zones.len(),
         records = dns.zones.iter().map(|z| z.records.len()).sum::<usize>(),
         upstreams = dns.upstream.len(),
         "dns zones reloaded"
     );
+}
+
+/// Without a `dns` section every query is refused: REFUSED is smaller than
+/// the query, and unlimited.
+fn no_section_policy() -> gatehouse_config::DnsRateLimit {
+    gatehouse_config::DnsRateLimit {
+        per_network: None,
+        slip: 0,
+        trusted: Vec::new(),
+        max_amplification: None,
+    }
 }
 
 /// Waits up to `grace` for in-flight work, aborts what is left, then stops

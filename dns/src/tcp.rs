@@ -2,16 +2,23 @@
 //!
 //! Messages carry a two-byte length prefix (RFC 1035 §4.2.2), so at most
 //! 65535 octets each. A connection may send several queries one after the
-//! other; it is closed after [`IDLE_TIMEOUT`] without a complete message.
-//! This file takes a `Context` and must not decide when to stop: `server`
-//! does.
+//! other. Holding a connection costs the holder: the first message must
+//! arrive within [`FIRST_MESSAGE_TIMEOUT`], each message's body within
+//! [`MESSAGE_TIMEOUT`] of its length, the next message within
+//! [`IDLE_TIMEOUT`]; and `tcp_slots` caps connections per network and
+//! closes the longest idle one when all slots are taken. This file takes a
+//! `Context` and must not decide when to stop: `server` does.
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
     time::timeout,
 };
 use tracing::{debug, warn};
@@ -21,10 +28,15 @@ use crate::{
     error::Transport,
     forward::forward,
     message::{Handled, finish_forwarded, respond},
+    tcp_slots::{SlotGuard, Slots},
 };
 
-/// Open TCP connections at once, all addresses together.
-pub(crate) const MAX_TCP_CONNECTIONS: usize = 256;
+/// A new connection's first message, length and body, must arrive within
+/// this: a client that connects has its query ready.
+const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A message's body must follow its length prefix within this.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A connection that does not deliver (or take) a message within this is
 /// closed (RFC 7766 §6.2.3 suggests seconds, not minutes).
@@ -34,19 +46,12 @@ pub(crate) async fn accept_loop(
     context: Arc<Context>,
     listener: TcpListener,
     local: SocketAddr,
-    permits: Arc<Semaphore>,
+    slots: Arc<Slots>,
 ) {
     loop {
-        // The permit is taken before accept and lives as long as the
-        // connection: at the limit, new connections wait in the backlog.
-        let permit = tokio::select! {
-            biased;
-            () = context.shutdown.cancelled() => return,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
+        // Always accept, so the backlog never fills: the slots decide who
+        // stays (a network over its share is closed at once; at the global
+        // cap the longest idle connection makes room).
         let (stream, client) = tokio::select! {
             biased;
             () = context.shutdown.cancelled() => return,
@@ -63,12 +68,25 @@ pub(crate) async fn accept_loop(
                 }
             },
         };
+        let slot = match slots.admit(client.ip(), Instant::now()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                debug!(%client, ?refused, "dns tcp connection refused");
+                crate::metrics::count_tcp_refused();
+                drop(stream);
+                continue;
+            }
+        };
         let connection_context = Arc::clone(&context);
         context.tracker.spawn(async move {
-            let _permit = permit;
+            let evicted = slot.evicted().clone();
             let ended = tokio::select! {
                 () = connection_context.abort.cancelled() => Ok(()),
-                ended = serve_connection(&connection_context, stream, client) => ended,
+                () = evicted.cancelled() => {
+                    crate::metrics::count_tcp_evicted();
+                    Err(io::Error::other("closed to make room (longest idle)"))
+                }
+                ended = serve_connection(&connection_context, stream, client, &slot) => ended,
             };
             if let Err(error) = ended {
                 debug!(%client, %error, "dns tcp connection ended");
@@ -89,17 +107,19 @@ async fn serve_connection(
     context: &Context,
     mut stream: TcpStream,
     client: SocketAddr,
+    slot: &SlotGuard,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut request = Vec::new();
     let mut response = Vec::new();
     let mut frame = Vec::new();
+    let mut wait = FIRST_MESSAGE_TIMEOUT;
     loop {
         // Between messages, shutdown closes the connection.
         let len = tokio::select! {
             biased;
             () = context.shutdown.cancelled() => return Ok(()),
-            len = timeout(IDLE_TIMEOUT, stream.read_u16()) => match len {
+            len = timeout(wait, stream.read_u16()) => match len {
                 Ok(Ok(len)) => len,
                 // Closed by the client: the normal end.
                 Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
@@ -108,9 +128,11 @@ async fn serve_connection(
             },
         };
         request.resize(usize::from(len), 0);
-        timeout(IDLE_TIMEOUT, stream.read_exact(&mut request))
+        timeout(MESSAGE_TIMEOUT, stream.read_exact(&mut request))
             .await
             .map_err(|_| timed_out("reading a message"))??;
+        slot.active(Instant::now());
+        wait = IDLE_TIMEOUT;
 
         let forward_to = {
             let table = context.tables.load();

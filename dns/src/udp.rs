@@ -16,7 +16,7 @@ use std::{
     net::{SocketAddr, SocketAddrV4, SocketAddrV6},
     os::fd::AsRawFd,
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use nix::sys::socket::{
@@ -30,6 +30,7 @@ use crate::{
     error::Transport,
     forward::forward,
     message::{EDNS_UDP_PAYLOAD, Handled, finish_forwarded, respond},
+    rate_limit::{Verdict, too_large, truncate},
 };
 
 /// Queries taken from the socket per system call. dnsperf-style load keeps
@@ -148,8 +149,11 @@ pub(crate) async fn serve_socket(context: Arc<Context>, socket: Arc<UdpSocket>, 
 /// task for each forwarded one.
 async fn answer_batch(context: &Context, socket: &Arc<UdpSocket>, batch: &mut Batch) {
     batch.reply_to.clear();
-    // One table for the whole batch; the guard is released before awaiting.
+    // One table, policy and clock reading for the whole batch; the guards
+    // are released before awaiting.
     let table = context.tables.load_full();
+    let policy = context.rate_policy.load_full();
+    let now = Instant::now();
     let Batch {
         requests,
         received,
@@ -170,15 +174,47 @@ async fn answer_batch(context: &Context, socket: &Arc<UdpSocket>, batch: &mut Ba
         let Some(response) = responses.get_mut(reply_to.len()) else {
             continue;
         };
-        match respond(&table, datagram, Transport::Udp, client, response) {
+        let verdict = context.limiter.check(&policy, client.ip(), now);
+        if verdict == Verdict::Drop {
+            crate::metrics::count_dropped();
+            continue;
+        }
+        let handled = match respond(&table, datagram, Transport::Udp, client, response) {
+            Handled::Forward if verdict == Verdict::Slip => {
+                // No forward for a limited network: the request itself,
+                // turned into a truncated response.
+                response.clear();
+                response.extend_from_slice(datagram);
+                if let Some(flags) = response.get_mut(2) {
+                    *flags |= 0x80; // QR
+                }
+                Handled::Reply
+            }
+            handled => handled,
+        };
+        match handled {
             Handled::Reply => {
+                if verdict == Verdict::Slip {
+                    if !truncate(response) {
+                        continue;
+                    }
+                    crate::metrics::count_slipped();
+                } else if too_large(&policy, client.ip(), datagram.len(), response.len())
+                    && truncate(response)
+                {
+                    crate::metrics::count_truncated_for_size();
+                }
                 crate::metrics::count_response(response);
                 reply_to.push(Some(SockaddrStorage::from(client)));
             }
             Handled::Drop => {}
             Handled::Forward => {
                 let upstream = Arc::clone(table.upstream());
-                start_forward(context, socket, upstream, datagram, client, response).await;
+                let policy = Arc::clone(&policy);
+                start_forward(
+                    context, socket, upstream, policy, datagram, client, response,
+                )
+                .await;
             }
         }
     }
@@ -209,6 +245,7 @@ async fn start_forward(
     context: &Context,
     socket: &Arc<UdpSocket>,
     upstream: Arc<[SocketAddr]>,
+    policy: Arc<gatehouse_config::DnsRateLimit>,
     datagram: &[u8],
     client: SocketAddr,
     response: &mut Vec<u8>,
@@ -234,6 +271,12 @@ async fn start_forward(
         if finish_forwarded(&request, reply.as_deref(), Transport::Udp, &mut response)
             == Handled::Reply
         {
+            // An upstream's answer meets the same size cap as ours.
+            if too_large(&policy, client.ip(), request.len(), response.len())
+                && truncate(&mut response)
+            {
+                crate::metrics::count_truncated_for_size();
+            }
             send(&socket, &response, client).await;
         }
     });
