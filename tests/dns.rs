@@ -303,3 +303,63 @@ fn garbage_does_not_kill_the_server() {
         assert_eq!(d.answer_data(), ["192.168.222.16"], "{}", d.raw);
     });
 }
+
+#[test]
+fn reverse_zones_answer_ptr_for_the_records_addresses() {
+    let g = Gatehouse::start(&zone_config(
+        "        trumpet: 192.168.222.16\n  reverse: [\"192.168.222.0/24\", \"fd00::/64\"]\n",
+    ));
+    // Two records share .16: two PTRs, the records' own names.
+    both(g.dns(), &["-x", "192.168.222.16"], |d| {
+        assert_eq!(d.status, "NOERROR", "{}", d.raw);
+        assert!(d.has_flag("aa"));
+        let mut names = d.answer_data();
+        names.sort();
+        assert_eq!(names, ["saxophone.sean.", "trumpet.sean."], "{}", d.raw);
+    });
+    both(g.dns(), &["-x", "fd00::2"], |d| {
+        assert_eq!(d.answer_data(), ["gateway.sean."], "{}", d.raw);
+    });
+    // In the reverse zone but no record has it: NXDOMAIN with its SOA.
+    let none = dig(g.dns(), &["-x", "192.168.222.99"]);
+    assert_eq!(none.status, "NXDOMAIN", "{}", none.raw);
+    assert!(
+        none.authority
+            .iter()
+            .any(|r| r.rtype == "SOA" && r.name == "222.168.192.in-addr.arpa."),
+        "{}",
+        none.raw
+    );
+    // Another type at an address: NODATA; the apex has SOA and NS.
+    let a = dig(g.dns(), &["16.222.168.192.in-addr.arpa", "A"]);
+    assert_eq!(
+        (a.status.as_str(), a.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        a.raw
+    );
+    let soa = dig(g.dns(), &["222.168.192.in-addr.arpa", "SOA"]);
+    assert_eq!(soa.answer.len(), 1, "{}", soa.raw);
+    // Outside every reverse zone: REFUSED, not an open resolver.
+    let outside = dig(g.dns(), &["-x", "10.1.2.3"]);
+    assert_eq!(outside.status, "REFUSED", "{}", outside.raw);
+}
+
+#[test]
+fn a_reverse_zone_must_be_octet_or_nibble_aligned() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("g.yaml"),
+        zone_config("  reverse: [\"192.168.222.0/23\"]\n"),
+    )
+    .expect("write");
+    let out = crate::util::gatehouse(&["check", "--config", "g.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("dns.reverse[0]: ")
+            && stderr.contains("an IPv4 reverse zone is a /8, /16, /24 or /32"),
+        "{stderr}"
+    );
+    assert!(stderr.starts_with("g.yaml:"), "{stderr}");
+}

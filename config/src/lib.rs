@@ -26,6 +26,7 @@ mod locate;
 mod model;
 mod raw;
 mod reload;
+mod reverse;
 mod secret;
 mod validate;
 mod values;
@@ -36,10 +37,11 @@ pub use load::{load, parse};
 pub use locate::Location;
 pub use model::{
     AdminConfig, BanPolicy, Config, DnsConfig, DnsRateLimit, Group, JumpConfig, Limits, LogConfig,
-    LogFormat, LogLevel, Mfa, OnOutage, PublicKey, Record, RedisState, StateConfig, TotpSettings,
-    User, UserCa, Zone,
+    LogFormat, LogLevel, Mfa, OnOutage, PublicKey, Record, RedisState, ReverseZone, StateConfig,
+    TotpSettings, User, UserCa, Zone,
 };
 pub use reload::{ReloadStatus, Reloader, restart_needed};
+pub use reverse::{pointer_name, reverse_zone};
 pub use secret::{MIN_SECRET_BYTES, SecretError, parse_totp_secret, read_totp_secret_file};
 pub use validate::DEFAULT_STATE_DIR;
 pub use values::{DomainName, Rate, UserName, parse_cidr, parse_duration};

@@ -264,6 +264,17 @@ pub struct DnsConfig {
     pub upstream: Vec<SocketAddr>,
     /// What UDP clients may get, so the server is no reflector.
     pub rate_limit: DnsRateLimit,
+    /// Reverse zones answered from the records' addresses (PTR).
+    pub reverse: Vec<ReverseZone>,
+}
+
+/// A reverse zone such as `222.168.192.in-addr.arpa` for `192.168.222.0/24`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReverseZone {
+    /// The address range.
+    pub net: IpNet,
+    /// Its zone name.
+    pub name: DomainName,
 }
 
 /// Response rate limiting over UDP, per client network (/24, /56): a

@@ -139,6 +139,8 @@ pub(crate) struct RawDns {
     #[serde(default)]
     pub upstream: Vec<String>,
     pub rate_limit: Option<RawDnsRateLimit>,
+    #[serde(default)]
+    pub reverse: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

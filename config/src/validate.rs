@@ -18,13 +18,14 @@ use crate::{
     locate::{Location, Locator, join_key},
     model::{
         AdminConfig, BanPolicy, Config, DnsConfig, DnsRateLimit, Group, JumpConfig, Limits,
-        LogConfig, LogFormat, LogLevel, Mfa, OnOutage, Record, RedisState, StateConfig,
-        TotpSettings, User, UserCa, Zone,
+        LogConfig, LogFormat, LogLevel, Mfa, OnOutage, Record, RedisState, ReverseZone,
+        StateConfig, TotpSettings, User, UserCa, Zone,
     },
     raw::{
         RawBan, RawConfig, RawDns, RawDnsRateLimit, RawJump, RawLimits, RawRedis, RawTotp, RawUser,
         RawUserCa,
     },
+    reverse::reverse_zone,
     values::{DomainName, Rate, UserName, parse_cidr, parse_duration},
 };
 
@@ -646,12 +647,33 @@ fn dns(c: &mut Checker<'_>, raw: RawDns) -> DnsConfig {
         })
         .collect();
     let rate_limit = dns_rate_limit(c, raw.rate_limit.unwrap_or_default());
+    let mut reverse: Vec<ReverseZone> = Vec::new();
+    for (i, text) in raw.reverse.iter().enumerate() {
+        let path = format!("dns.reverse[{i}]");
+        let Some(net) = c.value(&path, text, parse_cidr) else {
+            continue;
+        };
+        let Some(name) = c.value(&path, text, |_| reverse_zone(&net)) else {
+            continue;
+        };
+        let overlap = reverse
+            .iter()
+            .map(|r| r.name.clone())
+            .chain(zones.iter().map(|z| z.name.clone()))
+            .find(|other| name.is_within(other) || other.is_within(&name));
+        if let Some(other) = overlap {
+            c.problem(&path, format!("reverse zone {name} overlaps zone {other}"));
+            continue;
+        }
+        reverse.push(ReverseZone { net, name });
+    }
     DnsConfig {
         listen,
         ttl,
         zones,
         upstream,
         rate_limit,
+        reverse,
     }
 }
 

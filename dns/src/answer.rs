@@ -113,6 +113,16 @@ pub fn answer<'t>(
                 Reply::records(answers)
             }
         }
+        Lookup::Pointer { zone, pointers } => match qtype {
+            RecordType::PTR | RecordType::ANY => Reply::records(
+                pointers
+                    .targets()
+                    .iter()
+                    .map(|d| owned(d, table.ttl()))
+                    .collect(),
+            ),
+            _ => Reply::no_data(zone),
+        },
         Lookup::Apex(zone) => match qtype {
             // RFC 8482 §4: at the apex, ANY gets the SOA alone.
             RecordType::SOA | RecordType::ANY => {

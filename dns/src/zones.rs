@@ -22,10 +22,10 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use gatehouse_config::{DnsConfig, DomainName, Zone};
+use gatehouse_config::{DnsConfig, DomainName, ReverseZone, Zone, pointer_name};
 use hickory_proto::rr::{
     Name, RData, Record,
-    rdata::{A, AAAA, NS, SOA},
+    rdata::{A, AAAA, NS, PTR, SOA},
 };
 use tracing::warn;
 
@@ -47,6 +47,8 @@ pub struct ZoneTable {
     names: HashMap<Box<[u8]>, Node>,
     zones: Vec<ZoneApex>,
     records: Vec<AddressRecord>,
+    /// PTR data of each address in a reverse zone that a record has.
+    pointers: Vec<Pointers>,
     /// The most labels any key has: longer suffixes of a query cannot match.
     max_labels: usize,
     ttl: u32,
@@ -58,6 +60,8 @@ pub struct ZoneTable {
 enum Node {
     Apex(usize),
     Record(usize),
+    /// An address in a reverse zone: exactly this name, nothing below.
+    Pointer(usize),
     /// A name with nothing of its own but records below it, e.g. `saxophone`
     /// when only `cdn.saxophone` is configured. It exists (RFC 8020: answering
     /// NXDOMAIN here would tell resolvers that `cdn.saxophone` does not exist
@@ -120,6 +124,20 @@ impl AddressRecord {
     }
 }
 
+/// The names one address in a reverse zone points to.
+#[derive(Debug)]
+pub struct Pointers {
+    zone: usize,
+    targets: Vec<RData>,
+}
+
+impl Pointers {
+    /// PTR records' data: the name of every record with this address.
+    pub fn targets(&self) -> &[RData] {
+        &self.targets
+    }
+}
+
 /// Where a query name falls in the table.
 #[derive(Clone, Copy, Debug)]
 pub enum Lookup<'t> {
@@ -130,6 +148,13 @@ pub enum Lookup<'t> {
         zone: &'t ZoneApex,
         /// The record.
         record: &'t AddressRecord,
+    },
+    /// Exactly the reverse name of an address some record has.
+    Pointer {
+        /// The reverse zone.
+        zone: &'t ZoneApex,
+        /// What it points to.
+        pointers: &'t Pointers,
     },
     /// Exactly a zone apex.
     Apex(&'t ZoneApex),
@@ -153,12 +178,16 @@ impl ZoneTable {
             names: HashMap::new(),
             zones: Vec::with_capacity(config.zones.len()),
             records: Vec::new(),
+            pointers: Vec::new(),
             max_labels: 0,
             ttl: config.ttl,
             upstream: config.upstream.iter().copied().collect(),
         };
         for zone in &config.zones {
             table.add_zone(zone, config.ttl, serial);
+        }
+        for reverse in &config.reverse {
+            table.add_reverse(reverse, &config.zones, config.ttl, serial);
         }
         table
     }
@@ -169,6 +198,7 @@ impl ZoneTable {
             names: HashMap::new(),
             zones: Vec::new(),
             records: Vec::new(),
+            pointers: Vec::new(),
             max_labels: 0,
             ttl: 0,
             upstream: Arc::from(Vec::new()),
@@ -228,6 +258,15 @@ impl ZoneTable {
                         record,
                     };
                 }
+                Node::Pointer(p) if exact => {
+                    let pointers = &self.pointers[p];
+                    return Lookup::Pointer {
+                        zone: &self.zones[pointers.zone],
+                        pointers,
+                    };
+                }
+                // Below an address: nothing there; walk up to the apex.
+                Node::Pointer(_) => {}
                 Node::Apex(z) if exact => return Lookup::Apex(&self.zones[z]),
                 Node::Apex(z) => return Lookup::NoSuchName(&self.zones[z]),
                 Node::EmptyNonTerminal(z) if exact => {
@@ -269,6 +308,50 @@ impl ZoneTable {
         let apex_labels = zone.name.labels().count();
         for record in &zone.records {
             let labels: Vec<&str> = record.fqdn.labels().collect();
+            let below_apex = labels.len().saturating_sub(apex_labels);
+            for skip in 1..below_apex {
+                let key = wire_key(labels[skip..].iter().copied());
+                self.names
+                    .entry(key)
+                    .or_insert(Node::EmptyNonTerminal(zone_index));
+            }
+        }
+    }
+
+    /// A reverse zone: a PTR at each address in it that a record has, to
+    /// every record's name with that address (in config order).
+    fn add_reverse(&mut self, reverse: &ReverseZone, zones: &[Zone], ttl: u32, serial: u32) {
+        let Some(apex) = make_apex(&reverse.name, ttl, serial) else {
+            warn!(zone = %reverse.name, "reverse zone name is not a valid DNS name; skipped");
+            return;
+        };
+        let zone_index = self.zones.len();
+        self.zones.push(apex);
+        self.insert(&reverse.name, Node::Apex(zone_index));
+        let mut by_address: Vec<(IpAddr, Vec<RData>)> = Vec::new();
+        for record in zones.iter().flat_map(|z| &z.records) {
+            let Some(target) = name_from(record.fqdn.as_str()) else {
+                continue;
+            };
+            for ip in record.addrs.iter().filter(|ip| reverse.net.contains(*ip)) {
+                match by_address.iter_mut().find(|(known, _)| known == ip) {
+                    Some((_, targets)) => targets.push(RData::PTR(PTR(target.clone()))),
+                    None => by_address.push((*ip, vec![RData::PTR(PTR(target.clone()))])),
+                }
+            }
+        }
+        let apex_labels = reverse.name.labels().count();
+        for (ip, targets) in by_address {
+            let Ok(name) = pointer_name(ip).parse::<DomainName>() else {
+                continue;
+            };
+            let index = self.pointers.len();
+            self.pointers.push(Pointers {
+                zone: zone_index,
+                targets,
+            });
+            self.insert(&name, Node::Pointer(index));
+            let labels: Vec<&str> = name.labels().collect();
             let below_apex = labels.len().saturating_sub(apex_labels);
             for skip in 1..below_apex {
                 let key = wire_key(labels[skip..].iter().copied());
