@@ -53,7 +53,7 @@ Parts and figures:
           set (medians), against zone `bench` with 10 and 10,000 records
           `rN: 10.x.y.z` (dnsmasq: `address=/.rN.bench/10.x.y.z`). Query sets: A for record names and names below them;
           AAAA for the same (IPv4-only) names; A for names outside the zone.
-          "max" = dnsperf's QPS with DNSPERF_MAX flags (dnsperf shares the 2
+          "max" = dnsperf's QPS with each of DNSPERF_SHAPES' flags (dnsperf shares the 2
           cores with the server); latency = a second run at a fixed
           10,000 QPS, p50/p99 from dnsperf -v per-query latencies. Response
           codes are shown: the two servers answer differently on purpose.

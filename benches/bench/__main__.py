@@ -31,7 +31,7 @@ from .tunnel import part_tunnel
 from .util import log
 
 PARTS = {
-    "dns": ("e. DNS: gatehouse vs dnsmasq (dnsperf)", part_dns),
+    "dns": ("e. DNS: gatehouse vs dnsmasq, Knot and NSD (dnsperf)", part_dns),
     "tunnel": ("a. Tunnel throughput: `ssh -W`", lambda s: part_tunnel(s, "W")),
     "nc": ("b. Tunnel throughput: the `nc` exec form", lambda s: part_tunnel(s, "nc")),
     "logins": ("c. Logins per second", part_logins),

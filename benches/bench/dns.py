@@ -1,8 +1,8 @@
-"""Part (e) dns: gatehouse vs dnsmasq under dnsperf.
+"""Part (e) dns: gatehouse vs dnsmasq, Knot DNS and NSD under dnsperf.
 
 Owns: query_files (the seeded query sets), dnsperf (one run, parsed) and
-part_dns (max QPS runs alternating which server goes first, the fixed-rate
-latency run, the table).
+part_dns (max QPS runs in both client shapes, rotating which server goes
+first, the fixed-rate latency run, the table).
 Must not: start servers other than through Lab, or write the report.
 """
 
@@ -14,7 +14,7 @@ import subprocess
 
 from .lab import Lab
 from .procs import tree_cpu
-from .settings import DNS_FIXED_QPS, DNS_FIXED_SECONDS, DNSPERF_MAX, Settings
+from .settings import DNS_FIXED_QPS, DNS_FIXED_SECONDS, DNSPERF_SHAPES, Settings
 from .util import fmt, log, median, pct, ratio, table
 
 
@@ -29,8 +29,13 @@ def query_files(lab, records):
         f"www{rnd.randrange(100000)}.{rnd.choice(['example.com', 'example.org', 'corp.example.net'])}"
         for _ in range(20_000)
     ]
+    # The issue's shape: 100,000 distinct names one label below a record
+    # (random subdomains, as a cache-busting flood or many clients send).
+    random_sub = [f"x{k}.r{rnd.randrange(records)}.bench" for k in range(100_000)]
+    rnd.shuffle(random_sub)
     for kind, lines in (
         ("A in zone", [f"{n} A" for n in names]),
+        ("A random subdomains", [f"{n} A" for n in random_sub]),
         ("AAAA (IPv4-only)", [f"{n} AAAA" for n in names]),
         ("A outside", [f"{n} A" for n in outside]),
     ):
@@ -70,91 +75,122 @@ def part_dns(s: Settings):
         try:
             g, _, gport = lab.gatehouse("gatehouse", dns_records=records)
             d, dport = lab.dnsmasq("dnsmasq", records)
+            k, kport = lab.knot("knot", records)
+            n, nport = lab.nsd("nsd", records)
             sets = query_files(lab, records)
-            servers = [("gatehouse", gport), ("dnsmasq", dport)]
-            procs = {"gatehouse": g, "dnsmasq": d}
-            qps_ratios = []
+            servers = [("gatehouse", gport), ("dnsmasq", dport), ("knot", kport), ("nsd", nport)]
+            procs = {"gatehouse": g, "dnsmasq": d, "knot": k, "nsd": n}
+            ratios = {"dnsmasq": [], "knot": [], "knot_cpu": []}
             for i, (kind, qfile) in enumerate(sets.items()):
-                runs = {name: [] for name, _ in servers}
-                for k in range(s.dns_runs):
-                    order = servers if (i + k) % 2 == 0 else list(reversed(servers))
-                    for name, port in order:
-                        pid = procs[name].pid
-                        cpu0 = tree_cpu(pid)
-                        run = dnsperf(port, qfile, s.dns_seconds, DNSPERF_MAX)
-                        run["cpu"] = (tree_cpu(pid) - cpu0) / s.dns_seconds
-                        runs[name].append(run)
-                        log(f"dns {records} {kind} {name}: {run['qps']:.0f} QPS, cpu {run['cpu']:.2f}")
-                res = {}
-                for name, port in servers:
-                    rs = runs[name]
-                    res[name] = {
-                        "qps": median([r["qps"] for r in rs]),
-                        "cpu": median([r["cpu"] for r in rs]),
-                        "avg_ms": median([r["avg_ms"] for r in rs]),
-                        "lost": median([r["lost"] for r in rs]),
-                        "rcodes": rs[0]["rcodes"],
-                        "runs": [r["qps"] for r in rs],
-                    }
-                    fixed = dnsperf(
-                        port,
-                        qfile,
-                        s.dns_fixed_seconds,
-                        ["-c", "8", "-T", "2", "-Q", str(DNS_FIXED_QPS)],
-                        verbose=True,
-                    )
-                    res[name].update(p50=fixed["p50"], p99=fixed["p99"])
-                r = ratio(res["gatehouse"]["qps"], res["dnsmasq"]["qps"])
-                qps_ratios.append(r)
-                for name in ("gatehouse", "dnsmasq"):
-                    x = res[name]
+                for shape, flags in DNSPERF_SHAPES.items():
+                    runs = {name: [] for name, _ in servers}
+                    for r in range(s.dns_runs):
+                        turn = (i + r) % len(servers)
+                        order = servers[turn:] + servers[:turn]
+                        for name, port in order:
+                            pid = procs[name].pid
+                            cpu0 = tree_cpu(pid)
+                            run = dnsperf(port, qfile, s.dns_seconds, flags)
+                            run["cpu"] = (tree_cpu(pid) - cpu0) / s.dns_seconds
+                            runs[name].append(run)
+                            log(f"dns {records} {kind} {shape} {name}: {run['qps']:.0f} QPS, cpu {run['cpu']:.2f}")
+                    res = {}
+                    for name, port in servers:
+                        rs = runs[name]
+                        qps = median([r["qps"] for r in rs])
+                        cpu = median([r["cpu"] for r in rs])
+                        res[name] = {
+                            "qps": qps,
+                            "cpu": cpu,
+                            # microseconds of server CPU per query
+                            "us": cpu / qps * 1e6 if qps else float("nan"),
+                            "lost": median([r["lost"] for r in rs]),
+                            "rcodes": rs[0]["rcodes"],
+                            "runs": [r["qps"] for r in rs],
+                        }
+                        if shape == "many ports" and kind == "A in zone":
+                            fixed = dnsperf(
+                                port,
+                                qfile,
+                                s.dns_fixed_seconds,
+                                ["-c", "8", "-T", "2", "-Q", str(DNS_FIXED_QPS)],
+                                verbose=True,
+                            )
+                            res[name].update(p50=fixed["p50"], p99=fixed["p99"])
+                    gq = res["gatehouse"]
+                    ratios["dnsmasq"].append(ratio(gq["qps"], res["dnsmasq"]["qps"]))
+                    ratios["knot"].append(ratio(gq["qps"], res["knot"]["qps"]))
+                    ratios["knot_cpu"].append(ratio(gq["us"], res["knot"]["us"]))
+                    for name, _ in servers:
+                        x = res[name]
+                        rows.append(
+                            [
+                                fmt(records, 0),
+                                kind,
+                                shape,
+                                name,
+                                fmt(x["qps"], 0),
+                                fmt(x["cpu"] * 100, 0),
+                                fmt(x["us"], 1),
+                                x["lost"],
+                                fmt(x.get("p50", float("nan")), 3),
+                                fmt(x.get("p99", float("nan")), 3),
+                                x["rcodes"],
+                                " ".join(fmt(q / 1000, 0) for q in x["runs"]),
+                            ]
+                        )
                     rows.append(
                         [
-                            fmt(records, 0),
-                            kind,
-                            name,
-                            fmt(x["qps"], 0),
-                            fmt(x["cpu"] * 100, 0),
-                            fmt(x["qps"] / x["cpu"] / 1000, 0) if x["cpu"] else "n/a",
-                            fmt(x["avg_ms"], 3),
-                            x["lost"],
-                            fmt(x["p50"], 3),
-                            fmt(x["p99"], 3),
-                            x["rcodes"],
-                            " ".join(fmt(q / 1000, 0) for q in x["runs"]),
+                            "",
+                            "",
+                            "",
+                            "**g / dnsmasq, knot, nsd**",
+                            "**" + ", ".join(f"{ratio(gq['qps'], res[o]['qps']):.2f}x" for o in ("dnsmasq", "knot", "nsd")) + "**",
+                            "",
+                            ", ".join(f"{ratio(gq['us'], res[o]['us']):.2f}x" for o in ("dnsmasq", "knot", "nsd")),
+                            "",
+                            "",
+                            "",
+                            "",
+                            "",
                         ]
                     )
-                eff = ratio(
-                    res["gatehouse"]["qps"] / res["gatehouse"]["cpu"],
-                    res["dnsmasq"]["qps"] / res["dnsmasq"]["cpu"],
-                )
-                rows.append(
-                    ["", "", "**ratio g/d**", f"**{r:.2f}x**", "", f"{eff:.2f}x", "", "", "", "", "", ""]
-                )
-            summary[records] = {"min_ratio": min(qps_ratios), "ratios": qps_ratios}
+            summary[records] = {
+                "min_ratio": min(ratios["dnsmasq"]),
+                "ratios": ratios["dnsmasq"],
+                "min_knot": min(ratios["knot"]),
+                "knot_ratios": ratios["knot"],
+                "max_knot_cpu": max(ratios["knot_cpu"]),
+            }
         finally:
             lab.close()
+    shapes = "; ".join(f"{shape}: `{' '.join(flags)}`" for shape, flags in DNSPERF_SHAPES.items())
     md = [
-        f"dnsperf {s.dns_seconds} s per run for the maximum (`{' '.join(DNSPERF_MAX)}`, UDP, "
-        f"no EDNS), {s.dns_runs} runs per server and query set alternating which goes first, "
-        "medians; dnsperf runs on the same 2 cores; "
-        f"then {DNS_FIXED_SECONDS} s at a fixed "
-        f"{DNS_FIXED_QPS:,} QPS (`-c 8 -T 2 -Q {DNS_FIXED_QPS} -v`) for p50/p99 latency. "
-        "20,000 query lines per set (seeded random record numbers; half the in-zone names are "
-        "one label below a record). Server CPU % = the server's CPU time during the max run "
-        "(100 = one core); queries per CPU second = how much work each does per query, whatever "
-        "share of the 2 cores dnsperf leaves it. 'lost' are the queries still in flight when "
-        "dnsperf stops (about the same for both).",
+        f"dnsperf {s.dns_seconds} s per run for the maximum, UDP, no EDNS, in two client shapes "
+        f"({shapes}: stub resolvers randomise source ports, so the second is what a laptop fleet "
+        f"sends), {s.dns_runs} runs per server, shape and query set, rotating which server goes "
+        "first, medians; dnsperf runs on the same 2 cores. Knot DNS (`udp-workers: 2`) and NSD "
+        "(`server-count: 2`, `rrl-ratelimit: 0`) serve the same zone as a zone file (`rN` and "
+        "`*.rN` per record), gatehouse with `rate_limit: { per_network: off }` (dnsperf is one "
+        "network sending far more than any client). Then, for in-zone names in the many-port "
+        f"shape, {DNS_FIXED_SECONDS} s at a fixed {DNS_FIXED_QPS:,} QPS "
+        f"(`-c 8 -T 2 -Q {DNS_FIXED_QPS} -v`) for p50/p99 latency. Query sets: 20,000 lines "
+        "(seeded random record numbers; half the in-zone names one label below a record), and "
+        "100,000 distinct random names one label below a record. Server CPU % = the server's CPU "
+        "time during the max run (100 = one core); µs CPU/query = that CPU over the queries "
+        "answered: the work per query, whatever share of the cores dnsperf leaves. The ratio "
+        "rows: gatehouse's QPS over each other server's, and its CPU per query over theirs "
+        "(lower is better).",
         "",
         table(
             [
                 "records",
                 "queries",
+                "client",
                 "server",
                 "max QPS",
                 "server CPU %",
-                "k queries per CPU s",
-                "avg ms at max",
+                "µs CPU/query",
                 "lost",
                 f"p50 ms at {DNS_FIXED_QPS // 1000}k",
                 f"p99 ms at {DNS_FIXED_QPS // 1000}k",

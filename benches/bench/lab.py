@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from .settings import DNSMASQ, GATEHOUSE, SSHD
+from .settings import DNSMASQ, GATEHOUSE, KNOTD, NSD, SSHD
 from .util import log
 
 
@@ -354,6 +354,73 @@ class Lab:
             ],
         )
         wait_tcp(port, p, "dnsmasq")
+        return p, port
+
+    def bench_zone(self, records: int) -> Path:
+        """The zone `bench.` as a zone file for Knot and NSD: `rN` and the
+        wildcard `*.rN` for every record, which answers what gatehouse's
+        `rN: IP` answers (the name and every name below it)."""
+        path = self.dir / f"bench-{records}.zone"
+        lines = [
+            "$ORIGIN bench.",
+            "$TTL 60",
+            "@ SOA ns.bench. hostmaster.bench. 1 3600 600 86400 60",
+            "@ NS ns.bench.",
+            "ns A 127.0.0.1",
+        ]
+        for i in range(records):
+            lines += [f"r{i} A {record_ip(i)}", f"*.r{i} A {record_ip(i)}"]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def knot(self, name: str, records: int, workers: int = 2):
+        """Knot DNS (knotd), udp-workers = cores."""
+        zone = self.bench_zone(records)
+        port = free_port(udp_too=True)
+        run = self.dir / f"{name}-run"
+        run.mkdir()
+        conf = self.dir / f"{name}.conf"
+        conf.write_text(
+            "server:\n"
+            f"    listen: 127.0.0.1@{port}\n"
+            f"    rundir: {run}\n"
+            f"    udp-workers: {workers}\n"
+            "    tcp-workers: 1\n"
+            "    background-workers: 1\n"
+            "log:\n  - target: stderr\n    any: warning\n"
+            f"database:\n    storage: {run}\n"
+            "zone:\n"
+            f"  - domain: bench\n    file: {zone}\n    storage: {run}\n"
+            "    journal-content: none\n    zonefile-sync: -1\n"
+        )
+        p = self.start(name, [KNOTD, "-c", str(conf)])
+        wait_tcp(port, p, "knotd")
+        return p, port
+
+    def nsd(self, name: str, records: int, workers: int = 2):
+        """NSD, server-count = cores, rrl-ratelimit 0 (its default RRL would
+        drop most of a benchmark)."""
+        zone = self.bench_zone(records)
+        port = free_port(udp_too=True)
+        conf = self.dir / f"{name}.conf"
+        conf.write_text(
+            "server:\n"
+            f"  ip-address: 127.0.0.1@{port}\n"
+            f"  server-count: {workers}\n"
+            '  username: ""\n'
+            '  chroot: ""\n'
+            f"  zonesdir: {self.dir}\n"
+            f"  pidfile: {self.dir}/{name}.pid\n"
+            f"  xfrdfile: {self.dir}/{name}-xfrd.state\n"
+            f"  zonelistfile: {self.dir}/{name}-zone.list\n"
+            '  database: ""\n'
+            "  rrl-ratelimit: 0\n"
+            "  verbosity: 0\n"
+            "remote-control:\n  control-enable: no\n"
+            f"zone:\n  name: bench\n  zonefile: {zone}\n"
+        )
+        p = self.start(name, [NSD, "-d", "-c", str(conf)])
+        wait_tcp(port, p, "nsd")
         return p, port
 
     def ssh(self, port: int, user: str, *extra: str, cipher: str | None = None):

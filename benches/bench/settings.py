@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 GATEHOUSE = Path(os.environ.get("GATEHOUSE_BIN", ROOT / "target" / "release" / "gatehouse"))
 SSHD = "/usr/sbin/sshd"
 DNSMASQ = "/usr/sbin/dnsmasq"
+KNOTD = "/usr/sbin/knotd"
+NSD = "/usr/sbin/nsd"
 
 GIB = 1 << 30
 CIPHERS = [
@@ -27,9 +29,14 @@ CIPHERS = [
     "aes128-gcm@openssh.com",
     "aes256-gcm@openssh.com",
 ]
-# dnsperf for the maximum: 8 clients (source ports, so gatehouse's
-# SO_REUSEPORT sockets both get traffic), 2 threads, up to 400 outstanding.
-DNSPERF_MAX = ["-c", "8", "-T", "2", "-q", "400"]
+# dnsperf for the maximum, in two client shapes: one source port (one
+# client, one thread, 100 outstanding), and 8 clients (source ports, as
+# stub resolvers randomise them, so SO_REUSEPORT sockets all get traffic),
+# 2 threads, up to 400 outstanding.
+DNSPERF_SHAPES = {
+    "one port": ["-c", "1", "-T", "1", "-q", "100"],
+    "many ports": ["-c", "8", "-T", "2", "-q", "400"],
+}
 DNSPERF_SECONDS = 10
 DNS_FIXED_QPS = 10_000
 DNS_FIXED_SECONDS = 5
