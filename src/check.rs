@@ -11,6 +11,9 @@ pub fn check(path: Option<&Path>, against: Option<&Path>) -> anyhow::Result<Exit
     match gatehouse_config::load(path) {
         Ok(config) => {
             print!("{}", summary(&config));
+            for warning in public_zone_warnings(&config) {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             if let Some(running) = against {
                 // A running config that no longer loads cannot be compared:
                 // restarting is the safe answer.
@@ -29,6 +32,34 @@ pub fn check(path: Option<&Path>, against: Option<&Path>) -> anyhow::Result<Exit
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// A dev zone that is a delegated public suffix (`dev`, `app`, `com`, …)
+/// shadows real names, and browsers force https on the HSTS-preloaded ones.
+fn public_zone_warnings(config: &Config) -> Vec<String> {
+    let Some(dns) = &config.dns else {
+        return Vec::new();
+    };
+    dns.zones
+        .iter()
+        .filter(|zone| {
+            let name = zone.name.as_str();
+            psl::suffix(name.as_bytes()).is_some_and(|suffix| {
+                suffix.is_known()
+                    && suffix.typ() == Some(psl::Type::Icann)
+                    && suffix.as_bytes() == name.as_bytes()
+            })
+        })
+        .map(|zone| {
+            format!(
+                "zone `{}` is a public suffix delegated in the real DNS: laptops that send it \
+                 here lose the real names under it, and browsers force https on many such TLDs \
+                 (HSTS preload: dev, app, page, …); use `test` (RFC 2606) or `internal` \
+                 (reserved for private use by ICANN, 2024)",
+                zone.name
+            )
+        })
+        .collect()
 }
 
 fn addrs(list: &[std::net::SocketAddr]) -> String {

@@ -135,3 +135,31 @@ fn check_against_the_running_config_names_what_needs_a_restart() {
         "{unknown}"
     );
 }
+
+#[test]
+fn a_zone_that_is_a_public_tld_is_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = zone_config("").replace("    sean:\n", "    dev:\n");
+    std::fs::write(dir.path().join("g.yaml"), text).expect("write");
+    let out = gatehouse(&["check", "--config", "g.yaml"], dir.path());
+    assert!(out.status.success(), "a warning, not an error: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "g.yaml: warning: zone `dev` is a public suffix delegated in the real DNS"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("use `test` (RFC 2606) or `internal`"),
+        "{stderr}"
+    );
+    // A private TLD, and `internal` itself, are not warned about.
+    for zone in ["sean", "internal", "test"] {
+        let text = zone_config("").replace("    sean:\n", &format!("    {zone}:\n"));
+        std::fs::write(dir.path().join("g.yaml"), text).expect("write");
+        let out = gatehouse(&["check", "--config", "g.yaml"], dir.path());
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{zone}");
+    }
+}

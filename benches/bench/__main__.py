@@ -56,6 +56,9 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders (logs, configs)")
     ap.add_argument("--soak-minutes", type=float, help="how long the soak runs (default 20; --quick: 2)")
     ap.add_argument("--list", action="store_true", help="list the parts")
+    ap.add_argument(
+        "--dns-records", type=int, action="append", help="zone sizes for part dns (default: 10 and 10000)"
+    )
     args = ap.parse_args()
     if args.list:
         for k in ORDER + EXTRA:
@@ -66,6 +69,8 @@ def main():
         if p not in PARTS:
             ap.error(f"unknown part {p!r}; parts: {' '.join(ORDER + EXTRA)}")
     s = Settings(args.quick, args.keep, args.soak_minutes)
+    if args.dns_records:
+        s.dns_sizes = args.dns_records
     if not GATEHOUSE.exists():
         ap.error(f"{GATEHOUSE} missing: run `cargo build --release` (benches/run does)")
     started = time.monotonic()
