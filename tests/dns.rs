@@ -363,3 +363,79 @@ fn a_reverse_zone_must_be_octet_or_nibble_aligned() {
     );
     assert!(stderr.starts_with("g.yaml:"), "{stderr}");
 }
+
+#[test]
+fn cname_txt_mx_and_srv_records() {
+    let g = Gatehouse::start(&zone_config(concat!(
+        "        www: { cname: saxophone.sean. }\n",
+        "        mail: { addrs: 192.168.222.25, mx: \"10 mail.sean.\", txt: [\"v=spf1 mx -all\"] }\n",
+        "        _http._tcp.saxophone: { srv: \"0 5 8080 saxophone.sean.\" }\n",
+    )));
+    // An alias covers its name and the names below it, for every type.
+    for name in ["www.sean", "a.b.www.sean"] {
+        both(g.dns(), &[name, "A"], |d| {
+            assert_eq!(d.status, "NOERROR", "{}", d.raw);
+            assert_eq!(d.answer.len(), 1, "{}", d.raw);
+            assert_eq!(d.answer[0].rtype, "CNAME", "{}", d.raw);
+            assert_eq!(d.answer_data(), ["saxophone.sean."], "{}", d.raw);
+        });
+    }
+    let mx = dig(g.dns(), &["mail.sean", "MX"]);
+    assert_eq!(mx.answer_data(), ["10 mail.sean."], "{}", mx.raw);
+    let txt = dig(g.dns(), &["mail.sean", "TXT"]);
+    assert_eq!(txt.answer_data(), ["\"v=spf1 mx -all\""], "{}", txt.raw);
+    // TXT, MX, SRV answer at their own name; addresses below it too.
+    let below = dig(g.dns(), &["x.mail.sean", "TXT"]);
+    assert_eq!(
+        (below.status.as_str(), below.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        below.raw
+    );
+    assert_eq!(
+        dig(g.dns(), &["x.mail.sean", "A"]).answer_data(),
+        ["192.168.222.25"]
+    );
+    let srv = dig(g.dns(), &["_http._tcp.saxophone.sean", "SRV"]);
+    assert_eq!(
+        srv.answer_data(),
+        ["0 5 8080 saxophone.sean."],
+        "{}",
+        srv.raw
+    );
+    // The longer record wins: no address at the SRV name; saxophone's own
+    // address is untouched.
+    let a = dig(g.dns(), &["_http._tcp.saxophone.sean", "A"]);
+    assert_eq!(
+        (a.status.as_str(), a.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        a.raw
+    );
+    assert_eq!(
+        dig(g.dns(), &["saxophone.sean", "A"]).answer_data(),
+        ["192.168.222.16"]
+    );
+}
+
+#[test]
+fn a_cname_beside_other_data_and_bad_record_text_are_config_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = zone_config(concat!(
+        "        www: { cname: saxophone.sean., addrs: 192.168.222.9 }\n",
+        "        mail: { mx: \"mail.sean\" }\n",
+        "        _sip._udp: { srv: \"0 5 sip.sean.\" }\n",
+    ));
+    std::fs::write(dir.path().join("g.yaml"), text).expect("write");
+    let out = crate::util::gatehouse(&["check", "--config", "g.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        ":15:",
+        "dns.zones.sean.records.www: a CNAME cannot be beside other data (RFC 1034 §3.6.2)",
+        "dns.zones.sean.records.mail.mx: \"mail.sean\": expected `PREFERENCE HOST`",
+        "dns.zones.sean.records._sip._udp.srv: \"0 5 sip.sean.\": expected `PRIORITY WEIGHT PORT HOST`",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in:\n{stderr}");
+    }
+}

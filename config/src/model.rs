@@ -302,15 +302,37 @@ pub struct Zone {
     pub records: Vec<Record>,
 }
 
-/// One wildcard record.
+/// One record name and its data. Addresses and a CNAME cover the name and
+/// every name below it; TXT, MX and SRV answer at the name itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     /// The name relative to the zone, e.g. `cdn.saxophone`.
     pub name: DomainName,
     /// The full name, e.g. `cdn.saxophone.sean`.
     pub fqdn: DomainName,
-    /// Its addresses (A and AAAA), at least one.
+    /// Its addresses (A and AAAA).
     pub addrs: Vec<IpAddr>,
+    /// An alias: then nothing else is here (RFC 1034 §3.6.2).
+    pub cname: Option<DomainName>,
+    /// TXT records, each as its strings of at most 255 octets.
+    pub txt: Vec<Vec<String>>,
+    /// MX records: preference, exchange.
+    pub mx: Vec<(u16, DomainName)>,
+    /// SRV records.
+    pub srv: Vec<Srv>,
+}
+
+/// One SRV record (RFC 2782).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Srv {
+    /// Lower is tried first.
+    pub priority: u16,
+    /// Share among equal priorities.
+    pub weight: u16,
+    /// The service's port.
+    pub port: u16,
+    /// The host.
+    pub target: DomainName,
 }
 
 /// The admin HTTP endpoint.

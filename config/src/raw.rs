@@ -158,7 +158,26 @@ pub(crate) struct RawDnsRateLimit {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawZone {
     #[serde(default)]
-    pub records: IndexMap<String, OneOrMany>,
+    pub records: IndexMap<String, RawRecord>,
+}
+
+/// A record's value: addresses in the one-line form, or a map of types.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawRecord {
+    Addrs(OneOrMany),
+    Typed(RawTypedRecord),
+}
+
+/// `{ addrs: …, cname: …, txt: …, mx: …, srv: … }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTypedRecord {
+    pub addrs: Option<OneOrMany>,
+    pub cname: Option<String>,
+    pub txt: Option<OneOrMany>,
+    pub mx: Option<OneOrMany>,
+    pub srv: Option<OneOrMany>,
 }
 
 /// `name: 192.0.2.1` or `name: [192.0.2.1, "2001:db8::1"]`.

@@ -12,6 +12,8 @@ use std::{
 use indexmap::IndexMap;
 use ssh_key::{Algorithm, PublicKey};
 
+mod records;
+
 use crate::{
     error::Problem,
     grant::Grant,
@@ -606,30 +608,15 @@ fn dns(c: &mut Checker<'_>, raw: RawDns) -> DnsConfig {
                 );
                 continue;
             }
-            let mut addrs: Vec<IpAddr> = Vec::new();
-            for (i, text) in value.items() {
-                let apath = match i {
-                    Some(i) => format!("{rpath}[{i}]"),
-                    None => rpath.clone(),
-                };
-                if let Some(ip) = c.value(&apath, text, |t| {
-                    t.parse::<IpAddr>()
-                        .map_err(|_| "expected an IPv4 or IPv6 address".into())
-                }) {
-                    if addrs.contains(&ip) {
-                        c.problem(&apath, format!("{ip} is listed twice"));
-                    } else {
-                        addrs.push(ip);
-                    }
-                }
-            }
-            if addrs.is_empty() && value.items().is_empty() {
-                c.problem(&rpath, "needs at least one address");
-            }
+            let data = records::record_data(c, &rpath, value);
             records.push(Record {
                 name: rname,
                 fqdn,
-                addrs,
+                addrs: data.addrs,
+                cname: data.cname,
+                txt: data.txt,
+                mx: data.mx,
+                srv: data.srv,
             });
         }
         zones.push(Zone { name, records });

@@ -93,16 +93,36 @@ pub fn answer<'t>(
     }
     let owned = |data: &RData, ttl: u32| Record::from_rdata(qname.clone(), ttl, data.clone());
     let reply = match table.lookup(qname) {
-        Lookup::Record { zone, record } => {
+        Lookup::Record {
+            zone,
+            record,
+            exact,
+        } => {
             let ttl = table.ttl();
-            let answers: Vec<Record> = match qtype {
-                RecordType::A => record.v4().iter().map(|d| owned(d, ttl)).collect(),
-                RecordType::AAAA => record.v6().iter().map(|d| owned(d, ttl)).collect(),
-                // RFC 8482 §4: answer ANY with a subset; the addresses are all we have.
-                RecordType::ANY => record
+            // TXT, MX and SRV belong to the record's own name; addresses
+            // and an alias cover every name below it too.
+            let own = |data: &'t [RData]| if exact { data } else { &[] };
+            let answers: Vec<Record> = match (record.cname(), qtype) {
+                // An alias answers every type with itself (RFC 1034
+                // §3.6.2); the resolver follows it.
+                (Some(cname), _) => vec![owned(cname, ttl)],
+                (None, RecordType::A) => record.v4().iter().map(|d| owned(d, ttl)).collect(),
+                (None, RecordType::AAAA) => record.v6().iter().map(|d| owned(d, ttl)).collect(),
+                (None, RecordType::TXT) => {
+                    own(record.txt()).iter().map(|d| owned(d, ttl)).collect()
+                }
+                (None, RecordType::MX) => own(record.mx()).iter().map(|d| owned(d, ttl)).collect(),
+                (None, RecordType::SRV) => {
+                    own(record.srv()).iter().map(|d| owned(d, ttl)).collect()
+                }
+                // RFC 8482 §4: answer ANY with a subset: what we have here.
+                (None, RecordType::ANY) => record
                     .v4()
                     .iter()
                     .chain(record.v6())
+                    .chain(own(record.txt()))
+                    .chain(own(record.mx()))
+                    .chain(own(record.srv()))
                     .map(|d| owned(d, ttl))
                     .collect(),
                 _ => Vec::new(),

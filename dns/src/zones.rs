@@ -25,7 +25,7 @@ use std::{
 use gatehouse_config::{DnsConfig, DomainName, ReverseZone, Zone, pointer_name};
 use hickory_proto::rr::{
     Name, RData, Record,
-    rdata::{A, AAAA, NS, PTR, SOA},
+    rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT},
 };
 use tracing::warn;
 
@@ -104,12 +104,16 @@ impl ZoneApex {
     }
 }
 
-/// The addresses of one configured record, as record data.
+/// The data of one configured record, as record data.
 #[derive(Debug)]
 pub struct AddressRecord {
     zone: usize,
     v4: Vec<RData>,
     v6: Vec<RData>,
+    cname: Option<RData>,
+    txt: Vec<RData>,
+    mx: Vec<RData>,
+    srv: Vec<RData>,
 }
 
 impl AddressRecord {
@@ -121,6 +125,26 @@ impl AddressRecord {
     /// AAAA records' data, in configured order.
     pub fn v6(&self) -> &[RData] {
         &self.v6
+    }
+
+    /// The alias, if this name is one.
+    pub fn cname(&self) -> Option<&RData> {
+        self.cname.as_ref()
+    }
+
+    /// TXT, MX and SRV data (answered at the record's own name only).
+    pub fn txt(&self) -> &[RData] {
+        &self.txt
+    }
+
+    /// MX data.
+    pub fn mx(&self) -> &[RData] {
+        &self.mx
+    }
+
+    /// SRV data.
+    pub fn srv(&self) -> &[RData] {
+        &self.srv
     }
 }
 
@@ -148,6 +172,8 @@ pub enum Lookup<'t> {
         zone: &'t ZoneApex,
         /// The record.
         record: &'t AddressRecord,
+        /// The query name is the record's own name (not one below it).
+        exact: bool,
     },
     /// Exactly the reverse name of an address some record has.
     Pointer {
@@ -256,6 +282,7 @@ impl ZoneTable {
                     return Lookup::Record {
                         zone: &self.zones[record.zone],
                         record,
+                        exact,
                     };
                 }
                 Node::Pointer(p) if exact => {
@@ -296,10 +323,40 @@ impl ZoneTable {
                 .addrs
                 .iter()
                 .partition::<Vec<_>, _>(|ip| ip.is_ipv4());
+            let domain = |name: &DomainName| name_from(name.as_str());
             self.records.push(AddressRecord {
                 zone: zone_index,
                 v4: v4.into_iter().map(address_rdata).collect(),
                 v6: v6.into_iter().map(address_rdata).collect(),
+                cname: record
+                    .cname
+                    .as_ref()
+                    .and_then(domain)
+                    .map(|target| RData::CNAME(CNAME(target))),
+                txt: record
+                    .txt
+                    .iter()
+                    .map(|strings| RData::TXT(TXT::new(strings.clone())))
+                    .collect(),
+                mx: record
+                    .mx
+                    .iter()
+                    .filter_map(|(preference, exchange)| {
+                        Some(RData::MX(MX::new(*preference, domain(exchange)?)))
+                    })
+                    .collect(),
+                srv: record
+                    .srv
+                    .iter()
+                    .filter_map(|s| {
+                        Some(RData::SRV(SRV::new(
+                            s.priority,
+                            s.weight,
+                            s.port,
+                            domain(&s.target)?,
+                        )))
+                    })
+                    .collect(),
             });
             self.insert(&record.fqdn, Node::Record(record_index));
         }
