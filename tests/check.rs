@@ -163,3 +163,20 @@ fn a_zone_that_is_a_public_tld_is_warned_about() {
         assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{zone}");
     }
 }
+
+#[test]
+fn a_typo_in_a_typed_record_names_the_field_and_the_choices() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = zone_config("        www: { cnmae: saxophone.sean. }\n");
+    std::fs::write(dir.path().join("g.yaml"), text).expect("write");
+    let out = gatehouse(&["check", "--config", "g.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.trim_end().ends_with(
+            "dns.zones.sean.records.www: unknown field `cnmae`, expected one of `addrs`, `cname`, `txt`, `mx`, `srv`"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.starts_with("g.yaml:15:"), "{stderr}");
+}

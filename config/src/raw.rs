@@ -162,11 +162,49 @@ pub(crate) struct RawZone {
 }
 
 /// A record's value: addresses in the one-line form, or a map of types.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// Deserialized by hand rather than `untagged`, so a typo in the map gets
+/// serde's "unknown field `cnmae`, expected one of …" with its place.
+#[derive(Debug)]
 pub(crate) enum RawRecord {
     Addrs(OneOrMany),
     Typed(RawTypedRecord),
+}
+
+impl<'de> Deserialize<'de> for RawRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RawRecord;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "an address, a list of addresses, or a map of addrs, cname, txt, mx, srv",
+                )
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<RawRecord, E> {
+                Ok(RawRecord::Addrs(OneOrMany::One(text.to_owned())))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                seq: A,
+            ) -> Result<RawRecord, A::Error> {
+                let list =
+                    Vec::<String>::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(RawRecord::Addrs(OneOrMany::Many(list)))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RawRecord, A::Error> {
+                RawTypedRecord::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RawRecord::Typed)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `{ addrs: …, cname: …, txt: …, mx: …, srv: … }`.
