@@ -32,13 +32,14 @@ fn hold(from: Ipv4Addr, to: SocketAddr) -> Option<TcpStream> {
     Some(stream)
 }
 
-/// `dig +tcp` for saxophone.sean from `from`, one try, one second.
-fn dig_tcp_from(from: &str, server: SocketAddr) -> String {
+/// `dig` for saxophone.sean from `from` over `transport` (`+tcp` or
+/// `+notcp`), one try, one second: the answer, or what dig said.
+fn dig_from(from: &str, server: SocketAddr, transport: &str) -> String {
     let out = tool("dig")
         .args(["-b", from, &format!("@{}", server.ip())])
         .args(["-p", &server.port().to_string()])
         .args([
-            "+tcp",
+            transport,
             "+tries=1",
             "+time=1",
             "+short",
@@ -117,7 +118,7 @@ fn tcp_holders_on_one_network_keep_their_share_and_nobody_out() {
     let mut answers = Vec::new();
     let mut most_held = 0;
     while Instant::now() + Duration::from_secs(1) < until {
-        answers.push(dig_tcp_from("127.0.1.1", server));
+        answers.push(dig_from("127.0.1.1", server, "+tcp"));
         most_held = most_held.max(sockets_held(&g).saturating_sub(before));
         thread::sleep(Duration::from_millis(200));
     }
@@ -156,7 +157,7 @@ fn tcp_holders_on_many_networks_are_closed_longest_idle_first() {
     thread::sleep(Duration::from_secs(1));
     let mut answers = Vec::new();
     while Instant::now() + Duration::from_secs(1) < until {
-        answers.push(dig_tcp_from("127.0.1.1", server));
+        answers.push(dig_from("127.0.1.1", server, "+tcp"));
         thread::sleep(Duration::from_millis(200));
     }
     let opened = attacker.join().expect("attacker");
@@ -246,7 +247,7 @@ fn a_udp_flood_from_one_network_is_rate_limited_and_others_are_answered() {
     );
     assert_eq!(u64::try_from(truncated).ok(), Some(slipped));
     // Another network, at the same moment: answered.
-    let other = dig_udp_from("127.0.2.1", server);
+    let other = dig_from("127.0.2.1", server, "+notcp");
     assert_eq!(other, "192.168.222.16");
     // A trusted network floods too and gets every answer.
     let (whole, truncated) = udp_flood("127.0.3.1", server, 2000);
@@ -255,22 +256,4 @@ fn a_udp_flood_from_one_network_is_rate_limited_and_others_are_answered() {
         metric(&g, "gatehouse_dns_rate_limited_total{action=\"dropped\"}"),
         dropped
     );
-}
-
-/// `dig` over UDP for saxophone.sean from `from`, one try, one second.
-fn dig_udp_from(from: &str, server: SocketAddr) -> String {
-    let out = tool("dig")
-        .args(["-b", from, &format!("@{}", server.ip())])
-        .args(["-p", &server.port().to_string()])
-        .args([
-            "+notcp",
-            "+tries=1",
-            "+time=1",
-            "+short",
-            "saxophone.sean",
-            "A",
-        ])
-        .output()
-        .expect("run dig");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

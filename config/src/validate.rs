@@ -10,6 +10,7 @@ use std::{
 };
 
 use indexmap::IndexMap;
+use ipnet::IpNet;
 use ssh_key::{Algorithm, PublicKey};
 
 mod records;
@@ -67,6 +68,14 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// A list of CIDRs at `path`, each checked (`path[i]` on error).
+    fn cidrs(&mut self, path: &str, list: &[String]) -> Vec<IpNet> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, t)| self.value(&format!("{path}[{i}]"), t, parse_cidr))
+            .collect()
     }
 
     fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
@@ -274,14 +283,7 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
                     "is empty: list the balancers' addresses (CIDRs), or remove proxy_protocol",
                 );
             }
-            proxy
-                .from
-                .iter()
-                .enumerate()
-                .filter_map(|(i, t)| {
-                    c.value(&format!("jump.proxy_protocol.from[{i}]"), t, parse_cidr)
-                })
-                .collect()
+            c.cidrs("jump.proxy_protocol.from", &proxy.from)
         }
     };
 
@@ -384,13 +386,7 @@ fn limits(c: &mut Checker<'_>, raw: RawLimits) -> Limits {
                 period: Duration::from_secs(60),
             }),
     };
-    let trusted = raw
-        .trusted
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| c.value(&format!("{p}.trusted[{i}]"), t, parse_cidr))
-        .collect();
+    let trusted = c.cidrs(&format!("{p}.trusted"), &raw.trusted.unwrap_or_default());
     Limits {
         login_grace: c.duration(
             &format!("{p}.login_grace"),
@@ -679,13 +675,7 @@ fn dns_rate_limit(c: &mut Checker<'_>, raw: RawDnsRateLimit) -> DnsRateLimit {
             t.parse::<Rate>().map_err(|e| format!("{e}, or off"))
         }),
     };
-    let trusted = raw
-        .trusted
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| c.value(&format!("{p}.trusted[{i}]"), t, parse_cidr))
-        .collect();
+    let trusted = c.cidrs(&format!("{p}.trusted"), &raw.trusted.unwrap_or_default());
     DnsRateLimit {
         per_network,
         slip: raw.slip.unwrap_or(2),

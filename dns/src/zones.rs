@@ -361,17 +361,8 @@ impl ZoneTable {
             self.insert(&record.fqdn, Node::Record(record_index));
         }
 
-        // Every name strictly between a record and the apex exists.
-        let apex_labels = zone.name.labels().count();
         for record in &zone.records {
-            let labels: Vec<&str> = record.fqdn.labels().collect();
-            let below_apex = labels.len().saturating_sub(apex_labels);
-            for skip in 1..below_apex {
-                let key = wire_key(labels[skip..].iter().copied());
-                self.names
-                    .entry(key)
-                    .or_insert(Node::EmptyNonTerminal(zone_index));
-            }
+            self.insert_empty_non_terminals(&record.fqdn, &zone.name, zone_index);
         }
     }
 
@@ -397,7 +388,6 @@ impl ZoneTable {
                 }
             }
         }
-        let apex_labels = reverse.name.labels().count();
         for (ip, targets) in by_address {
             let Ok(name) = pointer_name(ip).parse::<DomainName>() else {
                 continue;
@@ -408,14 +398,20 @@ impl ZoneTable {
                 targets,
             });
             self.insert(&name, Node::Pointer(index));
-            let labels: Vec<&str> = name.labels().collect();
-            let below_apex = labels.len().saturating_sub(apex_labels);
-            for skip in 1..below_apex {
-                let key = wire_key(labels[skip..].iter().copied());
-                self.names
-                    .entry(key)
-                    .or_insert(Node::EmptyNonTerminal(zone_index));
-            }
+            self.insert_empty_non_terminals(&name, &reverse.name, zone_index);
+        }
+    }
+
+    /// Every name strictly between `name` and its zone's `apex` exists
+    /// (added without replacing a record or apex already there).
+    fn insert_empty_non_terminals(&mut self, name: &DomainName, apex: &DomainName, zone: usize) {
+        let labels: Vec<&str> = name.labels().collect();
+        let below_apex = labels.len().saturating_sub(apex.labels().count());
+        for skip in 1..below_apex {
+            let key = wire_key(labels[skip..].iter().copied());
+            self.names
+                .entry(key)
+                .or_insert(Node::EmptyNonTerminal(zone));
         }
     }
 
