@@ -19,6 +19,8 @@
 //! - `answer`: [`answer`], the decision for one question (no I/O);
 //! - `message`: [`respond`] and [`finish_forwarded`], request bytes to
 //!   response bytes (no I/O);
+//! - `fast`: [`fast_respond`], the hand-written path `respond` takes for
+//!   plain A/AAAA queries (no hickory types, no allocation);
 //! - `listeners`: [`DnsListeners`], binding UDP + TCP on each address;
 //! - `server`: [`serve`], starting the loops, live reloads and the bounded
 //!   shutdown;
@@ -52,6 +54,7 @@
 mod answer;
 mod context;
 mod error;
+mod fast;
 mod forward;
 mod listeners;
 mod message;
@@ -70,8 +73,9 @@ pub use hickory_proto as proto;
 
 pub use answer::{Outcome, Reply, answer};
 pub use error::{DnsError, Transport};
+pub use fast::fast_respond;
 pub use listeners::DnsListeners;
-pub use message::{EDNS_UDP_PAYLOAD, Handled, finish_forwarded, respond};
+pub use message::{EDNS_UDP_PAYLOAD, Handled, finish_forwarded, full_respond, respond};
 pub use metrics::register_metrics;
 pub use resolver::{Os, resolver_setup};
 pub use server::serve;

@@ -19,6 +19,7 @@ use tracing::debug;
 use crate::{
     answer::{Outcome, Reply, answer},
     error::Transport,
+    fast::fast_respond,
     zones::ZoneTable,
 };
 
@@ -28,7 +29,7 @@ pub const EDNS_UDP_PAYLOAD: u16 = 1232;
 
 /// Without EDNS a UDP message is at most 512 octets (RFC 1035 §4.2.1); EDNS
 /// sizes below that count as 512 (RFC 6891 §6.2.3).
-const CLASSIC_UDP_PAYLOAD: u16 = 512;
+pub(crate) const CLASSIC_UDP_PAYLOAD: u16 = 512;
 
 /// A DNS header is 12 octets (RFC 1035 §4.1.1).
 pub(crate) const HEADER_LEN: usize = 12;
@@ -48,7 +49,27 @@ pub enum Handled {
 /// Handles one request message: fills `out` with the response (on
 /// [`Handled::Reply`]) encoded for `transport` (without the TCP length
 /// prefix). `client` is only used for the debug log line.
+///
+/// The plainest queries (A or AAAA answered from addresses or the SOA) take
+/// the hand-written [`fast_respond`]; everything else, and everything it
+/// declines, takes [`full_respond`]. Both answer alike where both answer.
 pub fn respond(
+    table: &ZoneTable,
+    request: &[u8],
+    transport: Transport,
+    client: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Handled {
+    if fast_respond(table, request, transport, client, out) {
+        return Handled::Reply;
+    }
+    full_respond(table, request, transport, client, out)
+}
+
+/// [`respond`] through hickory's parser and message builder, for every
+/// message: the general path, and the reference the fast path is checked
+/// against.
+pub fn full_respond(
     table: &ZoneTable,
     request: &[u8],
     transport: Transport,

@@ -15,30 +15,80 @@
 //! Everything an answer needs — `RData` for each address, the SOA and NS of
 //! each apex — is made here, at build time, not per query.
 
-use std::{
-    collections::HashMap,
-    net::{IpAddr, SocketAddr},
-    sync::Arc,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-use gatehouse_config::{DnsConfig, DomainName, ReverseZone, Zone, pointer_name};
-use hickory_proto::rr::{
-    Name, RData, Record,
-    rdata::{A, AAAA, CNAME, MX, NS, PTR, SOA, SRV, TXT},
-};
-use tracing::warn;
+use gatehouse_config::DnsConfig;
+use hickory_proto::rr::{Name, RData, Record};
 
-/// SOA timers (RFC 1035 §3.3.13). There are no secondaries to transfer
-/// these zones, so the values only need to be plausible.
-const SOA_REFRESH: i32 = 3600;
-const SOA_RETRY: i32 = 600;
-const SOA_EXPIRE: i32 = 86400;
+mod build;
+
+/// The first label of every zone's SOA RNAME (`hostmaster.<zone>`, RFC
+/// 2142 §7), the one name part of an SOA that is not the apex itself.
+pub(crate) const SOA_RNAME_LABEL: &str = "hostmaster";
 
 /// A name on the wire is at most 255 octets (RFC 1035 §3.1), so at most 127
 /// labels plus the root.
 const MAX_NAME_WIRE_LEN: usize = 255;
 const MAX_LABELS: usize = 128;
+
+/// A query name as a table key: lower-case labels, each after its length,
+/// without the root label, on the stack; where each label starts, so every
+/// suffix is a slice.
+pub(crate) struct WireKey {
+    bytes: [u8; MAX_NAME_WIRE_LEN],
+    len: usize,
+    label_starts: [usize; MAX_LABELS],
+    labels: usize,
+}
+
+impl WireKey {
+    pub(crate) fn new() -> WireKey {
+        WireKey {
+            bytes: [0; MAX_NAME_WIRE_LEN],
+            len: 0,
+            label_starts: [0; MAX_LABELS],
+            labels: 0,
+        }
+    }
+
+    /// Appends one label, lower-cased; false if it is longer than 63
+    /// octets or the name would no longer fit on the wire.
+    pub(crate) fn push_label(&mut self, label: &[u8]) -> bool {
+        let Ok(label_len) = u8::try_from(label.len()) else {
+            return false;
+        };
+        let end = self.len + 1 + label.len();
+        let (Some(start_slot), Some(dest)) = (
+            self.label_starts.get_mut(self.labels),
+            self.bytes.get_mut(self.len..end),
+        ) else {
+            return false;
+        };
+        if label_len > 63 {
+            return false;
+        }
+        *start_slot = self.len;
+        if let Some((len_byte, bytes)) = dest.split_first_mut() {
+            *len_byte = label_len;
+            for (to, from) in bytes.iter_mut().zip(label) {
+                *to = from.to_ascii_lowercase();
+            }
+        }
+        self.len = end;
+        self.labels += 1;
+        true
+    }
+
+    /// Where the suffix of the last `count` labels starts in the name's
+    /// wire form, if the name has that many.
+    pub(crate) fn suffix_start(&self, count: usize) -> Option<usize> {
+        let first = self.labels.checked_sub(count)?;
+        if first == self.labels {
+            return Some(self.len);
+        }
+        self.label_starts.get(first).copied()
+    }
+}
 
 /// Every configured zone and record, keyed for suffix lookups.
 #[derive(Debug)]
@@ -79,6 +129,22 @@ pub struct ZoneApex {
     /// min(TTL, SOA minimum) (RFC 2308 §3).
     negative_soa: Record,
     ns: Record,
+    /// The same SOA as `wire` writes it: the apex's label count and the
+    /// fixed tail of its data.
+    wire: ApexWire,
+}
+
+/// What a hand-written negative answer needs of the apex: its SOA's owner
+/// and names point into the question (the apex is a suffix of the query
+/// name), so only the label count and the octets after the names are kept.
+#[derive(Debug)]
+pub(crate) struct ApexWire {
+    /// Labels in the apex name (the root not counted).
+    pub(crate) labels: usize,
+    /// TTL of the SOA in negative answers (RFC 2308 §3).
+    pub(crate) negative_ttl: u32,
+    /// Serial, refresh, retry, expire and minimum, in network order.
+    pub(crate) timers: [u8; 20],
 }
 
 impl ZoneApex {
@@ -96,6 +162,11 @@ impl ZoneApex {
     /// NXDOMAIN and NODATA answers (RFC 2308 §3).
     pub fn negative_soa(&self) -> &Record {
         &self.negative_soa
+    }
+
+    /// The SOA facts the hand-written answer path writes.
+    pub(crate) fn wire(&self) -> &ApexWire {
+        &self.wire
     }
 
     /// The zone's NS record: the apex names itself as its name server.
@@ -195,7 +266,7 @@ pub enum Lookup<'t> {
 impl ZoneTable {
     /// Builds the table for `config`, with the SOA serial taken from the clock.
     pub fn new(config: &DnsConfig) -> ZoneTable {
-        ZoneTable::with_serial(config, serial_from_clock())
+        ZoneTable::with_serial(config, build::serial_from_clock())
     }
 
     /// Builds the table with a given SOA serial (for tests and benchmarks).
@@ -243,36 +314,31 @@ impl ZoneTable {
 
     /// Finds where `name` falls, case-insensitively.
     pub fn lookup(&self, name: &Name) -> Lookup<'_> {
-        let mut key = [0_u8; MAX_NAME_WIRE_LEN];
-        let mut label_starts = [0_usize; MAX_LABELS];
-        let mut key_len = 0;
-        let mut label_count = 0;
+        let mut key = WireKey::new();
         for label in name.iter() {
-            let Ok(label_len) = u8::try_from(label.len()) else {
-                return Lookup::Outside;
-            };
-            let end = key_len + 1 + label.len();
-            let (Some(start_slot), Some(dest)) =
-                (label_starts.get_mut(label_count), key.get_mut(key_len..end))
-            else {
+            if !key.push_label(label) {
                 // Longer than any name can be on the wire: nothing of ours.
                 return Lookup::Outside;
-            };
-            *start_slot = key_len;
-            if let Some((len_byte, bytes)) = dest.split_first_mut() {
-                *len_byte = label_len;
-                for (to, from) in bytes.iter_mut().zip(label) {
-                    *to = from.to_ascii_lowercase();
-                }
             }
-            key_len = end;
-            label_count += 1;
         }
+        self.lookup_key(&key)
+    }
 
+    /// Finds where the name in `key` falls.
+    pub(crate) fn lookup_key(&self, key: &WireKey) -> Lookup<'_> {
+        let WireKey {
+            bytes,
+            len,
+            label_starts,
+            labels,
+        } = key;
+        let (Some(wire), Some(starts)) = (bytes.get(..*len), label_starts.get(..*labels)) else {
+            return Lookup::Outside;
+        };
         // Suffixes with more labels than any key cannot match; skip them.
-        let first = label_count.saturating_sub(self.max_labels);
-        for (index, &start) in label_starts[..label_count].iter().enumerate().skip(first) {
-            let Some(node) = key.get(start..key_len).and_then(|k| self.names.get(k)) else {
+        let first = labels.saturating_sub(self.max_labels);
+        for (index, &start) in starts.iter().enumerate().skip(first) {
+            let Some(node) = wire.get(start..).and_then(|k| self.names.get(k)) else {
                 continue;
             };
             let exact = index == 0;
@@ -306,186 +372,16 @@ impl ZoneTable {
         }
         Lookup::Outside
     }
-
-    fn add_zone(&mut self, zone: &Zone, ttl: u32, serial: u32) {
-        let Some(apex) = make_apex(&zone.name, ttl, serial) else {
-            // Cannot happen for a validated DomainName; skip rather than panic.
-            warn!(zone = %zone.name, "zone name is not a valid DNS name; zone skipped");
-            return;
-        };
-        let zone_index = self.zones.len();
-        self.zones.push(apex);
-        self.insert(&zone.name, Node::Apex(zone_index));
-
-        for record in &zone.records {
-            let record_index = self.records.len();
-            let (v4, v6) = record
-                .addrs
-                .iter()
-                .partition::<Vec<_>, _>(|ip| ip.is_ipv4());
-            let domain = |name: &DomainName| name_from(name.as_str());
-            self.records.push(AddressRecord {
-                zone: zone_index,
-                v4: v4.into_iter().map(address_rdata).collect(),
-                v6: v6.into_iter().map(address_rdata).collect(),
-                cname: record
-                    .cname
-                    .as_ref()
-                    .and_then(domain)
-                    .map(|target| RData::CNAME(CNAME(target))),
-                txt: record
-                    .txt
-                    .iter()
-                    .map(|strings| RData::TXT(TXT::new(strings.clone())))
-                    .collect(),
-                mx: record
-                    .mx
-                    .iter()
-                    .filter_map(|(preference, exchange)| {
-                        Some(RData::MX(MX::new(*preference, domain(exchange)?)))
-                    })
-                    .collect(),
-                srv: record
-                    .srv
-                    .iter()
-                    .filter_map(|s| {
-                        Some(RData::SRV(SRV::new(
-                            s.priority,
-                            s.weight,
-                            s.port,
-                            domain(&s.target)?,
-                        )))
-                    })
-                    .collect(),
-            });
-            self.insert(&record.fqdn, Node::Record(record_index));
-        }
-
-        for record in &zone.records {
-            self.insert_empty_non_terminals(&record.fqdn, &zone.name, zone_index);
-        }
-    }
-
-    /// A reverse zone: a PTR at each address in it that a record has, to
-    /// every record's name with that address (in config order).
-    fn add_reverse(&mut self, reverse: &ReverseZone, zones: &[Zone], ttl: u32, serial: u32) {
-        let Some(apex) = make_apex(&reverse.name, ttl, serial) else {
-            warn!(zone = %reverse.name, "reverse zone name is not a valid DNS name; skipped");
-            return;
-        };
-        let zone_index = self.zones.len();
-        self.zones.push(apex);
-        self.insert(&reverse.name, Node::Apex(zone_index));
-        let mut by_address: Vec<(IpAddr, Vec<RData>)> = Vec::new();
-        for record in zones.iter().flat_map(|z| &z.records) {
-            let Some(target) = name_from(record.fqdn.as_str()) else {
-                continue;
-            };
-            for ip in record.addrs.iter().filter(|ip| reverse.net.contains(*ip)) {
-                match by_address.iter_mut().find(|(known, _)| known == ip) {
-                    Some((_, targets)) => targets.push(RData::PTR(PTR(target.clone()))),
-                    None => by_address.push((*ip, vec![RData::PTR(PTR(target.clone()))])),
-                }
-            }
-        }
-        for (ip, targets) in by_address {
-            let Ok(name) = pointer_name(ip).parse::<DomainName>() else {
-                continue;
-            };
-            let index = self.pointers.len();
-            self.pointers.push(Pointers {
-                zone: zone_index,
-                targets,
-            });
-            self.insert(&name, Node::Pointer(index));
-            self.insert_empty_non_terminals(&name, &reverse.name, zone_index);
-        }
-    }
-
-    /// Every name strictly between `name` and its zone's `apex` exists
-    /// (added without replacing a record or apex already there).
-    fn insert_empty_non_terminals(&mut self, name: &DomainName, apex: &DomainName, zone: usize) {
-        let labels: Vec<&str> = name.labels().collect();
-        let below_apex = labels.len().saturating_sub(apex.labels().count());
-        for skip in 1..below_apex {
-            let key = wire_key(labels[skip..].iter().copied());
-            self.names
-                .entry(key)
-                .or_insert(Node::EmptyNonTerminal(zone));
-        }
-    }
-
-    fn insert(&mut self, name: &DomainName, node: Node) {
-        self.max_labels = self.max_labels.max(name.labels().count());
-        // Validation rules out duplicate records and overlapping zones, and
-        // empty non-terminals are added last without replacing anything.
-        self.names.insert(wire_key(name.labels()), node);
-    }
-}
-
-fn make_apex(zone: &DomainName, ttl: u32, serial: u32) -> Option<ZoneApex> {
-    let apex = name_from(zone.as_str())?;
-    let hostmaster = name_from(&format!("hostmaster.{zone}"))?;
-    let soa_rdata = SOA::new(
-        apex.clone(),
-        hostmaster,
-        serial,
-        SOA_REFRESH,
-        SOA_RETRY,
-        SOA_EXPIRE,
-        // The negative-caching TTL (RFC 2308 §4): as long as positive answers live.
-        ttl,
-    );
-    let negative_ttl = ttl.min(soa_rdata.minimum);
-    let soa = Record::from_rdata(apex.clone(), ttl, RData::SOA(soa_rdata));
-    let mut negative_soa = soa.clone();
-    negative_soa.ttl = negative_ttl;
-    let ns = Record::from_rdata(apex.clone(), ttl, RData::NS(NS(apex.clone())));
-    Some(ZoneApex {
-        name: apex,
-        soa,
-        negative_soa,
-        ns,
-    })
-}
-
-fn name_from(text: &str) -> Option<Name> {
-    Name::from_labels(text.split('.').map(str::as_bytes)).ok()
-}
-
-fn address_rdata(ip: &IpAddr) -> RData {
-    match ip {
-        IpAddr::V4(v4) => RData::A(A(*v4)),
-        IpAddr::V6(v6) => RData::AAAA(AAAA(*v6)),
-    }
-}
-
-/// The lower-case wire form of a name (length-prefixed labels, no root).
-fn wire_key<'a>(labels: impl Iterator<Item = &'a str>) -> Box<[u8]> {
-    let mut key = Vec::new();
-    for label in labels {
-        // DomainName labels are validated to at most 63 octets.
-        let len = u8::try_from(label.len()).unwrap_or(u8::MAX);
-        key.push(len);
-        key.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-    }
-    key.into_boxed_slice()
-}
-
-/// Seconds since the epoch, wrapped into 32 bits: SOA serials compare by
-/// RFC 1982 serial arithmetic, so wrapping in 2106 is harmless.
-fn serial_from_clock() -> u32 {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    u32::try_from(seconds & u64::from(u32::MAX)).unwrap_or(0)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use std::{path::Path, str::FromStr};
 
-    use hickory_proto::rr::Name;
+    use hickory_proto::rr::{
+        Name,
+        rdata::{A, AAAA, NS},
+    };
 
     use super::*;
 
