@@ -5,7 +5,9 @@
 //! Properties: never a panic; a dropped message really was a runt or a
 //! response; a reply parses back as a DNS response carrying the request's
 //! ID and fits the transport's size limit (512 octets over UDP without
-//! EDNS, at most 1232 with it, RFC 6891 §6.2.3/§6.2.5; 65535 over TCP).
+//! EDNS, at most 1232 with it, RFC 6891 §6.2.3/§6.2.5; 65535 over TCP);
+//! wherever the hand-written fast path answers, the general path
+//! (`full_respond`) gives the same response.
 
 #![no_main]
 
@@ -16,14 +18,16 @@ use std::{
 };
 
 use gatehouse_dns::{
-    EDNS_UDP_PAYLOAD, Handled, Transport, ZoneTable, finish_forwarded,
+    EDNS_UDP_PAYLOAD, Handled, Transport, ZoneTable, fast_respond, finish_forwarded,
+    full_respond,
     proto::op::{Message, MessageType},
     respond,
 };
 use libfuzzer_sys::fuzz_target;
 
 /// The zones of the DNS unit tests: records, a record below a record, an
-/// empty non-terminal, a second zone, two address families.
+/// empty non-terminal, an alias, a second zone, two address families,
+/// reverse zones.
 const ZONES: &str = "dns:
   listen: [\"127.0.0.1:0\"]
   ttl: 60s
@@ -31,6 +35,7 @@ const ZONES: &str = "dns:
     sean:
       records:
         saxophone: 192.168.222.16
+        www: { cname: saxophone.sean. }
         trombone: 192.168.222.17
         gateway: [192.168.222.2, \"fd00::2\"]
         cdn.saxophone: 192.168.222.30
@@ -39,6 +44,7 @@ const ZONES: &str = "dns:
     test:
       records:
         v6only: \"fd00::9\"
+  reverse: [\"192.168.222.0/24\", \"fd00::/64\"]
 ";
 
 const UPSTREAM: &str = "  upstream: [\"192.0.2.53:53\"]\n";
@@ -86,10 +92,40 @@ fn check_built(request: &[u8], out: &[u8], transport: Transport) {
     assert_eq!(out[..2], request[..2], "the reply carries the request's ID");
 }
 
+/// Where the fast path answers, the general path answers the same: equal
+/// messages (names compared without case), the question and answer owners
+/// in the client's case.
+fn check_fast(table: &ZoneTable, request: &[u8], transport: Transport) {
+    let mut fast = Vec::new();
+    if !fast_respond(table, request, transport, CLIENT, &mut fast) {
+        return;
+    }
+    let mut full = Vec::new();
+    assert_eq!(
+        full_respond(table, request, transport, CLIENT, &mut full),
+        Handled::Reply,
+        "fast answered {request:?}, full did not"
+    );
+    let parse = |bytes: &[u8]| {
+        Message::from_vec(bytes).unwrap_or_else(|e| panic!("unparsable {bytes:?}: {e}"))
+    };
+    let (f, g) = (parse(&fast), parse(&full));
+    assert_eq!(f, g, "fast and full differ for {request:?}");
+    let owners = |m: &Message| -> Vec<String> {
+        m.queries
+            .iter()
+            .map(|q| q.name().to_string())
+            .chain(m.answers.iter().map(|r| r.name.to_string()))
+            .collect()
+    };
+    assert_eq!(owners(&f), owners(&g), "case differs for {request:?}");
+}
+
 fuzz_target!(|request: &[u8]| {
     let mut out = Vec::new();
     for (with_upstream, table) in TABLES.iter().enumerate() {
         for transport in [Transport::Udp, Transport::Tcp] {
+            check_fast(table, request, transport);
             match respond(table, request, transport, CLIENT, &mut out) {
                 Handled::Drop => assert!(
                     request.len() < 12 || request[2] & 0x80 != 0,
