@@ -263,6 +263,49 @@ fn big_answers_truncate_over_udp_and_come_whole_over_tcp() {
     assert!(edns.answer.is_empty(), "{}", edns.raw);
     let retried = dig(g.dns(), &["+bufsize=1232", "+notcp", "big.sean", "AAAA"]);
     assert_eq!(retried.answer.len(), 40, "{}", retried.raw);
+    // ...or it sends back the DNS cookie we gave its address (RFC 7873),
+    // which a spoofed source cannot have: then it comes whole over UDP.
+    let first = dig(g.dns(), &["+cookie", "+notcp", "saxophone.sean", "A"]);
+    let cookie = first
+        .raw
+        .lines()
+        .find_map(|line| line.strip_prefix("; COOKIE: "))
+        .and_then(|rest| rest.strip_suffix(" (good)"))
+        .unwrap_or_else(|| panic!("no good cookie back: {}", first.raw))
+        .to_owned();
+    assert_eq!(cookie.len(), 48, "client + server cookie: {cookie}");
+    let proven = dig(
+        g.dns(),
+        &[
+            &format!("+cookie={cookie}"),
+            "+bufsize=1232",
+            "+ignore",
+            "+notcp",
+            "big.sean",
+            "AAAA",
+        ],
+    );
+    assert!(!proven.has_flag("tc"), "a valid cookie: {}", proven.raw);
+    assert_eq!(proven.answer.len(), 40, "{}", proven.raw);
+    // A forged one (the hash changed) proves nothing.
+    let tail = if cookie.ends_with("00000000") {
+        "11111111"
+    } else {
+        "00000000"
+    };
+    let forged = format!("{}{tail}", &cookie[..40]);
+    let forged = dig(
+        g.dns(),
+        &[
+            &format!("+cookie={forged}"),
+            "+bufsize=1232",
+            "+ignore",
+            "+notcp",
+            "big.sean",
+            "AAAA",
+        ],
+    );
+    assert!(forged.has_flag("tc"), "a forged cookie: {}", forged.raw);
     // ...unless the source is trusted (or the cap is off).
     let g = Gatehouse::start(&zone_config(
         "  rate_limit: { trusted: [\"127.0.0.0/8\"] }\n",

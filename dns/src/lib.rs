@@ -32,7 +32,8 @@
 //! - `tcp_slots`: who may hold a TCP connection (per network, the longest
 //!   idle closed at the cap); `prefix`: a client's network (/24, /56);
 //! - `rate_limit`: response rate limiting and the size cap for UDP (no
-//!   reflection, no amplification);
+//!   reflection, no amplification); `cookie`: DNS Cookies (RFC 7873/9018),
+//!   which exempt a client that proves its address from both;
 //! - `metrics`: Prometheus counters (responses by rcode);
 //! - `resolver`: the laptop side, `/etc/resolver` and friends (text only).
 //!
@@ -52,7 +53,9 @@
 #![deny(missing_docs)]
 
 mod answer;
+mod clock;
 mod context;
+mod cookie;
 mod error;
 mod fast;
 mod forward;

@@ -10,7 +10,10 @@ use std::{iter, net::SocketAddr};
 
 use hickory_proto::{
     op::{Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode},
-    rr::Record,
+    rr::{
+        Record,
+        rdata::opt::{EdnsCode, EdnsOption},
+    },
     serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder},
 };
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
@@ -18,6 +21,7 @@ use tracing::debug;
 
 use crate::{
     answer::{Outcome, Reply, answer},
+    cookie::{self, Cookie},
     error::Transport,
     fast::fast_respond,
     zones::ZoneTable,
@@ -93,6 +97,22 @@ pub fn full_respond(
         return Handled::Reply;
     };
     let question = question.original();
+    let cookie = match query.edns.as_ref().and_then(cookie_option) {
+        None => None,
+        Some(data) => {
+            let now = crate::clock::unix_seconds();
+            match cookie::judge(data, client.ip(), now) {
+                // RFC 7873 §5.2.2: a malformed COOKIE option is FORMERR.
+                Cookie::Malformed => {
+                    write_header_only(&query.metadata, ResponseCode::FormErr, out);
+                    return Handled::Reply;
+                }
+                Cookie::Client { client: ours, .. } => {
+                    Some(cookie::response(ours, client.ip(), now))
+                }
+            }
+        }
+    };
     let reply = if query.edns.as_ref().is_some_and(|e| e.version() > 0) {
         // RFC 6891 §6.1.3: we implement EDNS version 0 only.
         Reply::bare(ResponseCode::BADVERS)
@@ -120,7 +140,7 @@ pub fn full_respond(
         "dns query answered"
     );
     let metadata = response_metadata(&query.metadata, &reply);
-    write_response(&query, metadata, &reply, transport, out);
+    write_response(&query, metadata, &reply, transport, cookie, out);
     Handled::Reply
 }
 
@@ -152,12 +172,12 @@ pub fn finish_forwarded(
             let mut metadata = response_metadata(&query.metadata, &reply);
             metadata.truncation = true;
             metadata.recursion_available = true;
-            write_response(&query, metadata, &reply, transport, out);
+            write_response(&query, metadata, &reply, transport, None, out);
         }
         None => {
             let reply = Reply::bare(ResponseCode::ServFail);
             let metadata = response_metadata(&query.metadata, &reply);
-            write_response(&query, metadata, &reply, transport, out);
+            write_response(&query, metadata, &reply, transport, None, out);
         }
     }
     Handled::Reply
@@ -274,14 +294,27 @@ fn response_metadata(request: &Metadata, reply: &Reply<'_>) -> Metadata {
     metadata
 }
 
+/// The data of a request's COOKIE option (hickory keeps it unparsed).
+fn cookie_option(edns: &Edns) -> Option<&[u8]> {
+    match edns.options().get(EdnsCode::Cookie) {
+        Some(EdnsOption::Unknown(_, data)) => Some(data),
+        _ => None,
+    }
+}
+
 /// Our OPT record for a response to a request that had one (RFC 6891 §6.1.1:
-/// "compliant responders MUST include an OPT record").
-fn response_edns(request: &Edns) -> Edns {
+/// "compliant responders MUST include an OPT record"), with our COOKIE
+/// when the request had one (RFC 7873 §5.2).
+fn response_edns(request: &Edns, cookie: Option<[u8; cookie::RESPONSE_LEN]>) -> Edns {
     let mut edns = Edns::new();
     edns.set_max_payload(EDNS_UDP_PAYLOAD);
     edns.set_version(0);
     // RFC 3225 §3: the DO bit of the query is copied into the response.
     edns.flags_mut().dnssec_ok = request.flags().dnssec_ok;
+    if let Some(data) = cookie {
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(cookie::OPTION_CODE, data.to_vec()));
+    }
     edns
 }
 
@@ -290,9 +323,10 @@ fn write_response(
     metadata: Metadata,
     reply: &Reply<'_>,
     transport: Transport,
+    cookie: Option<[u8; cookie::RESPONSE_LEN]>,
     out: &mut Vec<u8>,
 ) {
-    let edns = query.edns.as_ref().map(response_edns);
+    let edns = query.edns.as_ref().map(|e| response_edns(e, cookie));
     let response = MessageResponseBuilder::new(&query.queries, edns.as_ref()).build(
         metadata,
         &reply.answers,

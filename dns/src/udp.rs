@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 
 use crate::{
     context::Context,
+    cookie,
     error::Transport,
     forward::forward,
     message::{EDNS_UDP_PAYLOAD, Handled, finish_forwarded, respond},
@@ -154,6 +155,7 @@ async fn answer_batch(context: &Context, socket: &Arc<UdpSocket>, batch: &mut Ba
     let table = context.tables.load_full();
     let policy = context.rate_policy.load_full();
     let now = Instant::now();
+    let seconds = crate::clock::unix_seconds();
     let Batch {
         requests,
         received,
@@ -174,7 +176,14 @@ async fn answer_batch(context: &Context, socket: &Arc<UdpSocket>, batch: &mut Ba
         let Some(response) = responses.get_mut(reply_to.len()) else {
             continue;
         };
-        let verdict = context.limiter.check(&policy, client.ip(), now);
+        // A valid server cookie proves the source is not spoofed: no
+        // reflection through it, so neither the rate nor the size cap.
+        let proven = cookie::proves_source(datagram, client.ip(), seconds);
+        let verdict = if proven {
+            Verdict::Send
+        } else {
+            context.limiter.check(&policy, client.ip(), now)
+        };
         if verdict == Verdict::Drop {
             crate::metrics::count_dropped();
             continue;
@@ -199,7 +208,8 @@ async fn answer_batch(context: &Context, socket: &Arc<UdpSocket>, batch: &mut Ba
                         continue;
                     }
                     crate::metrics::count_slipped();
-                } else if too_large(&policy, client.ip(), datagram.len(), response.len())
+                } else if !proven
+                    && too_large(&policy, client.ip(), datagram.len(), response.len())
                     && truncate(response)
                 {
                     crate::metrics::count_truncated_for_size();
@@ -210,7 +220,8 @@ async fn answer_batch(context: &Context, socket: &Arc<UdpSocket>, batch: &mut Ba
             Handled::Drop => {}
             Handled::Forward => {
                 let upstream = Arc::clone(table.upstream());
-                let policy = Arc::clone(&policy);
+                // No size cap on the upstream's answer for a proven source.
+                let policy = (!proven).then(|| Arc::clone(&policy));
                 start_forward(
                     context, socket, upstream, policy, datagram, client, response,
                 )
@@ -245,7 +256,7 @@ async fn start_forward(
     context: &Context,
     socket: &Arc<UdpSocket>,
     upstream: Arc<[SocketAddr]>,
-    policy: Arc<gatehouse_config::DnsRateLimit>,
+    policy: Option<Arc<gatehouse_config::DnsRateLimit>>,
     datagram: &[u8],
     client: SocketAddr,
     response: &mut Vec<u8>,
@@ -272,7 +283,9 @@ async fn start_forward(
             == Handled::Reply
         {
             // An upstream's answer meets the same size cap as ours.
-            if too_large(&policy, client.ip(), request.len(), response.len())
+            if policy
+                .as_ref()
+                .is_some_and(|p| too_large(p, client.ip(), request.len(), response.len()))
                 && truncate(&mut response)
             {
                 crate::metrics::count_truncated_for_size();

@@ -266,7 +266,7 @@ pub enum Lookup<'t> {
 impl ZoneTable {
     /// Builds the table for `config`, with the SOA serial taken from the clock.
     pub fn new(config: &DnsConfig) -> ZoneTable {
-        ZoneTable::with_serial(config, build::serial_from_clock())
+        ZoneTable::with_serial(config, crate::clock::unix_seconds())
     }
 
     /// Builds the table with a given SOA serial (for tests and benchmarks).

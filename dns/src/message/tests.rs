@@ -476,3 +476,70 @@ fn garbage_never_panics() {
     assert!(reached(ResponseCode::Refused) > 10, "{rcodes:?}");
     assert!(forwarded > 10, "{forwarded}");
 }
+
+/// A query carrying a COOKIE option with `data`.
+fn with_cookie(data: &[u8]) -> Vec<u8> {
+    let mut message = query_message("saxophone.sean.", RecordType::A, Some(1232));
+    if let Some(edns) = message.edns.as_mut() {
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(10, data.to_vec()));
+    }
+    encode(&message)
+}
+
+fn cookie_of(response: &Message) -> Option<Vec<u8>> {
+    match response.edns.as_ref()?.options().get(EdnsCode::Cookie) {
+        Some(EdnsOption::Unknown(_, data)) => Some(data.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn a_client_cookie_gets_a_server_cookie_that_proves_the_source_next_time() {
+    let table = sean_table();
+    let response = run(&table, &with_cookie(b"8octets!"), Transport::Udp)
+        .unwrap_or_else(|| panic!("no response"));
+    assert_eq!(response.metadata.response_code, ResponseCode::NoError);
+    let cookie = cookie_of(&response).unwrap_or_else(|| panic!("no cookie back"));
+    assert_eq!(cookie.len(), 24);
+    assert_eq!(&cookie[..8], b"8octets!");
+    // Sent back from the same address: it proves the source; from another,
+    // or without it, nothing is proven.
+    let replay = with_cookie(&cookie);
+    let now = crate::clock::unix_seconds();
+    assert!(crate::cookie::proves_source(&replay, CLIENT.ip(), now));
+    let elsewhere = "192.0.2.1".parse().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!crate::cookie::proves_source(&replay, elsewhere, now));
+    assert!(!crate::cookie::proves_source(
+        &with_cookie(b"8octets!"),
+        CLIENT.ip(),
+        now
+    ));
+    let again = run(&table, &replay, Transport::Tcp).unwrap_or_else(|| panic!("no response"));
+    assert_eq!(
+        cookie_of(&again).map(|c| c[..8].to_vec()),
+        Some(b"8octets!".to_vec())
+    );
+    // Without a cookie, none comes back.
+    let plain = ask(
+        &table,
+        &query_message("saxophone.sean.", RecordType::A, Some(1232)),
+        Transport::Udp,
+    );
+    assert_eq!(cookie_of(&plain), None);
+}
+
+#[test]
+fn a_malformed_cookie_is_formerr() {
+    let table = sean_table();
+    for data in [&b""[..], b"short", b"nine octs", &[0; 41]] {
+        let response =
+            run(&table, &with_cookie(data), Transport::Udp).unwrap_or_else(|| panic!("none"));
+        assert_eq!(
+            response.metadata.response_code,
+            ResponseCode::FormErr,
+            "{} octets",
+            data.len()
+        );
+    }
+}

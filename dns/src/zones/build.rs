@@ -2,10 +2,7 @@
 //! the empty non-terminals, and every record's data made once, here, so a
 //! query only reads. Must not answer queries: that is the parent's lookup.
 
-use std::{
-    net::IpAddr,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::net::IpAddr;
 
 use gatehouse_config::{DomainName, ReverseZone, Zone, pointer_name};
 use hickory_proto::rr::{
@@ -208,13 +205,4 @@ fn wire_key<'a>(labels: impl Iterator<Item = &'a str>) -> Box<[u8]> {
         key.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
     }
     key.into_boxed_slice()
-}
-
-/// Seconds since the epoch, wrapped into 32 bits: SOA serials compare by
-/// RFC 1982 serial arithmetic, so wrapping in 2106 is harmless.
-pub(super) fn serial_from_clock() -> u32 {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    u32::try_from(seconds & u64::from(u32::MAX)).unwrap_or(0)
 }
