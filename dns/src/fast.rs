@@ -20,7 +20,7 @@ use tracing::debug;
 
 use crate::{
     error::Transport,
-    message::{CLASSIC_UDP_PAYLOAD, EDNS_UDP_PAYLOAD, HEADER_LEN},
+    message::{EDNS_UDP_PAYLOAD, HEADER_LEN, response_limit},
     zones::{AddressRecord, Lookup, SOA_RNAME_LABEL, WireKey, ZoneApex, ZoneTable},
 };
 
@@ -110,7 +110,7 @@ pub fn fast_respond(
         return false;
     }
     counts.write(out);
-    if out.len() > usize::from(limit(transport, query.edns)) {
+    if out.len() > usize::from(response_limit(transport, query.edns.map(|(size, _)| size))) {
         // The general path truncates (RFC 2181 §9).
         return false;
     }
@@ -194,15 +194,6 @@ fn parse_opt(request: &[u8], at: usize) -> Option<(u16, bool)> {
         return None;
     }
     Some((word(3)?, word(7)? & DNSSEC_OK != 0))
-}
-
-/// The largest response for `transport` (as `message::response_limit`).
-fn limit(transport: Transport, edns: Option<(u16, bool)>) -> u16 {
-    match (transport, edns) {
-        (Transport::Tcp, _) => u16::MAX,
-        (Transport::Udp, None) => CLASSIC_UDP_PAYLOAD,
-        (Transport::Udp, Some((size, _))) => size.clamp(CLASSIC_UDP_PAYLOAD, EDNS_UDP_PAYLOAD),
-    }
 }
 
 fn addresses(record: &AddressRecord, qtype: u16) -> &[RData] {

@@ -33,7 +33,7 @@ pub const EDNS_UDP_PAYLOAD: u16 = 1232;
 
 /// Without EDNS a UDP message is at most 512 octets (RFC 1035 §4.2.1); EDNS
 /// sizes below that count as 512 (RFC 6891 §6.2.3).
-pub(crate) const CLASSIC_UDP_PAYLOAD: u16 = 512;
+const CLASSIC_UDP_PAYLOAD: u16 = 512;
 
 /// A DNS header is 12 octets (RFC 1035 §4.1.1).
 pub(crate) const HEADER_LEN: usize = 12;
@@ -157,7 +157,10 @@ pub fn finish_forwarded(
     let Parsed::Query(query) = parse(request) else {
         return Handled::Drop;
     };
-    let limit = usize::from(response_limit(transport, query.edns.as_ref()));
+    let limit = usize::from(response_limit(
+        transport,
+        query.edns.as_ref().map(Edns::max_payload),
+    ));
     match upstream_reply {
         Some(reply) if reply.len() >= HEADER_LEN && reply.len() <= limit => {
             out.clear();
@@ -183,13 +186,13 @@ pub fn finish_forwarded(
     Handled::Reply
 }
 
-/// The largest response for `transport`, given the request's EDNS.
-pub(crate) fn response_limit(transport: Transport, edns: Option<&Edns>) -> u16 {
+/// The largest response for `transport`, given the UDP payload size the
+/// request's EDNS record offers (`None` without EDNS).
+pub(crate) fn response_limit(transport: Transport, edns_payload: Option<u16>) -> u16 {
     match transport {
         Transport::Tcp => u16::MAX,
-        Transport::Udp => edns.map_or(CLASSIC_UDP_PAYLOAD, |edns| {
-            edns.max_payload()
-                .clamp(CLASSIC_UDP_PAYLOAD, EDNS_UDP_PAYLOAD)
+        Transport::Udp => edns_payload.map_or(CLASSIC_UDP_PAYLOAD, |size| {
+            size.clamp(CLASSIC_UDP_PAYLOAD, EDNS_UDP_PAYLOAD)
         }),
     }
 }
@@ -338,7 +341,10 @@ fn write_response(
     let mut encoder = BinEncoder::new(out);
     // Over the limit, hickory drops the records that do not fit and sets TC
     // (RFC 2181 §9).
-    encoder.set_max_size(response_limit(transport, query.edns.as_ref()));
+    encoder.set_max_size(response_limit(
+        transport,
+        query.edns.as_ref().map(Edns::max_payload),
+    ));
     if let Err(error) = response.destructive_emit(&mut encoder) {
         debug!(%error, "cannot encode a dns response; answering SERVFAIL");
         write_header_only(&query.metadata, ResponseCode::ServFail, out);
