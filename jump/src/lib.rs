@@ -78,5 +78,8 @@ pub use exec::{NcCommand, parse_nc};
 pub use laptop::{known_hosts_line, ssh_config};
 pub use metrics::{register_metrics, state_store_health};
 pub use policy::{Allowed, Refusal, decide};
-pub use server::{CHANNEL_WINDOW, CLIENT_REKEYS, JumpListeners, SHUTDOWN_GRACE, serve};
+pub use server::{
+    CHANNEL_FLOOR, CHANNEL_WINDOW, CLIENT_REKEYS, CONNECTION_WINDOWS, JumpListeners,
+    PROCESS_WINDOWS, SHUTDOWN_GRACE, USER_WINDOWS, serve,
+};
 pub use totp::{Status, TotpStore};

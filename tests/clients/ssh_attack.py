@@ -15,6 +15,14 @@ asyncssh: what OpenSSH will not do on purpose.
                log in, push data into a tunnel whose target never reads,
                and echo data through a second tunnel of the same
                connection meanwhile
+  enroll-flood log in with the key alone (a user who may only enroll), open
+               the enrollment screen and type `1` + DEL into it as fast as
+               the server takes them, never reading the echo (the client's
+               receive window stays closed), until a stop file appears
+  window-flood open --connections connections, each with --tunnels
+               tunnels to a target that never reads, and push data into
+               every tunnel until the server takes no more; then hold them
+               until a stop file appears
 
 Every subcommand prints `key: value` lines on stdout for the Rust test to
 read, and exits 0 when it got in, 2 when the server refused the login, 1
@@ -182,17 +190,19 @@ def unsent(writers):
     return sum(w.get_write_buffer_size() for w in writers)
 
 
-async def push(writers, budget, settle, deadline):
-    """Write CHUNK-sized pieces into every writer (at most `budget` bytes
-    each), keeping at most one chunk waiting in asyncssh, until nothing has
-    left the client for `settle` seconds: the bytes the server took."""
+async def push(writers, budget, settle, deadline, chunk=None):
+    """Write CHUNK-sized pieces (or `chunk`) into every writer (at most
+    `budget` bytes each), keeping at most one chunk waiting in asyncssh,
+    until nothing has left the client for `settle` seconds: the bytes the
+    server took."""
+    chunk = CHUNK if chunk is None else chunk
     written = [0] * len(writers)
     taken, quiet_since = -1, time.monotonic()
     while time.monotonic() - quiet_since < settle and time.monotonic() < deadline:
         for i, w in enumerate(writers):
-            if written[i] < budget and w.get_write_buffer_size() < len(CHUNK):
-                w.write(CHUNK)
-                written[i] += len(CHUNK)
+            if written[i] < budget and w.get_write_buffer_size() < len(chunk):
+                w.write(chunk)
+                written[i] += len(chunk)
         now_taken = sum(written) - unsent(writers)
         if now_taken != taken:
             taken, quiet_since = now_taken, time.monotonic()
@@ -262,10 +272,53 @@ async def stalled_tunnel(args):
     return 0
 
 
+async def enroll_flood(args):
+    deadline = time.monotonic() + args.seconds
+    conn = await connect(args)
+    if conn is None:
+        return REFUSED
+    # A small receive window that is never re-opened: the echo is not read.
+    chan, _ = await conn.create_session(
+        asyncssh.SSHClientSession, term_type="xterm", window=args.window, encoding=None
+    )
+    chan.pause_reading()
+    typing = b"1\x7f" * (len(CHUNK) // 2)
+    written, taken = await push([chan], args.budget, args.settle, deadline, typing)
+    say("written", written)
+    say("taken", taken)
+    say("flooded", "yes")
+    await wait_for(args.stop, deadline)
+    conn.close()
+    return 0
+
+
+async def window_flood(args):
+    deadline = time.monotonic() + args.seconds
+    host, port = args.sink.rsplit(":", 1)
+    conns, writers = [], []
+    for _ in range(args.connections):
+        conn = await connect(args)
+        if conn is None:
+            return REFUSED
+        conns.append(conn)
+        for _ in range(args.tunnels):
+            _, writer = await conn.open_connection(host, int(port))
+            writers.append(writer.channel)
+    say("tunnels", len(writers))
+    written, taken = await push(writers, args.budget, args.settle, deadline)
+    say("written", written)
+    say("taken", taken)
+    say("flooded", "yes")
+    await wait_for(args.stop, deadline)
+    for conn in conns:
+        conn.close()
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("login", "rekey-storm", "channel-flood", "stalled-tunnel"):
+    for name in ("login", "rekey-storm", "channel-flood", "stalled-tunnel", "enroll-flood", "window-flood"):
         s = sub.add_parser(name)
         s.add_argument("--host", default="127.0.0.1")
         s.add_argument("--port", type=int, required=True)
@@ -289,7 +342,17 @@ def main():
     stalled.add_argument("--sink", required=True, help="HOST:PORT of a server that never reads")
     stalled.add_argument("--to", required=True, help="HOST:PORT of an echo server")
     stalled.add_argument("--round-trips", type=int, default=100, help="64 KiB echoes")
-    for s in (flood, stalled):
+    enroll = sub.choices["enroll-flood"]
+    enroll.add_argument("--window", type=int, default=32768, help="the client's receive window")
+    enroll.add_argument("--budget", type=int, default=128 * 1024 * 1024, help="bytes to type at most")
+    windows = sub.choices["window-flood"]
+    windows.add_argument("--sink", required=True, help="HOST:PORT of a server that never reads")
+    windows.add_argument("--connections", type=int, default=1)
+    windows.add_argument("--tunnels", type=int, default=8, help="tunnels per connection")
+    windows.add_argument("--budget", type=int, default=64 * 1024 * 1024, help="bytes per tunnel at most")
+    for s in (enroll, windows):
+        s.add_argument("--stop", required=True, help="hold the connections until this file exists")
+    for s in (flood, stalled, enroll, windows):
         s.add_argument("--settle", type=float, default=2, help="seconds with nothing taken: done")
         s.add_argument("--seconds", type=float, default=90, help="at most this long")
     args = p.parse_args()
@@ -298,6 +361,8 @@ def main():
         "rekey-storm": rekey_storm,
         "channel-flood": channel_flood,
         "stalled-tunnel": stalled_tunnel,
+        "enroll-flood": enroll_flood,
+        "window-flood": window_flood,
     }[args.command]
     try:
         sys.exit(asyncio.run(run(args)))

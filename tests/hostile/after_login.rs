@@ -242,3 +242,41 @@ fn unresolvable_ungranted_and_loopback_destinations_get_one_answer() {
     assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
     assert!(g.audits("tunnel_opened").is_empty());
 }
+
+/// This host's first IPv4 address that is not loopback (the test machine
+/// has one; a host without one cannot run this test, and says so).
+fn an_interface_address() -> std::net::Ipv4Addr {
+    nix::ifaddrs::getifaddrs()
+        .expect("getifaddrs")
+        .filter_map(|i| i.address?.as_sockaddr_in().map(|a| a.ip()))
+        .find(|ip| !ip.is_loopback())
+        .expect("this test needs a non-loopback IPv4 address on some interface")
+}
+
+#[test]
+fn a_broad_grant_never_reaches_the_jump_hosts_own_interfaces() {
+    // gatehouse listens on 127.0.0.1 only; the host has other addresses
+    // (docker0, a management NIC): a broad grant must not reach them.
+    let ip = an_interface_address();
+    let echo = TcpServer::echo_on(std::net::IpAddr::V4(ip));
+    let net = std::net::Ipv4Addr::from(u32::from(ip) & 0xffff_0000);
+    let broad = format!("{net}/16:{}", echo.port());
+    let (g, client) = one_user("optional", vec![broad]);
+    let to = format!("{ip}:{}", echo.port());
+    let w = tunnel(&client, &to, b"x");
+    w.failure()
+        .stderr_has("open failed: administratively prohibited");
+    assert!(w.stdout.is_empty(), "{w}");
+    let refused = g.audit("tunnel_refused", |v| v["host"] == ip.to_string().as_str());
+    assert!(
+        field(&refused, "reason").contains("is the jump host itself"),
+        "{refused}"
+    );
+
+    // Only a grant of exactly that address reaches it.
+    let exact = format!("{ip}/32:{}", echo.port());
+    let (_g, client) = one_user("optional", vec![exact]);
+    let w = tunnel(&client, &to, b"exact\n");
+    w.success();
+    assert_eq!(w.stdout(), "exact\n", "{w}");
+}

@@ -1,10 +1,12 @@
 //! Data nobody reads, from a real client against the real binary: session
-//! channels flooded by a user who may only enroll, and a tunnel whose
-//! target stopped reading beside one that works. The bound asserted is
-//! the server's: what it took (at most one window a channel), its RSS,
-//! and the sibling tunnel's and a bystander's service.
+//! channels flooded by a user who may only enroll, the enrollment screen
+//! typed into by a client that never reads its echo, tunnels whose target
+//! stopped reading (one beside a working one; many, from one connection
+//! and from many connections of one user). The bound asserted is the
+//! server's: what it took, its RSS, and the sibling tunnel's and a
+//! bystander's service.
 
-use gatehouse_jump::CHANNEL_WINDOW;
+use gatehouse_jump::{CHANNEL_WINDOW, CONNECTION_WINDOWS, USER_WINDOWS};
 
 use super::{attack, bystander, rss_kib, said, source};
 use crate::{
@@ -22,7 +24,7 @@ fn number(text: &str, key: &str) -> u64 {
 }
 
 #[test]
-fn a_flood_into_unread_session_channels_holds_one_window_each() {
+fn unread_session_channels_get_no_window_at_all() {
     let echo = TcpServer::echo();
     let to = loopback(echo.port());
     let mut sean = SshClient::new();
@@ -60,27 +62,72 @@ fn a_flood_into_unread_session_channels_holds_one_window_each() {
     );
     let grew = rss_flooded.saturating_sub(rss_before) / 1024;
     eprintln!(
-        "channel flood: {channels} channels, {} MiB written, {} MiB taken by the server; \
+        "channel flood: {channels} channels, {} MiB offered, {taken} bytes taken by the server; \
          RSS {rss_before} -> {rss_flooded} KiB (+{grew} MiB)",
         written / MIB,
-        taken / MIB,
     );
     assert_eq!(channels, 32, "{out}");
-    let window = u64::from(CHANNEL_WINDOW);
-    // The server took one window a channel, no more: the attack did push.
-    assert!(taken <= channels * window, "{out}");
-    assert!(taken >= channels * window / 2, "{out}");
-    assert!(written > taken, "{out}");
-    // One window a channel, plus a packet and the queue's overhead each,
-    // plus slack for the allocator: 32 × 2 MiB + 24 MiB.
-    assert!(
-        grew < channels * window / MIB + 24,
-        "RSS grew {grew} MiB for {} MiB taken",
-        taken / MIB
-    );
-    // Staying inside the window is no offence: the connection stays up.
+    // Nothing reads a session channel waiting for its exec, so the server
+    // grants it no window: not one byte of data gets in.
+    assert_eq!(taken, 0, "{out}");
+    assert!(written > 0, "{out}");
+    assert!(grew < 8, "RSS grew {grew} MiB");
+    // Offering data the window does not allow is no offence.
     assert_eq!(said(&text, "alive after stop"), Some("yes"), "{out}");
     assert!(g.audits("failure").is_empty(), "{:?}", g.audits("failure"));
+}
+
+#[test]
+fn typing_into_the_enrollment_screen_without_reading_its_echo_holds_a_window_at_most() {
+    let echo = TcpServer::echo();
+    let to = loopback(echo.port());
+    let mut sean = SshClient::new();
+    let mallory = SshClient::new();
+    // A stolen key of a user who has not enrolled: the enrollment screen.
+    let g = Gatehouse::start(&config(
+        "required",
+        &[("sean", &sean, &["dev"]), ("mallory", &mallory, &[])],
+        &[("dev", vec![format!("127.0.0.0/8:{}", echo.port())])],
+    ));
+    sean.add_host("jump", g.jump(), "sean");
+    sean.answer_with_totp(&g.enroll("sean"));
+    let rss_before = rss_kib(g.pid());
+    let stop = mallory.dir().join("stop");
+    let mut flood = Terminal::start(
+        attack("enroll-flood", g.jump().port())
+            .args(["--user", "mallory", "--source", "127.0.0.34"])
+            .arg("--key")
+            .arg(&mallory.key)
+            .arg("--stop")
+            .arg(&stop),
+    );
+    flood.expect("flooded: yes");
+    let rss_flooded = rss_kib(g.pid());
+    bystander(&sean, source(35), &to, "during the typing");
+    std::fs::write(&stop, "").expect("write stop");
+    let out = flood.finish();
+    let text = out.stdout();
+    out.success();
+    let (written, taken) = (number(&text, "written"), number(&text, "taken"));
+    let grew = rss_flooded.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "enrollment screen flood: {} MiB offered, {} KiB taken; RSS {rss_before} -> \
+         {rss_flooded} KiB (+{grew} MiB)",
+        written / MIB,
+        taken / 1024,
+    );
+    assert!(
+        g.audits("totp")
+            .iter()
+            .any(|v| v["action"] == "enrollment_started"),
+        "the screen ran"
+    );
+    // The screen reads only as its echo drains, and the echo stalls at the
+    // client's 32 KiB window: the server took about one channel window.
+    assert!(taken <= u64::from(CHANNEL_WINDOW) + MIB, "{out}");
+    assert!(written > taken, "{out}");
+    // The issue's goal: at most 16 MiB whatever an enroll_only client sends.
+    assert!(grew < 16, "RSS grew {grew} MiB");
 }
 
 #[test]
@@ -136,4 +183,89 @@ fn a_tunnel_whose_target_stopped_reading_stalls_only_itself() {
     assert!(taken < written, "{out}");
     assert!(taken < 32 * MIB, "{out}");
     assert!(grew < 24, "RSS grew {grew} MiB");
+}
+
+/// Open `connections` × `tunnels` tunnels as `user` to a target that never
+/// reads, push into all of them, and return (RSS growth in MiB, the
+/// flood, its stop file) once the server takes no more.
+fn window_flood(
+    g: &Gatehouse,
+    user: &str,
+    client: &SshClient,
+    sink: &TcpServer,
+    from: u8,
+    (connections, tunnels): (u32, u32),
+) -> (u64, Terminal, std::path::PathBuf) {
+    let rss_before = rss_kib(g.pid());
+    let stop = client.dir().join("stop");
+    let mut flood = Terminal::start(
+        attack("window-flood", g.jump().port())
+            .args(["--user", user, "--source", &source(from).to_string()])
+            .args(["--sink", &loopback(sink.port())])
+            .args(["--connections", &connections.to_string()])
+            .args(["--tunnels", &tunnels.to_string()])
+            .args(["--budget", &(8 * MIB).to_string()])
+            .arg("--key")
+            .arg(&client.key)
+            .arg("--stop")
+            .arg(&stop),
+    );
+    flood.expect("flooded: yes");
+    let grew = rss_kib(g.pid()).saturating_sub(rss_before) / 1024;
+    (grew, flood, stop)
+}
+
+#[test]
+fn stalled_tunnels_hold_one_budget_per_connection_and_per_user() {
+    let echo = TcpServer::echo();
+    let sink = TcpServer::stalled();
+    let to = loopback(echo.port());
+    let (alice, bob, mut carol) = (SshClient::new(), SshClient::new(), SshClient::new());
+    let grants = vec![
+        format!("127.0.0.0/8:{}", echo.port()),
+        format!("127.0.0.0/8:{}", sink.port()),
+    ];
+    let g = Gatehouse::start(&config(
+        "optional",
+        &[
+            ("alice", &alice, &["dev"]),
+            ("bob", &bob, &["dev"]),
+            ("carol", &carol, &["dev"]),
+        ],
+        &[("dev", grants)],
+    ));
+    carol.add_host("jump", g.jump(), "carol");
+    let window = u64::from(CHANNEL_WINDOW) / MIB;
+
+    // One connection, 32 stalled tunnels (max_channels): a window each
+    // would be 64 MiB; the connection's budget holds them to 8 MiB, plus
+    // per tunnel a floor, the packet its pump holds and its copy buffers.
+    let (alice_grew, alice_flood, alice_stop) =
+        window_flood(&g, "alice", &alice, &sink, 36, (1, 32));
+    let budget = CONNECTION_WINDOWS as u64 / MIB;
+    eprintln!(
+        "1 connection x 32 stalled tunnels: RSS +{alice_grew} MiB (budget {budget} MiB; \
+         32 windows: {} MiB)",
+        32 * window
+    );
+    assert!(alice_grew < 32 * window - 16, "RSS grew {alice_grew} MiB");
+
+    // Sixteen connections of one user (max_connections_per_user), 4
+    // stalled tunnels each: 16 connection budgets would be 128 MiB; the
+    // user's pool holds them to 32 MiB (plus the per-tunnel costs).
+    let (bob_grew, bob_flood, bob_stop) = window_flood(&g, "bob", &bob, &sink, 37, (16, 4));
+    let user = USER_WINDOWS as u64 / MIB;
+    eprintln!(
+        "16 connections x 4 stalled tunnels of one user: RSS +{bob_grew} MiB (budget {user} MiB; \
+         16 connection budgets: {} MiB)",
+        16 * budget
+    );
+    assert!(bob_grew < 16 * budget - 32, "RSS grew {bob_grew} MiB");
+
+    // Another user's tunnel still carries data meanwhile.
+    bystander(&carol, source(38), &to, "beside the stalled tunnels");
+    for (flood, stop) in [(alice_flood, alice_stop), (bob_flood, bob_stop)] {
+        std::fs::write(&stop, "").expect("write stop");
+        flood.finish().success();
+    }
 }

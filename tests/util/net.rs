@@ -4,7 +4,7 @@
 
 use std::{
     io::{Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream},
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -105,7 +105,11 @@ pub struct TcpServer {
 
 impl TcpServer {
     fn start(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> TcpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        TcpServer::start_on(IpAddr::V4(Ipv4Addr::LOCALHOST), handle)
+    }
+
+    fn start_on(ip: IpAddr, handle: impl Fn(TcpStream) + Send + Sync + 'static) -> TcpServer {
+        let listener = TcpListener::bind((ip, 0)).expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -127,6 +131,15 @@ impl TcpServer {
     /// Sends back every byte it receives; closes after the client's EOF.
     pub fn echo() -> TcpServer {
         TcpServer::start(|mut stream| {
+            if let Ok(mut reader) = stream.try_clone() {
+                let _ = std::io::copy(&mut reader, &mut stream);
+            }
+        })
+    }
+
+    /// [`TcpServer::echo`] on `ip`.
+    pub fn echo_on(ip: IpAddr) -> TcpServer {
+        TcpServer::start_on(ip, |mut stream| {
             if let Ok(mut reader) = stream.try_clone() {
                 let _ = std::io::copy(&mut reader, &mut stream);
             }

@@ -285,6 +285,22 @@ pub enum AuditEvent {
         /// `eof`, or the first error and its side.
         reason: String,
     },
+    /// The refusals of a connection past the first
+    /// [`REFUSALS_LOGGED`](crate::audit::REFUSALS_LOGGED) of each kind:
+    /// counted, not written one by one (at the connection's end).
+    RefusalsUnlogged {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// The user, once known.
+        #[serde(default)]
+        user: Option<String>,
+        /// Requests refused and not written.
+        requests: u64,
+        /// Tunnels refused and not written.
+        tunnels: u64,
+    },
     /// A request a jump host never grants.
     RequestRefused {
         /// Connection number.

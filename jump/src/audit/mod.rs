@@ -9,7 +9,11 @@
 //! this file the writing). Must not decide anything: it records what the
 //! server decided.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::SocketAddr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use tracing::info;
 
@@ -160,6 +164,15 @@ pub fn emit(event: &AuditEvent) {
                 target: "audit", event = "tunnel_closed", conn, %peer, via, user, host, port,
                 %dialled, bytes_up, bytes_down, duration_ms, reason
             );
+        }
+        E::RefusalsUnlogged {
+            conn,
+            peer,
+            user,
+            requests,
+            tunnels,
+        } => {
+            info!(target: "audit", event = "refusals_unlogged", conn, %peer, user, requests, tunnels);
         }
         E::RequestRefused {
             conn,
@@ -334,7 +347,56 @@ pub(crate) fn tunnel_opened(
     });
 }
 
-pub(crate) fn tunnel_refused(who: &Who, ask: &TunnelAsk<'_>, reason: &str) {
+/// How many refused requests, and refused tunnels, one connection writes
+/// before it only counts them: a client asking again and again (an
+/// enroll_only user wrote 9,000 lines in 14 s) cannot grow the log.
+pub const REFUSALS_LOGGED: u64 = 10;
+
+/// One connection's refusals: the first [`REFUSALS_LOGGED`] of each kind
+/// are written, the rest counted for one [`AuditEvent::RefusalsUnlogged`]
+/// at its end.
+#[derive(Debug, Default)]
+pub(crate) struct Refusals {
+    requests: AtomicU64,
+    tunnels: AtomicU64,
+}
+
+impl Refusals {
+    fn admit(counter: &AtomicU64) -> bool {
+        counter.fetch_add(1, Ordering::Relaxed) < REFUSALS_LOGGED
+    }
+
+    /// A request refused ([`AuditEvent::RequestRefused`]).
+    pub(crate) fn request(&self, who: &Who, user: Option<&str>, request: Request, detail: &str) {
+        if Self::admit(&self.requests) {
+            refused(who, user, request, detail);
+        }
+    }
+
+    /// A tunnel refused ([`AuditEvent::TunnelRefused`]).
+    pub(crate) fn tunnel(&self, who: &Who, ask: &TunnelAsk<'_>, reason: &str) {
+        if Self::admit(&self.tunnels) {
+            tunnel_refused(who, ask, reason);
+        }
+    }
+
+    /// The connection ended: one line for what was not written, if anything.
+    pub(crate) fn close(&self, who: &Who, user: Option<&str>) {
+        let unlogged = |c: &AtomicU64| c.load(Ordering::Relaxed).saturating_sub(REFUSALS_LOGGED);
+        let (requests, tunnels) = (unlogged(&self.requests), unlogged(&self.tunnels));
+        if requests > 0 || tunnels > 0 {
+            emit(&AuditEvent::RefusalsUnlogged {
+                conn: who.conn,
+                peer: who.peer,
+                user: user.map(bounded),
+                requests,
+                tunnels,
+            });
+        }
+    }
+}
+
+fn tunnel_refused(who: &Who, ask: &TunnelAsk<'_>, reason: &str) {
     emit(&AuditEvent::TunnelRefused {
         conn: who.conn,
         peer: who.peer,
@@ -375,7 +437,7 @@ pub(crate) fn tunnel_closed(
     });
 }
 
-pub(crate) fn refused(who: &Who, user: Option<&str>, request: Request, detail: &str) {
+fn refused(who: &Who, user: Option<&str>, request: Request, detail: &str) {
     emit(&AuditEvent::RequestRefused {
         conn: who.conn,
         peer: who.peer,

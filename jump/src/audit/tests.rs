@@ -123,6 +123,20 @@ fn every_event() -> Vec<AuditEvent> {
             duration_ms: 5,
             reason: "eof".into(),
         },
+        AuditEvent::RefusalsUnlogged {
+            conn: 4,
+            peer,
+            user: None,
+            requests: 9_000,
+            tunnels: 0,
+        },
+        AuditEvent::RefusalsUnlogged {
+            conn: 4,
+            peer,
+            user: Some("kim".into()),
+            requests: 0,
+            tunnels: 7,
+        },
         AuditEvent::RequestRefused {
             conn: 4,
             peer,

@@ -19,40 +19,46 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
 use super::{
-    connection::Connection,
+    connection::{Connection, GOODBYE},
     login::provisioned,
     tunnel::{Tunnel, TunnelRequest},
 };
 use crate::{
-    audit::{self, Request, TunnelAsk, Via},
+    audit::{Request, TunnelAsk, Via},
     auth::Access,
-    enroll::screen::{EnrollScreen, Screen, ScreenContext},
+    enroll::screen::{self, ScreenContext},
     exec::parse_nc,
 };
 
 /// The channels of one connection.
 pub(super) struct Channels {
-    /// Session channels waiting for an `exec`. Nothing reads them: what a
-    /// client sends on one stays queued, at most one window of it (russh
-    /// re-opens a window only as its reader reads). The enrollment screen
-    /// takes its keystrokes from the handler instead, so it lets go of its
-    /// channel (`None`): a channel nobody holds re-opens as data arrives.
-    sessions: HashMap<ChannelId, (Option<Channel<Msg>>, OwnedSemaphorePermit)>,
+    /// Session channels waiting for an `exec` (or a shell, to enroll).
+    /// Nothing reads them, so the client gets no window on them and can
+    /// send nothing but requests (the vendored russh grants a channel's
+    /// window only while its reader reads: `ssh_config::window_budget`).
+    sessions: HashMap<ChannelId, (Channel<Msg>, OwnedSemaphorePermit)>,
+    /// Channels we ended (a refusal) whose client has not closed them yet:
+    /// their permits, so that a client that never closes cannot open more.
+    ending: HashMap<ChannelId, OwnedSemaphorePermit>,
     /// `max_channels`: one permit per open channel, held for its life.
     permits: Arc<Semaphore>,
     /// Session channels with a pty granted for self-enrollment.
     enroll_ptys: HashSet<ChannelId>,
-    /// The self-enrollment running on a channel, if any.
-    enrolling: Option<EnrollScreen>,
+    /// The channel the enrollment screen runs on, if any.
+    enrolling: Option<ChannelId>,
+    /// The user's window pool is drawn from (once, at the first channel).
+    user_window: bool,
 }
 
 impl Channels {
     pub(super) fn new(max_channels: usize) -> Channels {
         Channels {
             sessions: HashMap::new(),
+            ending: HashMap::new(),
             permits: Arc::new(Semaphore::new(max_channels)),
             enroll_ptys: HashSet::new(),
             enrolling: None,
+            user_window: false,
         }
     }
 
@@ -60,10 +66,11 @@ impl Channels {
         Arc::clone(&self.permits).try_acquire_owned().ok()
     }
 
-    fn enrolling_on(&self, channel: ChannelId) -> bool {
-        self.enrolling
-            .as_ref()
-            .is_some_and(|e| e.channel() == channel)
+    /// End `channel` from our side: keep its permit until the client closes it.
+    fn ending(&mut self, channel: ChannelId) {
+        if let Some((_, permit)) = self.sessions.remove(&channel) {
+            self.ending.insert(channel, permit);
+        }
     }
 }
 
@@ -99,10 +106,22 @@ pub(super) async fn end_channel_later(
 }
 
 impl Connection {
+    /// This connection's channels draw their windows from the user's pool
+    /// too (`USER_WINDOWS`), from the first channel on.
+    pub(super) fn share_user_window(&mut self, session: &mut Session) {
+        if self.channels.user_window {
+            return;
+        }
+        if let Some(user) = self.progress.user() {
+            let pool = self.shared.user_window(user);
+            self.channels.user_window = session.share_window_pool(pool);
+        }
+    }
+
     /// A session channel: kept until an `exec nc` or a shell asks for it.
     pub(super) async fn open_session(&mut self, channel: Channel<Msg>, reply: ChannelOpenHandle) {
         let Some(permit) = self.channels.permit() else {
-            audit::refused(
+            self.state.refusals.request(
                 &self.who,
                 self.progress.user(),
                 Request::Session,
@@ -113,7 +132,7 @@ impl Connection {
         };
         self.channels
             .sessions
-            .insert(channel.id(), (Some(channel), permit));
+            .insert(channel.id(), (channel, permit));
         reply.accept().await;
     }
 
@@ -134,7 +153,9 @@ impl Connection {
             port,
         };
         if self.progress.access() != Some(Access::Tunnels) {
-            audit::tunnel_refused(&self.who, &ask, "no TOTP enrollment yet: enroll first");
+            self.state
+                .refusals
+                .tunnel(&self.who, &ask, "no TOTP enrollment yet: enroll first");
             // OpenSSH prints the reason: "open failed: administratively prohibited: ...".
             let reason = format!(
                 "no second factor yet; set it up in a terminal first: {}",
@@ -152,7 +173,9 @@ impl Connection {
             return;
         };
         let Some(permit) = self.channels.permit() else {
-            audit::tunnel_refused(&self.who, &ask, "max_channels reached");
+            self.state
+                .refusals
+                .tunnel(&self.who, &ask, "max_channels reached");
             reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return;
         };
@@ -183,7 +206,9 @@ impl Connection {
                     host: &nc.host,
                     port: u32::from(nc.port),
                 };
-                audit::tunnel_refused(&self.who, &ask, "no TOTP enrollment yet: enroll first");
+                self.state
+                    .refusals
+                    .tunnel(&self.who, &ask, "no TOTP enrollment yet: enroll first");
                 self.refuse_on_channel(channel, session, Request::Exec, None)
                     .await;
                 return;
@@ -196,12 +221,12 @@ impl Connection {
             }
         };
         // A channel waiting for its exec (the enrollment screen's is not).
-        let waiting = matches!(self.channels.sessions.get(&channel), Some((Some(_), _)));
+        let waiting = self.channels.sessions.contains_key(&channel);
         let (true, Some(config)) = (waiting, self.live()) else {
             let _ = session.channel_failure(channel);
             return;
         };
-        let Some((Some(chan), permit)) = self.channels.sessions.remove(&channel) else {
+        let Some((chan, permit)) = self.channels.sessions.remove(&channel) else {
             return;
         };
         let _ = session.channel_success(channel);
@@ -224,6 +249,7 @@ impl Connection {
             Arc::clone(&self.shared),
             self.who.clone(),
             Arc::clone(&self.state.activity),
+            Arc::clone(&self.state.refusals),
             request,
         );
         self.shared.tracker.spawn(tunnel.run());
@@ -236,7 +262,7 @@ impl Connection {
             let _ = session.channel_success(channel);
             return;
         }
-        audit::refused(
+        self.state.refusals.request(
             &self.who,
             self.progress.user(),
             Request::Pty,
@@ -269,32 +295,25 @@ impl Connection {
             .await;
     }
 
-    /// Channel data: activity, and keystrokes for the enrollment screen.
-    pub(super) async fn data(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) {
+    /// Channel data (the readers take it from their channels): activity.
+    pub(super) fn data(&mut self) {
         self.state.touch();
-        if self.channels.enrolling_on(channel) {
-            self.enrollment_input(channel, data, session).await;
-        }
-    }
-
-    /// The client's input ended: mid-enrollment, nothing more can be typed.
-    pub(super) async fn eof(&mut self, channel: ChannelId, session: &mut Session) {
-        if self.channels.enrolling_on(channel) {
-            self.enrollment_input(channel, &[0x04], session).await;
-        }
     }
 
     pub(super) fn closed(&mut self, channel: ChannelId) {
         self.channels.sessions.remove(&channel);
+        self.channels.ending.remove(&channel);
         self.channels.enroll_ptys.remove(&channel);
-        if self.channels.enrolling_on(channel) {
+        if self.channels.enrolling == Some(channel) {
             self.channels.enrolling = None;
         }
     }
 
     /// A request a jump host never grants, refused with a reply (not a channel).
     pub(super) fn refuse(&self, request: Request, detail: &str) {
-        audit::refused(&self.who, self.progress.user(), request, detail);
+        self.state
+            .refusals
+            .request(&self.who, self.progress.user(), request, detail);
     }
 
     /// Refuse a session request, telling the client why on stderr.
@@ -309,11 +328,13 @@ impl Connection {
             Some(what) => format!("{what}: a jump host only proxies"),
             None => "a jump host only proxies".to_owned(),
         };
-        audit::refused(&self.who, self.progress.user(), request, &detail);
+        self.state
+            .refusals
+            .request(&self.who, self.progress.user(), request, &detail);
         let message = self.jump_only_message().await;
         let _ = session.channel_success(channel);
         end_channel(session, channel, 1, Some(message));
-        self.channels.sessions.remove(&channel);
+        self.channels.ending(channel);
     }
 
     /// May this connection's user set up their second factor here? Yes when
@@ -354,52 +375,43 @@ impl Connection {
         message
     }
 
-    fn screen_context<'a>(
-        &'a self,
-        config: &'a gatehouse_config::Config,
-    ) -> Option<ScreenContext<'a>> {
-        let jump = config.jump.as_ref()?;
-        let user = self.progress.user()?;
-        Some(ScreenContext {
-            who: &self.who,
-            settings: &jump.totp,
-            totp: &self.shared.totp,
-            tunnel_hint: format!("ssh -J {user}@{} TARGET", self.local),
-        })
-    }
-
+    /// Run the enrollment screen on `channel`, in its own task holding the
+    /// channel and its permit.
     fn start_enrollment(&mut self, channel: ChannelId, session: &mut Session) {
-        let Some(config) = self.live() else {
+        let (Some(config), Some(user)) = (self.live(), self.progress.user()) else {
             return;
         };
-        let Some(user) = self.progress.user().map(ToOwned::to_owned) else {
+        let Some(jump) = config.jump.as_ref() else {
             return;
         };
-        let Some(ctx) = self.screen_context(&config) else {
+        let Some((mut chan, permit)) = self.channels.sessions.remove(&channel) else {
             return;
         };
-        let screen = EnrollScreen::start(channel, &user, &ctx, session);
-        if screen.is_some()
-            && let Some((held, _)) = self.channels.sessions.get_mut(&channel)
-        {
-            *held = None;
-        }
-        self.channels.enrolling = screen;
-    }
-
-    async fn enrollment_input(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) {
-        let Some(screen) = self.channels.enrolling.take() else {
-            return;
-        };
-        let Some(config) = self.live() else {
-            return;
-        };
-        let Some(ctx) = self.screen_context(&config) else {
-            return;
-        };
-        match screen.input(data, &ctx, session).await {
-            Screen::Waiting(screen) => self.channels.enrolling = Some(screen),
-            Screen::Ended(status) => end_channel(session, channel, status, None),
-        }
+        let _ = session.channel_success(channel);
+        self.channels.enrolling = Some(channel);
+        let shared = Arc::clone(&self.shared);
+        let (who, user) = (self.who.clone(), user.to_owned());
+        let settings = jump.totp.clone();
+        let tunnel_hint = format!("ssh -J {user}@{} TARGET", self.local);
+        self.shared.tracker.spawn(async move {
+            let _permit = permit;
+            let ctx = ScreenContext {
+                who: &who,
+                user: &user,
+                settings: &settings,
+                totp: &shared.totp,
+                tunnel_hint,
+            };
+            if let Some(status) = screen::run(&mut chan, &ctx).await {
+                // Within the goodbye's time: a client that stopped reading
+                // cannot hold this task.
+                let _ = tokio::time::timeout(GOODBYE, async {
+                    let _ = chan.exit_status(status).await;
+                    let _ = chan.eof().await;
+                    let _ = chan.close().await;
+                })
+                .await;
+            }
+        });
     }
 }

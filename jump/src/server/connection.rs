@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 
 use super::{Shared, channels::Channels, count, severable::Severable};
 use crate::{
-    audit::{self, Who},
+    audit::{self, Refusals, Who},
     auth::AuthProgress,
     clock::unix_now,
     gate::PreauthSlot,
@@ -34,7 +34,7 @@ use crate::{
 /// How long a goodbye (DISCONNECT, then the session's end) may take before
 /// the connection is simply dropped: a peer that stopped reading cannot
 /// hold it open.
-const GOODBYE: Duration = Duration::from_secs(2);
+pub(super) const GOODBYE: Duration = Duration::from_secs(2);
 
 /// Where a connection is in its life.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub(super) struct ConnState {
     pub(super) activity: Arc<AtomicU64>,
     /// Cancelled to offboard this connection.
     pub(super) cut: CancellationToken,
+    /// Its refusals, written up to a count (shared with its tunnels).
+    pub(super) refusals: Arc<Refusals>,
     /// This connection's `max_unauthenticated` slot, until it authenticates
     /// or the watchdog is done with it (freed before the socket closes, so
     /// a peer that sees the close finds its slot free).
@@ -69,6 +71,7 @@ impl ConnState {
             phase: Mutex::new(Phase::Fresh),
             activity: Arc::new(AtomicU64::new(unix_now())),
             cut: CancellationToken::new(),
+            refusals: Arc::default(),
             slot: Mutex::new(slot),
         }
     }
@@ -405,6 +408,7 @@ async fn run(
         let config = Arc::clone(&config.borrow());
         shared.fail(&who, user, why, config.jump.as_ref());
     }
+    state.refusals.close(&who, user);
     audit::connection_closed(&who, user, started.elapsed(), &reason);
 }
 

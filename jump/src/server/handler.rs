@@ -95,8 +95,9 @@ impl russh::server::Handler for Connection {
         &mut self,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
-        _session: &mut Session,
+        session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.share_user_window(session);
         self.open_session(channel, reply).await;
         Ok(())
     }
@@ -112,6 +113,7 @@ impl russh::server::Handler for Connection {
         reply: ChannelOpenHandle,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
+        self.share_user_window(session);
         self.open_direct_tcpip(
             channel,
             host_to_connect,
@@ -142,22 +144,13 @@ impl russh::server::Handler for Connection {
         Ok(())
     }
 
-    async fn channel_eof(
-        &mut self,
-        channel: ChannelId,
-        session: &mut Session,
-    ) -> Result<(), Self::Error> {
-        self.eof(channel, session).await;
-        Ok(())
-    }
-
     async fn data(
         &mut self,
-        channel: ChannelId,
-        data: &[u8],
-        session: &mut Session,
+        _channel: ChannelId,
+        _data: &[u8],
+        _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        Connection::data(self, channel, data, session).await;
+        Connection::data(self);
         Ok(())
     }
 

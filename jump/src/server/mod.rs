@@ -24,20 +24,23 @@ mod channels;
 mod connection;
 mod handler;
 mod login;
+mod own;
 mod severable;
 mod ssh_config;
 mod tunnel;
 
 use std::{
-    net::{IpAddr, SocketAddr},
+    collections::HashMap,
+    net::SocketAddr,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
 
 use gatehouse_config::{Config, JumpConfig, StateConfig};
+use russh::server::WindowPool;
 use tokio::{net::TcpListener, sync::watch};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::warn;
@@ -48,7 +51,9 @@ use crate::{
 };
 
 pub(crate) use ssh_config::count;
-pub use ssh_config::{CHANNEL_WINDOW, CLIENT_REKEYS};
+pub use ssh_config::{
+    CHANNEL_FLOOR, CHANNEL_WINDOW, CLIENT_REKEYS, CONNECTION_WINDOWS, PROCESS_WINDOWS, USER_WINDOWS,
+};
 
 /// How long connections get to say goodbye and end after shutdown starts.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -102,16 +107,31 @@ pub(crate) struct Shared {
     workers: Workers,
     /// The jump host's own addresses (not loopback, which has its own
     /// rule): only a grant of exactly one of them reaches it.
-    own: Vec<IpAddr>,
+    own: own::OwnAddresses,
     /// PROXY headers being read at once (`accept::HEADERS_AT_ONCE`).
     headers: Arc<tokio::sync::Semaphore>,
     /// `jump.user_ca.revoked_keys_file`, as last read.
     revoked: certificate::Revoked,
+    /// Each user's [`ssh_config::USER_WINDOWS`], while they have a session
+    /// drawing from it (so at most one per configured user).
+    user_windows: Mutex<HashMap<String, Weak<WindowPool>>>,
 }
 
 impl Shared {
     fn gate(&self) -> Arc<Gate> {
         Arc::clone(&self.gate.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// `user`'s window pool, shared by their connections.
+    fn user_window(&self, user: &str) -> Arc<WindowPool> {
+        let mut pools = self.user_windows.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = pools.get(user).and_then(Weak::upgrade) {
+            return pool;
+        }
+        pools.retain(|_, pool| pool.strong_count() > 0);
+        let pool = WindowPool::new(ssh_config::USER_WINDOWS);
+        pools.insert(user.to_owned(), Arc::downgrade(&pool));
+        pool
     }
 
     fn next_conn(&self) -> u64 {
@@ -178,9 +198,7 @@ pub async fn serve(
     .map_err(JumpError::Blocking)??;
     let revoked = certificate::Revoked::open(jump).await?;
     let listen: Vec<SocketAddr> = listeners.local_addrs();
-    let own = tokio::task::spawn_blocking(move || own_addresses(&listen))
-        .await
-        .map_err(JumpError::Blocking)?;
+    let own = own::OwnAddresses::new(listen).await;
     let mut accepting = Vec::new();
     for (addr, listener) in listeners.listeners {
         let listener =
@@ -209,6 +227,7 @@ pub async fn serve(
         workers: Workers::start()?,
         own,
         headers: accept::header_permits(),
+        user_windows: Mutex::default(),
         revoked,
     });
     let accepting: Vec<_> = accepting
@@ -265,9 +284,11 @@ pub async fn serve(
 /// limiter.
 async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Config>>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING);
+    let mut interfaces = tokio::time::interval(own::REFRESH);
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
+            _ = interfaces.tick() => shared.own.refresh().await,
             changed = config.changed() => {
                 if changed.is_err() {
                     return;
@@ -286,7 +307,7 @@ async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Confi
                     resets(&shared, jump).await;
                     // A new revocation list cuts what it revokes.
                     if shared.revoked.refresh(jump).await {
-                        shared.sessions.offboard(Some(jump), &shared.own, &shared.revoked.list());
+                        shared.sessions.offboard(Some(jump), &shared.own.get(), &shared.revoked.list());
                     }
                 }
             }
@@ -308,35 +329,11 @@ async fn resets(shared: &Shared, jump: &JumpConfig) {
     }
 }
 
-/// The addresses this host answers on, loopback aside: the listen
-/// addresses, and every interface address when one is a wildcard.
-/// Blocking (getifaddrs).
-fn own_addresses(listen: &[SocketAddr]) -> Vec<IpAddr> {
-    let mut own: Vec<IpAddr> = listen
-        .iter()
-        .map(SocketAddr::ip)
-        .filter(|ip| !ip.is_unspecified())
-        .collect();
-    if listen.iter().any(|a| a.ip().is_unspecified())
-        && let Ok(interfaces) = nix::ifaddrs::getifaddrs()
-    {
-        own.extend(interfaces.filter_map(|i| i.address).filter_map(|a| {
-            a.as_sockaddr_in()
-                .map(|v4| IpAddr::V4(v4.ip()))
-                .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
-        }));
-    }
-    own.retain(|ip| !ip.is_loopback());
-    own.sort();
-    own.dedup();
-    own
-}
-
 /// Apply a new config to what is already running.
 fn reload(shared: &Shared, jump: Option<&JumpConfig>) {
     shared
         .sessions
-        .offboard(jump, &shared.own, &shared.revoked.list());
+        .offboard(jump, &shared.own.get(), &shared.revoked.list());
     let Some(jump) = jump else {
         return;
     };

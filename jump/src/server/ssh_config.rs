@@ -16,6 +16,7 @@ use russh::{
     MethodKind, MethodSet, Preferred, SshId, cipher, kex,
     keys::{Algorithm, Certificate, EcdsaCurve, HashAlg, PrivateKey},
     mac,
+    server::{WindowBudget, WindowPool},
 };
 
 /// The identification string (RFC 4253 §4.2): no library name or version
@@ -41,6 +42,27 @@ const SERVER_ID: &str = "SSH-2.0-gatehouse";
 /// its run-to-run noise (±5–10% on 2 shared cores; 2026-12: chacha20 ~650–
 /// 750 MiB/s up, ~570–610 down; aes128-gcm ~1.2 GiB/s up, ~850 MiB/s down).
 pub const CHANNEL_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// The receive window one connection may grant above its channels' floors,
+/// across all its channels: a connection holds at most this much of its
+/// client's data (plus [`CHANNEL_FLOOR`] a channel) whatever it opens. Its
+/// channels share it: one tunnel gets a whole [`CHANNEL_WINDOW`], 32 get
+/// 256 KiB each. The vendored russh grants a channel window only while its
+/// reader reads (patch 0007), so a session channel nobody reads (waiting
+/// for its `exec`, or refused) gets none at all.
+pub const CONNECTION_WINDOWS: usize = 8 * 1024 * 1024;
+
+/// What each channel may hold whatever the budgets say, so that a busy
+/// connection, user or process slows a channel down but never stops it:
+/// one OpenSSH packet (`CHAN_TCP_PACKET_DEFAULT`, 32 KiB).
+pub const CHANNEL_FLOOR: u32 = 32 * 1024;
+
+/// The window all of one user's connections may grant above their floors
+/// (`max_connections_per_user` connections share it).
+pub const USER_WINDOWS: usize = 32 * 1024 * 1024;
+
+/// The window the whole process may grant above the channels' floors.
+pub const PROCESS_WINDOWS: usize = 256 * 1024 * 1024;
 
 /// Unread messages other than data (requests, EOF) a channel may hold; a
 /// client sending more on a channel nobody reads is disconnected. A real
@@ -70,6 +92,8 @@ pub(crate) struct SshSettings {
     host_key: PrivateKey,
     /// The host key's certificate (`jump.host_certificate`), if any.
     host_cert: Option<Certificate>,
+    /// [`PROCESS_WINDOWS`], drawn from by every connection.
+    windows: Arc<WindowPool>,
     current: Mutex<(Limits, Arc<russh::server::Config>)>,
 }
 
@@ -80,10 +104,12 @@ impl SshSettings {
         host_key: PrivateKey,
         host_cert: Option<Certificate>,
     ) -> SshSettings {
-        let built = build(&jump.limits, &host_key, host_cert.as_ref());
+        let windows = WindowPool::new(PROCESS_WINDOWS);
+        let built = build(&jump.limits, &host_key, host_cert.as_ref(), &windows);
         SshSettings {
             host_key,
             host_cert,
+            windows,
             current: Mutex::new((jump.limits.clone(), built)),
         }
     }
@@ -101,7 +127,12 @@ impl SshSettings {
         }
         *current = (
             jump.limits.clone(),
-            build(&jump.limits, &self.host_key, self.host_cert.as_ref()),
+            build(
+                &jump.limits,
+                &self.host_key,
+                self.host_cert.as_ref(),
+                &self.windows,
+            ),
         );
         true
     }
@@ -111,6 +142,7 @@ fn build(
     limits: &Limits,
     host_key: &PrivateKey,
     host_cert: Option<&Certificate>,
+    windows: &Arc<WindowPool>,
 ) -> Arc<russh::server::Config> {
     Arc::new(russh::server::Config {
         server_id: SshId::Standard(SERVER_ID.into()),
@@ -136,6 +168,11 @@ fn build(
         window_size: CHANNEL_WINDOW,
         maximum_packet_size: 256 * 1024,
         channel_buffer_size: UNREAD_REQUESTS,
+        window_budget: Some(WindowBudget {
+            per_session: CONNECTION_WINDOWS,
+            floor: CHANNEL_FLOOR,
+            pools: vec![Arc::clone(windows)],
+        }),
         client_rekey_limit: Some(CLIENT_REKEYS),
         preferred: Preferred {
             kex: Cow::Borrowed(&[

@@ -20,7 +20,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Shared, channels::end_channel_later};
 use crate::{
-    audit::{self, Moved, TunnelAsk, Via, Who},
+    audit::{self, Moved, Refusals, TunnelAsk, Via, Who},
     policy::Refusal,
     proxy::{self, OpenError},
 };
@@ -59,6 +59,8 @@ pub(super) struct Tunnel {
     shared: Arc<Shared>,
     who: Who,
     activity: Arc<AtomicU64>,
+    /// The connection's refusals, written up to a count.
+    refusals: Arc<Refusals>,
     request: TunnelRequest,
 }
 
@@ -71,12 +73,14 @@ impl Tunnel {
         shared: Arc<Shared>,
         who: Who,
         activity: Arc<AtomicU64>,
+        refusals: Arc<Refusals>,
         request: TunnelRequest,
     ) -> Tunnel {
         Tunnel {
             shared,
             who,
             activity,
+            refusals,
             request,
         }
     }
@@ -106,6 +110,7 @@ impl Tunnel {
             shared,
             who,
             activity,
+            refusals,
             request,
         } = self;
         let ask = TunnelAsk {
@@ -115,10 +120,10 @@ impl Tunnel {
             port: request.port,
         };
         let id = request.channel.id();
-        let dialled = match Self::open(&request, &shared.own).await {
+        let dialled = match Self::open(&request, &shared.own.get()).await {
             Ok(d) => d,
             Err(error) => {
-                audit::tunnel_refused(&who, &ask, &error.to_string());
+                refusals.tunnel(&who, &ask, &error.to_string());
                 match request.reply {
                     Some(reply) => drop(within(reply.reject(error.failure())).await),
                     None => {

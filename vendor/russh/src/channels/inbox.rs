@@ -125,6 +125,8 @@ struct State {
     other_bytes: usize,
     /// The session wants to know when the reader takes data out.
     watched: bool,
+    /// (patch 0007) The reader has asked for a message (it reads).
+    asked: bool,
     reader: Option<Waker>,
     /// The reader closed the queue or is gone: nothing more goes in.
     closed: bool,
@@ -219,7 +221,9 @@ pub(crate) fn inbox(limit: usize, session: Option<Arc<Notify>>) -> (InboxSender,
             data: 0,
             others: 0,
             other_bytes: 0,
-            watched: false,
+            // (patch 0007) A server channel's first wait asks for a window.
+            watched: session.is_some(),
+            asked: false,
             reader: None,
             closed: false,
             ended: false,
@@ -310,6 +314,19 @@ impl InboxSender {
         state.watched = true;
         state.data
     }
+
+    /// (patch 0007) The data still unread, and from now on wake the session
+    /// when the reader takes some out or waits for more; `None` while the
+    /// reader has never asked for a message, and once it is gone (or closed
+    /// the queue): nobody reads what a window would let in.
+    pub(crate) fn reading_and_watch(&self) -> Option<usize> {
+        let mut state = self.0.lock();
+        state.watched = true;
+        if state.closed || !state.asked {
+            return None;
+        }
+        Some(state.data)
+    }
 }
 
 impl Drop for InboxSender {
@@ -340,6 +357,7 @@ impl InboxReceiver {
     /// closed) and everything before was taken.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<ChannelMsg>> {
         let mut state = self.0.lock();
+        state.asked = true;
         if let Some(msg) = state.take() {
             let took_data = matches!(
                 msg,
@@ -352,6 +370,13 @@ impl InboxReceiver {
             return Poll::Ready(None);
         }
         state.reader = Some(cx.waker().clone());
+        // (patch 0007) The reader waits on an empty queue: a channel that
+        // opened with no window (a window budget) gets one now.
+        let wake_session = std::mem::take(&mut state.watched);
+        drop(state);
+        if let (true, Some(session)) = (wake_session, &self.0.session) {
+            session.notify_one();
+        }
         Poll::Pending
     }
 
@@ -512,11 +537,36 @@ mod tests {
         let (tx, mut rx) = inbox(4, Some(Arc::clone(&session)));
         tx.push(data(10)).unwrap();
         tx.push(data(10_000)).unwrap();
-        let _ = next(&mut rx);
-        assert!(futures::FutureExt::now_or_never(pin!(session.notified())).is_none());
-        tx.unread_and_watch();
+        tx.push(ChannelMsg::Eof).unwrap();
+        // (patch 0007) A server channel starts watched: its first read is heard.
         let _ = next(&mut rx);
         assert!(futures::FutureExt::now_or_never(pin!(session.notified())).is_some());
+        let _ = next(&mut rx);
+        assert!(futures::FutureExt::now_or_never(pin!(session.notified())).is_none());
+        tx.push(data(10)).unwrap();
+        tx.unread_and_watch();
+        let _ = next(&mut rx);
+        let _ = next(&mut rx);
+        assert!(futures::FutureExt::now_or_never(pin!(session.notified())).is_some());
+    }
+
+    #[test]
+    fn a_reader_waiting_on_an_empty_queue_asks_for_a_window() {
+        let session = Arc::new(Notify::new());
+        let (tx, mut rx) = inbox(4, Some(Arc::clone(&session)));
+        // Never asked: no window for it.
+        assert_eq!(tx.reading_and_watch(), None);
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert!(futures::FutureExt::now_or_never(pin!(session.notified())).is_some());
+        assert_eq!(tx.reading_and_watch(), Some(0));
+        // Waiting again, watched again: heard again; not watched: not.
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert!(futures::FutureExt::now_or_never(pin!(session.notified())).is_some());
+        assert!(rx.poll_recv(&mut cx).is_pending());
+        assert!(futures::FutureExt::now_or_never(pin!(session.notified())).is_none());
+        drop(rx);
+        assert_eq!(tx.reading_and_watch(), None);
     }
 
     #[test]

@@ -861,6 +861,93 @@ mod tests {
         assert!(window_left(&session, channel) >= window / 2);
     }
 
+    /// (patch 0007) The reader has asked for a message (and found none).
+    fn asks(reader: &mut crate::channels::InboxReceiver) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(reader.poll_recv(&mut cx).is_pending());
+    }
+
+    #[tokio::test]
+    async fn with_a_window_budget_only_channels_whose_reader_reads_get_a_window() {
+        let mut session = test_authenticated_session();
+        let pool = super::super::WindowPool::new(10 << 20);
+        session.window_account = Some(super::super::window::WindowAccount::new(
+            super::super::WindowBudget {
+                per_session: 1 << 20,
+                floor: 32 << 10,
+                pools: vec![Arc::clone(&pool)],
+            },
+        ));
+        let mut handler = ChannelCallbackProbe::default();
+        let zero = |session: &mut Session, channel| {
+            if let Some(params) = session
+                .common
+                .encrypted
+                .as_mut()
+                .and_then(|enc| enc.channels.get_mut(&channel))
+            {
+                params.sender_window_size = 0;
+            }
+        };
+        let (idle, _idle_reader) = insert_open_channel(&mut session);
+        let (busy, mut busy_reader) = insert_open_channel(&mut session);
+        zero(&mut session, idle);
+        zero(&mut session, busy);
+
+        // Nobody asked yet: no window, and data is beyond it.
+        session.reopen_window(&mut handler, idle).unwrap();
+        session.reopen_window(&mut handler, busy).unwrap();
+        assert_eq!(window_left(&session, idle), 0);
+        assert_eq!(window_left(&session, busy), 0);
+        let early = session.process_packet(&mut handler, &data_packet(idle, 1)).await;
+        assert!(matches!(early, Err(Error::WindowExceeded)), "{early:?}");
+
+        // The busy channel's reader waits: the session hears of it and
+        // grants its share (the session's 1 MiB between two channels).
+        asks(&mut busy_reader);
+        let consumed = session.sender.consumed.clone();
+        assert!(futures::FutureExt::now_or_never(consumed.notified()).is_some());
+        session.reopen_window(&mut handler, idle).unwrap();
+        session.reopen_window(&mut handler, busy).unwrap();
+        assert_eq!(window_left(&session, idle), 0);
+        assert_eq!(window_left(&session, busy), 512 << 10);
+        assert_eq!(pool.in_use(), (512 - 32) << 10);
+
+        // Filled and read: re-opened within the same share.
+        let packet = 64 << 10;
+        for _ in 0..6 {
+            session
+                .process_packet(&mut handler, &data_packet(busy, packet))
+                .await
+                .unwrap();
+        }
+        let mut read = 0;
+        while read < 6 * packet {
+            match busy_reader.recv().await {
+                Some(ChannelMsg::Data { data }) => read += data.len(),
+                other => panic!("{other:?}"),
+            }
+        }
+        session.reopen_window(&mut handler, busy).unwrap();
+        assert_eq!(window_left(&session, busy), 512 << 10);
+        assert_eq!(pool.in_use(), (512 - 32) << 10);
+
+        // The reader gone: no more window; closed, its share goes back.
+        drop(busy_reader);
+        for _ in 0..6 {
+            session
+                .process_packet(&mut handler, &data_packet(busy, packet))
+                .await
+                .unwrap();
+        }
+        assert_eq!(window_left(&session, busy), (512 - 6 * 64) << 10);
+        session.channels.remove(&busy);
+        session.window_released(&mut handler, busy).unwrap();
+        assert_eq!(pool.in_use(), 0);
+        drop(session);
+        assert_eq!(pool.in_use(), 0);
+    }
+
     #[tokio::test]
     async fn unread_requests_on_a_channel_are_capped() {
         let mut session = test_authenticated_session();
@@ -1037,6 +1124,7 @@ mod tests {
             open_global_requests: std::collections::VecDeque::new(),
             kex: SessionKexState::Idle,
             client_rekeys: None,
+            window_account: None,
         }
     }
 
@@ -1668,6 +1756,8 @@ impl Session {
                     chan.push(ChannelMsg::Close)?
                 }
                 self.channels.remove(&channel_num);
+                // (patch 0007) Its window goes back to the budget.
+                self.window_released(handler, channel_num)?;
                 debug!("handler.channel_close {channel_num:?}");
                 handler.channel_close(channel_num, self).await
             }
@@ -2216,6 +2306,13 @@ impl Session {
         } else {
             unreachable!()
         };
+        // (patch 0007) With a window budget, a channel has no window until
+        // its reader reads (`Session::reopen_window`).
+        let initial_window = if self.common.config.window_budget.is_some() {
+            0
+        } else {
+            self.common.config.window_size
+        };
         let channel_params = ChannelParams {
             recipient_channel: msg.recipient_channel,
 
@@ -2223,7 +2320,7 @@ impl Session {
             sender_channel,
 
             recipient_window_size: msg.recipient_window_size,
-            sender_window_size: self.common.config.window_size,
+            sender_window_size: initial_window,
             recipient_maximum_packet_size: msg.recipient_maximum_packet_size,
             sender_maximum_packet_size: self.common.config.maximum_packet_size,
             confirmed: true,
@@ -2245,7 +2342,7 @@ impl Session {
         let pending = PendingChannelOpen {
             recipient_channel: msg.recipient_channel,
             sender_channel,
-            window_size: self.common.config.window_size,
+            window_size: initial_window,
             packet_size: self.common.config.maximum_packet_size,
             channel_ref,
             channel_params,

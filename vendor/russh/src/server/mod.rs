@@ -61,7 +61,9 @@ mod session;
 pub use self::session::*;
 mod encrypted;
 mod rekey;
+mod window;
 pub use self::rekey::RekeyLimit;
+pub use self::window::{WindowBudget, WindowPool};
 
 /// Configuration of a server.
 pub struct Config {
@@ -104,6 +106,10 @@ pub struct Config {
     /// (patch 0003) How many key re-exchanges a client may start; `None`
     /// (the default) for no limit.
     pub client_rekey_limit: Option<RekeyLimit>,
+    /// (patch 0007) How much receive window sessions may grant; `None`
+    /// (the default) for russh's behaviour: every channel opens with
+    /// `window_size` and keeps it.
+    pub window_budget: Option<WindowBudget>,
 }
 
 impl Default for Config {
@@ -132,6 +138,7 @@ impl Default for Config {
             keepalive_max: 3,
             nodelay: false,
             client_rekey_limit: None,
+            window_budget: None,
         }
     }
 }
@@ -160,6 +167,7 @@ impl Debug for Config {
             .field("keepalive_interval", &self.keepalive_interval)
             .field("keepalive_max", &self.keepalive_max)
             .field("client_rekey_limit", &self.client_rekey_limit)
+            .field("window_budget", &self.window_budget)
             .finish()
     }
 }
@@ -1144,6 +1152,11 @@ where
         .config
         .client_rekey_limit
         .map(|limit| rekey::RekeyBudget::new(limit, tokio::time::Instant::now()));
+    let window_account = common
+        .config
+        .window_budget
+        .clone()
+        .map(window::WindowAccount::new);
     let mut session = Session {
         target_window_size: common.config.window_size,
         common,
@@ -1156,6 +1169,7 @@ where
         open_global_requests: VecDeque::new(),
         kex: SessionKexState::Idle,
         client_rekeys,
+        window_account,
     };
 
     session.begin_rekey()?;

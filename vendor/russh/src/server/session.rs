@@ -34,6 +34,9 @@ pub struct Session {
     pub(crate) kex: SessionKexState<ServerKex>,
     /// (patch 0003) What is left of `Config::client_rekey_limit`.
     pub(crate) client_rekeys: Option<super::rekey::RekeyBudget>,
+    /// (patch 0007) What this session's channels hold of
+    /// `Config::window_budget`.
+    pub(crate) window_account: Option<super::window::WindowAccount>,
 }
 
 #[derive(Debug)]
@@ -896,6 +899,9 @@ impl Session {
     /// never what is still unread, so unread data stays within the window
     /// and a reader that stops reading stops only its own peer. A channel
     /// without a queue, or whose reader is gone, re-opens as data arrives.
+    /// (patch 0007) With a window budget, the target is the channel's share
+    /// of it, the grant is what the budget and its pools allow, and a
+    /// channel whose reader is gone is granted nothing.
     pub(crate) fn reopen_window<H: Handler>(
         &mut self,
         handler: &mut H,
@@ -905,15 +911,65 @@ impl Session {
         let Some(enc) = self.common.encrypted.as_mut() else {
             return Ok(());
         };
-        if !enc.window_below(id, target / 2) {
-            return Ok(());
-        }
-        let unread = self.channels.get(&id).map_or(0, |c| c.unread_and_watch());
-        if enc.grant_window(id, unread, target)? {
+        let granted = if let Some(account) = self.window_account.as_mut() {
+            let share = account.share(self.channels.len(), target);
+            if !enc.window_below(id, share / 2) {
+                return Ok(());
+            }
+            let Some(unread) = self.channels.get(&id).and_then(|c| c.reading_and_watch()) else {
+                return Ok(());
+            };
+            let left = enc.sender_window_size(id);
+            let want = (share as usize).saturating_sub(left + unread);
+            let want = u32::try_from(want).unwrap_or(u32::MAX);
+            if want == 0 {
+                return Ok(());
+            }
+            let grant = account.grant(id, left + unread, want);
+            let upto = u32::try_from(left + unread)
+                .unwrap_or(u32::MAX)
+                .saturating_add(grant);
+            enc.grant_window(id, unread, upto)?
+        } else {
+            if !enc.window_below(id, target / 2) {
+                return Ok(());
+            }
+            let unread = self.channels.get(&id).map_or(0, |c| c.unread_and_watch());
+            enc.grant_window(id, unread, target)?
+        };
+        if granted {
             let next = handler.adjust_window(id, target);
             if next > 0 {
                 self.target_window_size = next;
             }
+        }
+        Ok(())
+    }
+
+    /// (patch 0007) The window this session grants is drawn from `pool`
+    /// too (say, one per user), besides `Config::window_budget`'s pools.
+    /// False — and nothing changes — without a window budget, or once
+    /// the session holds any window above its channels' floors.
+    pub fn share_window_pool(&mut self, pool: Arc<super::WindowPool>) -> bool {
+        self.window_account
+            .as_mut()
+            .is_some_and(|account| account.add_pool(pool))
+    }
+
+    /// (patch 0007) Channel `id` is gone: its window goes back to the
+    /// budget, and channels waiting for some may have it now.
+    pub(crate) fn window_released<H: Handler>(
+        &mut self,
+        handler: &mut H,
+        id: ChannelId,
+    ) -> Result<(), Error> {
+        let Some(account) = self.window_account.as_mut() else {
+            return Ok(());
+        };
+        account.forget(id);
+        let ids: Vec<ChannelId> = self.channels.keys().copied().collect();
+        for id in ids {
+            self.reopen_window(handler, id)?;
         }
         Ok(())
     }
@@ -1156,6 +1212,11 @@ impl Session {
                         .insert(pending.sender_channel, pending.channel_params);
                     self.channels
                         .insert(pending.sender_channel, pending.channel_ref);
+                    // (patch 0007) Its reader may have asked for a window
+                    // before the channel was here to be given one.
+                    if self.window_account.is_some() {
+                        self.sender.consumed.notify_one();
+                    }
                 }
                 Err(reason) => {
                     push_packet!(enc.write, {
