@@ -33,9 +33,7 @@ pub(crate) enum CertRefusal {
     NotUser,
     #[error("signed by a CA not in jump.user_ca")]
     UnknownCa,
-    #[error(
-        "CA signature algorithm {0} refused (SHA-1 or weaker; sign with ssh-keygen -t rsa-sha2-512)"
-    )]
+    #[error("CA signature algorithm {0} not allowed (as OpenSSH 8.2+: no SHA-1)")]
     WeakCaSignature(String),
     #[error("no principals (a certificate for anyone is refused)")]
     NoPrincipals,
@@ -187,7 +185,7 @@ mod tests {
         assert!(!ca_signature_allowed(&Algorithm::Dsa));
         assert_eq!(
             CertRefusal::WeakCaSignature(Algorithm::Rsa { hash: None }.as_str().into()).to_string(),
-            "CA signature algorithm ssh-rsa refused (SHA-1 or weaker; sign with ssh-keygen -t rsa-sha2-512)"
+            "CA signature algorithm ssh-rsa not allowed (as OpenSSH 8.2+: no SHA-1)"
         );
     }
 
