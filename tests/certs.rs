@@ -13,18 +13,26 @@ use crate::{
 };
 
 /// An SSH certificate authority: a key pair made by ssh-keygen.
-struct Ca {
-    key: PathBuf,
+pub(crate) struct Ca {
+    pub(crate) key: PathBuf,
     _dir: tempfile::TempDir,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    /// An ed25519 CA.
+    pub(crate) fn new() -> Ca {
+        Ca::of_type(&["-t", "ed25519"])
+    }
+
+    /// A CA whose key `ssh-keygen ARGS` makes (`-t rsa -b 2048`, ...).
+    fn of_type(args: &[&str]) -> Ca {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = dir.path().join("ca");
         run(
             tool("ssh-keygen")
-                .args(["-q", "-t", "ed25519", "-N", "", "-C", "test-ca", "-f"])
+                .arg("-q")
+                .args(args)
+                .args(["-N", "", "-C", "test-ca", "-f"])
                 .arg(&key),
             b"",
         )
@@ -32,7 +40,7 @@ impl Ca {
         Ca { key, _dir: dir }
     }
 
-    fn public(&self) -> String {
+    pub(crate) fn public(&self) -> String {
         std::fs::read_to_string(self.key.with_extension("pub"))
             .expect("ca.pub")
             .trim()
@@ -57,7 +65,7 @@ impl Ca {
     }
 
     /// A user certificate for `client`'s key (OpenSSH then offers it).
-    fn sign_user(&self, client: &SshClient, id: &str, args: &[&str]) {
+    pub(crate) fn sign_user(&self, client: &SshClient, id: &str, args: &[&str]) {
         self.sign(&client.key.with_extension("pub"), id, args);
     }
 }
@@ -92,14 +100,15 @@ fn tunnel(client: &SshClient, echo: &TcpServer) -> Output {
 }
 
 /// The detail of the refusal of the certificate with key id `id`
-/// (waiting for it: the log is read as it is written).
+/// (waiting for it: the log is read as it is written). The reason comes
+/// first: `REASON: certificate "ID" serial N`.
 fn refusal(g: &Gatehouse, id: &str) -> String {
     let refused = g.audit("auth", |v| {
         v["method"] == "publickey"
             && v["result"] == "rejected"
             && v["detail"]
                 .as_str()
-                .is_some_and(|d| d.starts_with(&format!("certificate {id:?}")))
+                .is_some_and(|d| d.contains(&format!(": certificate {id:?} serial ")))
     });
     refused["detail"].as_str().unwrap_or_default().to_owned()
 }
@@ -463,4 +472,114 @@ fn asyncssh_logs_in_with_a_certificate_and_the_code() {
     assert!(out.stdout().contains("output: hello-from-target"), "{out}");
     let cert = g.audit("certificate", |_| true);
     assert_eq!(cert["key_id"], "sean@asyncssh", "{cert}");
+}
+
+#[test]
+fn a_sha1_ca_signature_is_refused_and_a_long_key_id_leaves_the_reason_first() {
+    let echo = TcpServer::echo();
+    let rsa_ca = Ca::of_type(&["-t", "rsa", "-b", "2048"]);
+    let (g, client, _, _) = jump_host(&rsa_ca, &echo);
+    // The same RSA CA, signing with SHA-1 `ssh-rsa`: OpenSSH's sshd has
+    // refused these since 8.2 (CASignatureAlgorithms).
+    rsa_ca.sign_user(
+        &client,
+        "sha1",
+        &["-t", "ssh-rsa", "-n", "sean", "-V", "-5m:+1h"],
+    );
+    tunnel(&client, &echo).failure();
+    let detail = refusal(&g, "sha1");
+    assert!(
+        detail
+            .starts_with("CA signature algorithm ssh-rsa not allowed (as OpenSSH 8.2+: no SHA-1)"),
+        "{detail}"
+    );
+    // With rsa-sha2-512 it is the CA's certificate like any other: past the
+    // CA check, it fails on the principal (kim), not on the algorithm.
+    rsa_ca.sign_user(
+        &client,
+        "sha2",
+        &["-t", "rsa-sha2-512", "-n", "kim", "-V", "-5m:+1h"],
+    );
+    tunnel(&client, &echo).failure();
+    assert!(
+        refusal(&g, "sha2").starts_with("the user is not among its principals (probe): "),
+        "{}",
+        refusal(&g, "sha2")
+    );
+    // A 200-byte key id (the client's to choose): the reason still leads
+    // the detail, which stays bounded.
+    let long = "i".repeat(200);
+    rsa_ca.sign_user(&client, &long, &["-n", "kim", "-V", "-5m:+1h"]);
+    tunnel(&client, &echo).failure();
+    let refused = g.audit("auth", |v| {
+        v["result"] == "rejected"
+            && v["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("certificate \"iiii"))
+    });
+    let detail = refused["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("the user is not among its principals (probe): certificate \"iii"),
+        "{detail}"
+    );
+    eprintln!("audit detail for a 200-byte key id: {} bytes", detail.len());
+    assert!(detail.len() < 200, "{} bytes: {detail}", detail.len());
+    assert!(g.audits("tunnel_opened").is_empty());
+}
+
+#[test]
+fn an_rsa_user_key_certificate_logs_in_with_rsa_sha2_256_and_512() {
+    let echo = TcpServer::echo();
+    let ca = Ca::new();
+    let mut client = SshClient::new();
+    // The client's key is RSA: the ed25519 CA certifies it.
+    let rsa = client.dir().join("id_rsa");
+    run(
+        tool("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "2048", "-N", "", "-f"])
+            .arg(&rsa),
+        b"",
+    )
+    .success();
+    client.key = rsa;
+    let revoked = client.dir().join("revoked");
+    std::fs::write(&revoked, "").expect("write");
+    let g = Gatehouse::start(
+        &config(&[&ca], &revoked, echo.port()).replace("mfa: required", "mfa: optional"),
+    );
+    client.add_host("jump", g.jump(), "sean");
+    ca.sign_user(&client, "sean-rsa", &["-n", "sean", "-V", "-5m:+1h"]);
+    let to = format!("127.0.0.1:{}", echo.port());
+    for (n, algorithm) in [
+        "rsa-sha2-512-cert-v01@openssh.com",
+        "rsa-sha2-256-cert-v01@openssh.com",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = run(
+            client.ssh().args([
+                "-o",
+                &format!("PubkeyAcceptedAlgorithms={algorithm}"),
+                "-W",
+                &to,
+                "jump",
+            ]),
+            b"hello\n",
+        );
+        out.success();
+        assert_eq!(out.stdout(), "hello\n", "{algorithm}: {out}");
+        let cert = g.audit_nth(n, "certificate", |_| true);
+        assert_eq!(cert["key_id"], "sean-rsa", "{cert}");
+        let accepted = g.audit_nth(n, "auth", |v| v["result"] == "accepted");
+        assert_eq!(
+            accepted["detail"], "certificate; no TOTP enrollment",
+            "{accepted}"
+        );
+    }
+    assert!(
+        g.audits("auth").iter().all(|v| v["result"] != "rejected"),
+        "{:?}",
+        g.audits("auth")
+    );
 }

@@ -39,7 +39,7 @@ fn source(n: u8) -> IpAddr {
 }
 
 /// `python3 tests/clients/ssh_attack.py SUBCOMMAND --port PORT ...`.
-fn attack(subcommand: &str, port: u16) -> Command {
+pub(crate) fn attack(subcommand: &str, port: u16) -> Command {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ssh_attack.py");
     let mut cmd = tool("python3");
     cmd.arg(script)
@@ -49,7 +49,7 @@ fn attack(subcommand: &str, port: u16) -> Command {
 }
 
 /// The value of the `key: value` line `key` the attack script printed.
-fn said<'a>(out: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn said<'a>(out: &'a str, key: &str) -> Option<&'a str> {
     out.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
 }

@@ -3,11 +3,17 @@
 //! The order is fixed: a public key first, then (for enrolled users) one
 //! TOTP code over keyboard-interactive. russh does not enforce method order
 //! (it calls the keyboard-interactive handler even if no key succeeded), so
-//! [`AuthProgress`] remembers which user proved a key on this connection and
-//! a code is only ever checked for that user.
+//! [`AuthProgress`] remembers which user proved a key on this connection,
+//! with the credential that proved it, and a code is only ever checked for
+//! that user. Each new attempt starts from nothing: what an earlier attempt
+//! proved (another user's certificate, say) never carries over to it.
 
-use gatehouse_config::{JumpConfig, Mfa, PublicKey, UserName};
-use russh::keys::{Algorithm, HashAlg};
+use std::sync::Arc;
+
+use gatehouse_config::{JumpConfig, Mfa, UserName};
+use russh::keys::{Algorithm, Certificate, HashAlg, ssh_key::public::KeyData};
+
+use crate::krl::Revocations;
 
 /// What an authenticated connection may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,11 +44,24 @@ pub fn after_key(mfa: Mfa, enrolled: bool) -> AfterKey {
     }
 }
 
-/// Is `key` one of `user`'s keys? Unknown users simply have none, so they
-/// get the same answer as a known user with a wrong key (no enumeration).
-pub fn key_allowed(jump: &JumpConfig, user: &str, key: &PublicKey) -> bool {
-    jump.user(user)
-        .is_some_and(|u| u.keys.iter().any(|k| k.key_data() == key.key_data()))
+/// Why `key` does not log `user` in, or `None` if it does: listed in
+/// `revoked_keys_file` (checked first, as sshd checks `RevokedKeys` before
+/// `authorized_keys`), or not one of `user`'s keys. Unknown users simply
+/// have no keys, so they get the same answer as a known user with a wrong
+/// key (no enumeration); the client is told nothing either way.
+pub(crate) fn key_refusal(
+    jump: &JumpConfig,
+    user: &str,
+    key: &KeyData,
+    revoked: &Revocations,
+) -> Option<&'static str> {
+    if revoked.key(key) {
+        return Some("key revoked (jump.user_ca.revoked_keys_file)");
+    }
+    let listed = jump
+        .user(user)
+        .is_some_and(|u| u.keys.iter().any(|k| k.key_data() == key));
+    (!listed).then_some("key not authorized for this user")
 }
 
 /// Signature algorithms a user key may sign with: the ones advertised in
@@ -67,29 +86,69 @@ pub fn plausible_user(user: &str) -> bool {
     user.len() <= MAX_USER_LEN && user.parse::<UserName>().is_ok()
 }
 
+/// What a verified signature proved: a configured key, or a certificate
+/// (which carries its key). Offboarding judges exactly this.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// One of the user's keys in the config.
+    Key(KeyData),
+    /// A certificate from `jump.user_ca` naming the user.
+    Certificate(Arc<Certificate>),
+}
+
+/// The user a signature was verified for, and with what.
+#[derive(Debug)]
+struct Proven {
+    user: String,
+    fingerprint: String,
+    credential: Credential,
+}
+
 /// Per-connection progress through authentication.
 #[derive(Debug, Default)]
 pub struct AuthProgress {
-    /// The user whose key signature was verified, and the key's fingerprint.
-    proven: Option<(String, String)>,
+    /// The user whose key signature was verified by the latest attempt.
+    proven: Option<Proven>,
     /// Set once authentication completed.
     access: Option<Access>,
 }
 
 impl AuthProgress {
-    /// A key signature for `user` was verified.
-    pub fn key_proven(&mut self, user: &str, fingerprint: String) {
-        self.proven = Some((user.to_owned(), fingerprint));
+    /// A new authentication attempt (not a code for a proven key): forget
+    /// what an earlier one proved. A client may try a certificate for one
+    /// user, then a key for another; the second must not inherit the
+    /// first's credential (issue 23, item 2). Nothing changes once
+    /// authentication completed.
+    pub fn attempt(&mut self) {
+        if self.access.is_none() {
+            self.proven = None;
+        }
+    }
+
+    /// A signature for `user` with `credential` was verified.
+    pub fn key_proven(&mut self, user: &str, fingerprint: String, credential: Credential) {
+        self.proven = Some(Proven {
+            user: user.to_owned(),
+            fingerprint,
+            credential,
+        });
     }
 
     /// May a code be checked for `user`? Only for the user who proved a key here.
     pub fn may_check_code(&self, user: &str) -> bool {
-        matches!(&self.proven, Some((u, _)) if u == user)
+        matches!(&self.proven, Some(p) if p.user == user)
     }
 
     /// The fingerprint of the proven key, for the audit log.
     pub fn fingerprint(&self) -> Option<&str> {
-        self.proven.as_ref().map(|(_, f)| f.as_str())
+        self.proven.as_ref().map(|p| p.fingerprint.as_str())
+    }
+
+    /// What the latest attempt proved, and for whom.
+    pub fn credential(&self) -> Option<(&str, &Credential)> {
+        self.proven
+            .as_ref()
+            .map(|p| (p.user.as_str(), &p.credential))
     }
 
     /// Authentication finished with `access`.
@@ -106,7 +165,7 @@ impl AuthProgress {
     pub fn user(&self) -> Option<&str> {
         self.access
             .and(self.proven.as_ref())
-            .map(|(u, _)| u.as_str())
+            .map(|p| p.user.as_str())
     }
 }
 
@@ -130,16 +189,78 @@ mod tests {
         );
     }
 
+    fn key(text: &str) -> KeyData {
+        russh::keys::PublicKey::from_openssh(text)
+            .expect("key")
+            .key_data()
+            .clone()
+    }
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK1dTTVTtn4JwyiQdj4r0dSAaAiTbAKgVWl7VZBO6m2j sean@laptop";
+    const OTHER: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIGmFfmwDxW3abdqmAsES791/o5yRc7Kb13zMx2//79t kim@laptop";
+
     #[test]
     fn codes_only_for_the_user_who_proved_a_key() {
         let mut p = AuthProgress::default();
         assert!(!p.may_check_code("sean"), "no key yet");
-        p.key_proven("sean", "SHA256:x".into());
+        p.key_proven("sean", "SHA256:x".into(), Credential::Key(key(KEY)));
         assert!(p.may_check_code("sean"));
         assert!(!p.may_check_code("root"), "a code for another user");
         assert_eq!(p.user(), None, "not complete yet");
         p.complete(Access::Tunnels);
         assert_eq!(p.user(), Some("sean"));
+    }
+
+    #[test]
+    fn each_attempt_starts_from_nothing_until_complete() {
+        let mut p = AuthProgress::default();
+        p.key_proven("alice", "SHA256:a".into(), Credential::Key(key(KEY)));
+        // bob's attempt: alice's credential and her code step are gone.
+        p.attempt();
+        assert!(p.credential().is_none());
+        assert!(!p.may_check_code("alice"));
+        assert_eq!(p.fingerprint(), None);
+        p.key_proven("bob", "SHA256:b".into(), Credential::Key(key(OTHER)));
+        let (user, credential) = p.credential().expect("bob's");
+        assert_eq!(user, "bob");
+        assert!(matches!(credential, Credential::Key(k) if *k == key(OTHER)));
+        // Done: a stray attempt afterwards changes nothing.
+        p.complete(Access::Tunnels);
+        p.attempt();
+        assert_eq!(p.user(), Some("bob"));
+        assert!(p.credential().is_some());
+    }
+
+    #[test]
+    fn a_key_is_refused_when_revoked_or_not_the_users() {
+        let config = gatehouse_config::parse(
+            std::path::Path::new("/etc/gatehouse/g.yaml"),
+            &format!(
+                "jump:\n  listen: [\"127.0.0.1:0\"]\n  users:\n    sean:\n      keys: [\"{KEY}\"]\n"
+            ),
+        )
+        .expect("config");
+        let jump = config.jump.as_ref().expect("jump");
+        let none = Revocations::default();
+        assert_eq!(key_refusal(jump, "sean", &key(KEY), &none), None);
+        assert_eq!(
+            key_refusal(jump, "sean", &key(OTHER), &none),
+            Some("key not authorized for this user")
+        );
+        assert_eq!(
+            key_refusal(jump, "kim", &key(KEY), &none),
+            Some("key not authorized for this user")
+        );
+        let revoked = Revocations::parse(KEY.as_bytes()).expect("list");
+        assert_eq!(
+            key_refusal(jump, "sean", &key(KEY), &revoked),
+            Some("key revoked (jump.user_ca.revoked_keys_file)")
+        );
+        assert_eq!(
+            key_refusal(jump, "sean", &key(OTHER), &revoked),
+            Some("key not authorized for this user"),
+            "only the listed key"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use gatehouse_config::UserCa;
 use ipnet::IpNet;
-use russh::keys::ssh_key::{Certificate, HashAlg, certificate::CertType};
+use russh::keys::ssh_key::{Algorithm, Certificate, HashAlg, certificate::CertType};
 
 use crate::krl::Revocations;
 
@@ -33,6 +33,8 @@ pub(crate) enum CertRefusal {
     NotUser,
     #[error("signed by a CA not in jump.user_ca")]
     UnknownCa,
+    #[error("CA signature algorithm {0} not allowed (as OpenSSH 8.2+: no SHA-1)")]
+    WeakCaSignature(String),
     #[error("no principals (a certificate for anyone is refused)")]
     NoPrincipals,
     #[error("the user is not among its principals")]
@@ -69,6 +71,12 @@ pub(crate) fn check(
     }
     if !ca.keys.iter().any(|k| k.key_data() == cert.signature_key()) {
         return Err(CertRefusal::UnknownCa);
+    }
+    let signed_with = cert.signature().algorithm();
+    if !ca_signature_allowed(&signed_with) {
+        return Err(CertRefusal::WeakCaSignature(
+            signed_with.as_str().to_owned(),
+        ));
     }
     let principals = cert.valid_principals();
     if principals.is_empty() {
@@ -112,6 +120,22 @@ pub(crate) fn check(
     })
 }
 
+/// The algorithms a CA may sign a certificate with: OpenSSH's default
+/// `CASignatureAlgorithms` since 8.2, which dropped `ssh-rsa` (SHA-1:
+/// chosen-prefix collisions, "SHA-1 is a Shambles", 2020). russh checks
+/// the CA's signature but not its algorithm, and ssh-key verifies SHA-1
+/// RSA signatures.
+fn ca_signature_allowed(algorithm: &Algorithm) -> bool {
+    match algorithm {
+        Algorithm::Ed25519
+        | Algorithm::Ecdsa { .. }
+        | Algorithm::SkEd25519
+        | Algorithm::SkEcdsaSha2NistP256 => true,
+        Algorithm::Rsa { hash } => matches!(hash, Some(HashAlg::Sha256 | HashAlg::Sha512)),
+        _ => false,
+    }
+}
+
 /// `source-address`: a comma-separated list of addresses and CIDRs.
 fn source_address(value: &str, peer: IpAddr) -> Result<(), CertRefusal> {
     let peer = peer.to_canonical();
@@ -133,7 +157,37 @@ fn source_address(value: &str, peer: IpAddr) -> Result<(), CertRefusal> {
 
 #[cfg(test)]
 mod tests {
+    use russh::keys::EcdsaCurve;
+
     use super::*;
+
+    #[test]
+    fn cas_sign_as_openssh_accepts_no_sha1() {
+        for ok in [
+            Algorithm::Ed25519,
+            Algorithm::Ecdsa {
+                curve: EcdsaCurve::NistP384,
+            },
+            Algorithm::SkEd25519,
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha256),
+            },
+            Algorithm::Rsa {
+                hash: Some(HashAlg::Sha512),
+            },
+        ] {
+            assert!(ca_signature_allowed(&ok), "{ok:?}");
+        }
+        assert!(
+            !ca_signature_allowed(&Algorithm::Rsa { hash: None }),
+            "ssh-rsa"
+        );
+        assert!(!ca_signature_allowed(&Algorithm::Dsa));
+        assert_eq!(
+            CertRefusal::WeakCaSignature(Algorithm::Rsa { hash: None }.as_str().into()).to_string(),
+            "CA signature algorithm ssh-rsa not allowed (as OpenSSH 8.2+: no SHA-1)"
+        );
+    }
 
     #[test]
     fn source_addresses_are_lists_of_addresses_and_networks() {

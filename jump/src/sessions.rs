@@ -10,7 +10,7 @@ use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,
     sync::{
-        Arc, Mutex,
+        Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     audit::{self, Who},
-    auth::Access,
+    auth::{Access, Credential},
     krl::Revocations,
     policy,
 };
@@ -39,9 +39,9 @@ pub(crate) enum Factors {
 pub(crate) struct Login {
     pub who: Who,
     pub user: String,
-    pub key: KeyData,
-    /// The certificate that carried `key`, for a certificate login.
-    pub cert: Option<Arc<Certificate>>,
+    /// What completed the login (the latest attempt's, never an earlier
+    /// one's): what [`lost`] judges.
+    pub credential: Credential,
     pub factors: Factors,
     pub access: Access,
     pub cut: CancellationToken,
@@ -72,25 +72,42 @@ fn still_granted(jump: Option<&JumpConfig>, t: &Tunnel, own: &[IpAddr]) -> bool 
         .is_some_and(|(j, u)| policy::decide_with(j, u, &t.host, t.port, &[t.dialled], own).is_ok())
 }
 
-/// Why a live session lost its access, or `None` if it keeps it: the user
-/// and the exact key must still be in `jump`.
-pub(crate) fn lost_access(
+/// Why a live session lost its access, or `None` if it keeps it, judged
+/// by the credential that completed its login.
+pub(crate) fn lost(
+    jump: Option<&JumpConfig>,
+    user: &str,
+    credential: &Credential,
+    revoked: &Revocations,
+) -> Option<&'static str> {
+    match credential {
+        Credential::Key(key) => lost_access(jump, user, key, revoked),
+        Credential::Certificate(cert) => lost_certificate(jump, user, cert, revoked),
+    }
+}
+
+/// Why a key login no longer stands: the user and the exact key must still
+/// be in `jump`, and the key not in the revocation list.
+fn lost_access(
     jump: Option<&JumpConfig>,
     user: &str,
     key: &KeyData,
+    revoked: &Revocations,
 ) -> Option<&'static str> {
     match jump.and_then(|j| j.user(user)) {
         None => Some("user removed from the configuration"),
         Some(u) if !u.keys.iter().any(|k| k.key_data() == key) => {
             Some("key removed from the configuration")
         }
+        Some(_) if revoked.key(key) => Some("key revoked (jump.user_ca.revoked_keys_file)"),
         Some(_) => None,
     }
 }
 
-/// Why a certificate login no longer stands: its user, its CA gone from
-/// `jump.user_ca`, or the certificate now revoked.
-pub(crate) fn lost_certificate(
+/// Why a certificate login no longer stands: its user, the user no longer
+/// among its principals (a certificate counts for nobody else), its CA
+/// gone from `jump.user_ca`, or the certificate now revoked.
+fn lost_certificate(
     jump: Option<&JumpConfig>,
     user: &str,
     cert: &Certificate,
@@ -99,6 +116,9 @@ pub(crate) fn lost_certificate(
     let Some(jump) = jump.filter(|j| j.user(user).is_some()) else {
         return Some("user removed from the configuration");
     };
+    if !cert.valid_principals().iter().any(|p| p == user) {
+        return Some("the user is not among the certificate's principals");
+    }
     let trusted = jump
         .user_ca
         .as_ref()
@@ -213,11 +233,8 @@ impl Sessions {
         // and need no word of their own.
         let mut cut_whole = BTreeSet::new();
         for session in self.live().values() {
-            let reason = match &session.cert {
-                Some(cert) => lost_certificate(jump, &session.user, cert, revoked),
-                None => lost_access(jump, &session.user, &session.key),
-            }
-            .or_else(|| lost_by_policy(jump, session));
+            let reason = lost(jump, &session.user, &session.credential, revoked)
+                .or_else(|| lost_by_policy(jump, session));
             if let Some(reason) = reason
                 && !session.cut.is_cancelled()
             {
@@ -260,6 +277,11 @@ mod tests {
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK1dTTVTtn4JwyiQdj4r0dSAaAiTbAKgVWl7VZBO6m2j sean@laptop";
     const OTHER: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIGmFfmwDxW3abdqmAsES791/o5yRc7Kb13zMx2//79t kim@laptop";
 
+    /// `ssh-keygen -s ca -I alice -n alice -z 5` (valid forever), and its CA.
+    const CA: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHiwpelOt2q9rRIXXWxfvvr8ggERJx6vpeTtg1FCSkmj ca";
+    const ALICE_CERT: &str = "ssh-ed25519-cert-v01@openssh.com AAAAIHNzaC1lZDI1NTE5LWNlcnQtdjAxQG9wZW5zc2guY29tAAAAIDqccq4UtVTdadwqG+Cj2ndvd6AQxORB3J0qr5s324HWAAAAIKE+2XqtrczzRebHObPjCA7FXvxQq7hhJqMv5sW9iBHQAAAAAAAAAAUAAAABAAAABWFsaWNlAAAACQAAAAVhbGljZQAAAAAAAAAA//////////8AAAAAAAAAggAAABVwZXJtaXQtWDExLWZvcndhcmRpbmcAAAAAAAAAF3Blcm1pdC1hZ2VudC1mb3J3YXJkaW5nAAAAAAAAABZwZXJtaXQtcG9ydC1mb3J3YXJkaW5nAAAAAAAAAApwZXJtaXQtcHR5AAAAAAAAAA5wZXJtaXQtdXNlci1yYwAAAAAAAAAAAAAAMwAAAAtzc2gtZWQyNTUxOQAAACB4sKXpTrdqva0SF11sX776/IIBEScer6Xk7YNRQkpJowAAAFMAAAALc3NoLWVkMjU1MTkAAABAsrpkBXRqnhjHXGW1v3eTje7ontZMK/jDEPfBYgFxwCqVpjhE1aKd4uilQt4HbGjzTgOe8dp599mUE25kZdO7DA== alice";
+
     fn jump(users: &str) -> gatehouse_config::Config {
         let yaml = format!("jump:\n  listen: [\"127.0.0.1:0\"]\n  users:\n{users}");
         gatehouse_config::parse(std::path::Path::new("/etc/gatehouse/g.yaml"), &yaml)
@@ -277,8 +299,7 @@ mod tests {
         Login {
             who,
             user: user.to_owned(),
-            key: key(k),
-            cert: None,
+            credential: Credential::Key(key(k)),
             factors,
             access: Access::Tunnels,
             cut,
@@ -292,18 +313,65 @@ mod tests {
         ));
         let one = jump(&format!("    sean:\n      keys: [\"{OTHER}\"]\n"));
         let none = jump(&format!("    kim:\n      keys: [\"{KEY}\"]\n"));
-        assert_eq!(lost_access(both.jump.as_ref(), "sean", &key(KEY)), None);
+        let clean = Revocations::default();
+        let sean = Credential::Key(key(KEY));
+        assert_eq!(lost(both.jump.as_ref(), "sean", &sean, &clean), None);
         assert_eq!(
-            lost_access(one.jump.as_ref(), "sean", &key(KEY)),
+            lost(one.jump.as_ref(), "sean", &sean, &clean),
             Some("key removed from the configuration")
         );
         assert_eq!(
-            lost_access(none.jump.as_ref(), "sean", &key(KEY)),
+            lost(none.jump.as_ref(), "sean", &sean, &clean),
             Some("user removed from the configuration")
         );
         assert_eq!(
-            lost_access(None, "sean", &key(KEY)),
+            lost(None, "sean", &sean, &clean),
             Some("user removed from the configuration")
+        );
+        // A plain key listed in revoked_keys_file, as `ssh-keygen -k` or a
+        // list of keys has it.
+        let revoked = Revocations::parse(KEY.as_bytes()).expect("list");
+        assert_eq!(
+            lost(both.jump.as_ref(), "sean", &sean, &revoked),
+            Some("key revoked (jump.user_ca.revoked_keys_file)")
+        );
+        assert_eq!(
+            lost(
+                both.jump.as_ref(),
+                "sean",
+                &Credential::Key(key(OTHER)),
+                &revoked
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn a_certificate_counts_only_for_a_user_among_its_principals() {
+        let users =
+            format!("    alice:\n      keys: [\"{KEY}\"]\n    bob:\n      keys: [\"{OTHER}\"]\n");
+        let yaml = format!(
+            "jump:\n  listen: [\"127.0.0.1:0\"]\n  user_ca:\n    keys: [\"{CA}\"]\n  users:\n{users}"
+        );
+        let config = gatehouse_config::parse(std::path::Path::new("/etc/gatehouse/g.yaml"), &yaml)
+            .expect("config");
+        let with_ca = config.jump.as_ref();
+        let clean = Revocations::default();
+        let alice = Credential::Certificate(std::sync::Arc::new(
+            Certificate::from_openssh(ALICE_CERT).expect("cert"),
+        ));
+        assert_eq!(lost(with_ca, "alice", &alice, &clean), None);
+        // Registered as bob with alice's certificate (issue 23, item 2):
+        // it never stood for bob.
+        assert_eq!(
+            lost(with_ca, "bob", &alice, &clean),
+            Some("the user is not among the certificate's principals")
+        );
+        // Without its CA, alice's certificate stands for nobody.
+        let no_ca = jump(&users);
+        assert_eq!(
+            lost(no_ca.jump.as_ref(), "alice", &alice, &clean),
+            Some("certificate authority removed from jump.user_ca")
         );
     }
 

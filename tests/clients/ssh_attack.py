@@ -1,9 +1,18 @@
 #!/usr/bin/env python3
-"""Hostile SSH clients for the end-to-end tests (tests/hostile.rs), on
-asyncssh: what OpenSSH will not do on purpose.
+"""Hostile SSH clients for the end-to-end tests (tests/hostile.rs,
+tests/credentials.rs), on asyncssh (and paramiko where it can do more):
+what OpenSSH will not do on purpose.
 
   login        one login attempt: a chosen user-key signature algorithm
-               (SHA-1 `ssh-rsa`), a user name of N bytes, a TOTP code
+               (SHA-1 `ssh-rsa`), a user name of N bytes, a TOTP code;
+               with --sign-when, the key is probed, then signed for only
+               once a file appears (the server's view may change between)
+  cert-then-key
+               (paramiko) on one connection: a certificate for one user
+               (partial success: that user is enrolled), then another
+               user's plain key; open a tunnel as the second user and
+               hold it until a stop file appears, then say whether the
+               server has closed the connection
   rekey-storm  log in, open a tunnel, and re-key after every packet until
                a stop file appears and --min round trips are done (or the
                server ends the connection)
@@ -86,7 +95,25 @@ def options(args, **extra):
     return kwargs
 
 
+def sign_when(args):
+    """Sign only once `args.sign_when` exists, after writing `args.probed`
+    when the server accepted the probe (asyncssh probes first, then signs
+    on USERAUTH_PK_OK)."""
+    send = asyncssh.auth._ClientPublicKeyAuth._send_signed_request
+    deadline = time.monotonic() + 60
+
+    async def late(self):
+        open(args.probed, "w").close()
+        say("probe", "accepted")
+        await wait_for(args.sign_when, deadline)
+        await send(self)
+
+    asyncssh.auth._ClientPublicKeyAuth._send_signed_request = late
+
+
 async def login(args):
+    if args.sign_when:
+        sign_when(args)
     try:
         conn, _ = await asyncssh.create_connection(
             lambda: Client(args.code), **options(args)
@@ -315,6 +342,51 @@ async def window_flood(args):
     return 0
 
 
+def cert_then_key(args):
+    # paramiko, not asyncssh: after a partial success asyncssh goes on only
+    # with the methods the server names (keyboard-interactive), paramiko's
+    # auth_publickey sends whatever it is asked to.
+    import socket
+
+    import paramiko
+
+    deadline = time.monotonic() + args.seconds
+    sock = socket.create_connection((args.host, args.port), timeout=30)
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = transport.auth_timeout = 30
+    transport.start_client(timeout=30)
+    first = paramiko.Ed25519Key.from_private_key_file(args.cert_key)
+    first.load_certificate(args.cert)
+    needed = transport.auth_publickey(args.cert_user, first)
+    say("after certificate", ",".join(needed) or "authenticated")
+    second = paramiko.Ed25519Key.from_private_key_file(args.key)
+    try:
+        needed = transport.auth_publickey(args.user, second)
+    except paramiko.AuthenticationException:
+        say("result", "refused")
+        return REFUSED
+    say("after key", ",".join(needed) or "authenticated")
+    if needed:
+        return REFUSED
+    say("result", "authenticated")
+    host, port = args.to.rsplit(":", 1)
+    channel = transport.open_channel(
+        "direct-tcpip", (host, int(port)), ("127.0.0.1", 0), timeout=30
+    )
+    channel.settimeout(30)
+    channel.sendall(b"ping\n")
+    say("echo", channel.recv(5).decode().strip())
+    while not os.path.exists(args.stop) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # The server's DISCONNECT takes a moment to arrive: wait for it (at
+    # most until the deadline) rather than judge at once.
+    while transport.is_active() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    say("closed by server", "no" if transport.is_active() else "yes")
+    transport.close()
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -328,6 +400,20 @@ def main():
         s.add_argument("--sig-alg", help="the only signature algorithm to sign with")
         s.add_argument("--code", help="answer to the code prompt")
         s.add_argument("--source", help="local address to connect from")
+    login_ = sub.choices["login"]
+    login_.add_argument("--sign-when", help="sign for the key only once this file exists")
+    login_.add_argument("--probed", help="written when the probe was accepted")
+    switch = sub.add_parser("cert-then-key")
+    switch.add_argument("--host", default="127.0.0.1")
+    switch.add_argument("--port", type=int, required=True)
+    switch.add_argument("--cert-user", required=True, help="the certificate's user")
+    switch.add_argument("--cert-key", required=True, help="its private key (ed25519)")
+    switch.add_argument("--cert", required=True, help="its certificate (-cert.pub)")
+    switch.add_argument("--user", required=True, help="then this user...")
+    switch.add_argument("--key", required=True, help="...with this plain key (ed25519)")
+    switch.add_argument("--to", required=True, help="HOST:PORT of an echo server")
+    switch.add_argument("--stop", required=True, help="hold the tunnel until this file exists")
+    switch.add_argument("--seconds", type=float, default=60, help="at most this long")
     storm = sub.choices["rekey-storm"]
     storm.add_argument("--to", required=True, help="HOST:PORT of an echo server")
     storm.add_argument("--stop", required=True, help="stop once this file exists")
@@ -356,6 +442,14 @@ def main():
         s.add_argument("--settle", type=float, default=2, help="seconds with nothing taken: done")
         s.add_argument("--seconds", type=float, default=90, help="at most this long")
     args = p.parse_args()
+    if args.command == "cert-then-key":
+        import paramiko
+
+        try:
+            sys.exit(cert_then_key(args))
+        except (paramiko.SSHException, OSError) as e:
+            say("error", f"{type(e).__name__}: {str(e)[:200]}")
+            sys.exit(1)
     run = {
         "login": login,
         "rekey-storm": rekey_storm,

@@ -13,12 +13,12 @@ use std::{
 };
 
 use gatehouse_config::JumpConfig;
-use russh::keys::{Certificate, HashAlg, PrivateKey, ssh_key::certificate::CertType};
+use russh::keys::{Algorithm, Certificate, HashAlg, PrivateKey, ssh_key::certificate::CertType};
 
 use super::{connection::Connection, login::Step};
 use crate::{
     audit::{self, AuthResult, Method},
-    auth,
+    auth::{self, Credential},
     certs::{self, CertRefusal},
     clock::unix_now,
     error::JumpError,
@@ -168,15 +168,31 @@ pub(super) fn host_certificate(
 }
 
 impl Connection {
-    /// A certificate offered (no signature yet): worth a signature if a
-    /// trusted CA signed it for this user; the whole check follows it.
-    pub(super) fn check_certificate_offer(&mut self, user: &str, cert: &Certificate) -> Step {
+    /// A certificate offered: worth a signature if a trusted CA signed it
+    /// for this user, and `algorithm` — the signature algorithm its
+    /// `*-cert-v01` name maps to, so `rsa-sha2-512` for an RSA key's
+    /// `rsa-sha2-512-cert-v01@openssh.com` — is one we take. russh asks
+    /// this for every signed request too, unless it follows an accepted
+    /// probe with the same algorithm name and key: the algorithm a
+    /// certificate login signs with has always passed here.
+    pub(super) fn check_certificate_offer(
+        &mut self,
+        user: &str,
+        cert: &Certificate,
+        algorithm: &Algorithm,
+    ) -> Step {
+        self.progress.attempt();
         let Some(config) = self.live() else {
             return Step::Reject(None);
         };
         let Some(jump) = config.jump.as_ref() else {
             return Step::Reject(None);
         };
+        if !auth::signature_allowed(algorithm) {
+            let why = format!("signature algorithm {} not allowed", algorithm.as_str());
+            self.refuse_certificate(user, cert, &why);
+            return Step::Reject(None);
+        }
         match self.judge(jump, user, cert) {
             Ok(_) => Step::Accept,
             Err(refusal) => {
@@ -190,6 +206,7 @@ impl Connection {
     /// after a key.
     pub(super) async fn check_certificate(&mut self, user: &str, cert: &Certificate) -> Step {
         self.state.tried();
+        self.progress.attempt();
         if let Some(refused) = self.implausible(user, Method::Publickey) {
             return refused;
         }
@@ -207,10 +224,9 @@ impl Connection {
             }
         };
         let fp = cert.public_key().fingerprint(HashAlg::Sha256).to_string();
-        self.key = Some(cert.public_key().clone());
-        self.cert = Some(Arc::new(cert.clone()));
         audit::certificate(&self.who, user, &info);
-        self.proven(user, fp, &config, Some("certificate")).await
+        let credential = Credential::Certificate(Arc::new(cert.clone()));
+        self.proven(user, fp, credential, &config).await
     }
 
     /// russh refused it before we saw it (expired, not yet valid, a bad
@@ -222,6 +238,7 @@ impl Connection {
         why: &str,
     ) {
         self.state.tried();
+        self.progress.attempt();
         if self.implausible(user, Method::Publickey).is_none() {
             self.refuse_certificate(user, cert, why);
         }
@@ -239,20 +256,13 @@ impl Connection {
         if jump.user(user).is_none() {
             return Err(CertRefusal::WrongPrincipal);
         }
-        if !auth::signature_allowed(&cert.public_key().algorithm()) {
-            return Err(CertRefusal::UnknownOption("signature algorithm".into()));
-        }
         let revoked = self.shared.revoked.list();
         certs::check(cert, user, ca, &revoked, self.who.peer.ip(), unix_now())
     }
 
     fn refuse_certificate(&self, user: &str, cert: &Certificate, why: &str) {
         let fp = cert.public_key().fingerprint(HashAlg::Sha256).to_string();
-        let detail = format!(
-            "certificate {:?} serial {} refused: {why}",
-            audit::bounded(cert.key_id()),
-            cert.serial()
-        );
+        let detail = refusal_detail(why, cert.key_id(), cert.serial());
         audit::auth(
             &self.who,
             user,
@@ -260,6 +270,33 @@ impl Connection {
             Some(&fp),
             AuthResult::Rejected,
             &detail,
+        );
+    }
+}
+
+/// The audit detail of a refused certificate: the reason first, so that a
+/// long key id (the client's to choose) cannot push it out of the
+/// [`audit::MAX_LOGGED`] bytes kept.
+fn refusal_detail(why: &str, key_id: &str, serial: u64) -> String {
+    format!(
+        "{why}: certificate {:?} serial {serial}",
+        audit::bounded(key_id)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_survives_a_long_key_id() {
+        let id = "k".repeat(200);
+        let kept = audit::bounded(&refusal_detail("expired", &id, 7));
+        assert!(kept.starts_with("expired: certificate \"kkk"), "{kept}");
+        assert!(kept.len() < 200, "bounded: {} bytes", kept.len());
+        assert_eq!(
+            refusal_detail("expired", "sean@laptop", 7),
+            "expired: certificate \"sean@laptop\" serial 7"
         );
     }
 }

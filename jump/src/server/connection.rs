@@ -17,7 +17,7 @@ use std::{
 };
 
 use gatehouse_config::{Config, JumpConfig};
-use russh::{Disconnect, keys::ssh_key::public::KeyData, server::Handle};
+use russh::{Disconnect, server::Handle};
 use tokio::{net::TcpStream, sync::watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -199,11 +199,9 @@ pub(super) struct Connection {
     proxied_by: Option<SocketAddr>,
     pub(super) config: watch::Receiver<Arc<Config>>,
     pub(super) state: Arc<ConnState>,
+    /// How far the login got, and the credential (key or certificate)
+    /// the latest attempt proved: what offboarding judges.
     pub(super) progress: AuthProgress,
-    /// The verified key, for offboarding when it leaves the config.
-    pub(super) key: Option<KeyData>,
-    /// The certificate that carried it, for a certificate login.
-    pub(super) cert: Option<Arc<russh::keys::Certificate>>,
     pub(super) channels: Channels,
 }
 
@@ -259,8 +257,6 @@ pub(super) fn start(
         config,
         state: Arc::new(ConnState::new(Some(slot))),
         progress: AuthProgress::default(),
-        key: None,
-        cert: None,
         channels: Channels::new(count(jump.limits.max_channels)),
     };
     let login_grace = jump.limits.login_grace;

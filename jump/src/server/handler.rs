@@ -44,7 +44,7 @@ impl russh::server::Handler for Connection {
     ) -> Result<Auth, Self::Error> {
         let started = Instant::now();
         let step = match offer.certificate {
-            Some(cert) => self.check_certificate_offer(user, cert),
+            Some(cert) => self.check_certificate_offer(user, cert, offer.algorithm),
             None => self.check_key_offer(user, &offer),
         };
         Ok(padded(started, step).await)

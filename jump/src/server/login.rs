@@ -19,7 +19,7 @@ use tracing::warn;
 use super::connection::Connection;
 use crate::{
     audit::{self, AuthResult, Method},
-    auth::{self, Access, AfterKey},
+    auth::{self, Access, AfterKey, Credential},
     clock::unix_now,
     error::JumpError,
     sessions::{self, Factors, Login},
@@ -89,6 +89,7 @@ pub(super) fn provisioned(config: &Config, user: &str) -> Option<PathBuf> {
 impl Connection {
     pub(super) fn check_password(&mut self, user: &str) -> Step {
         self.state.tried();
+        self.progress.attempt();
         if let Some(refused) = self.implausible(user, Method::Password) {
             return refused;
         }
@@ -138,35 +139,32 @@ impl Connection {
 
     pub(super) fn check_key_offer(&mut self, user: &str, offer: &PublicKeyOffer<'_>) -> Step {
         self.state.tried();
+        self.progress.attempt();
         if let Some(refused) = self.implausible(user, Method::Publickey) {
             return refused;
         }
-        if !auth::signature_allowed(offer.algorithm) {
-            let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
-            return self
-                .unadvertised(user, &fp, offer.algorithm)
-                .unwrap_or(Step::Reject(None));
+        let fp = || offer.public_key.fingerprint(HashAlg::Sha256).to_string();
+        if let Some(refused) = self.unadvertised(user, &fp(), offer.algorithm) {
+            return refused;
         }
-        let allowed = self
-            .live()
-            .and_then(|c| {
-                c.jump
-                    .as_ref()
-                    .map(|j| auth::key_allowed(j, user, offer.public_key))
-            })
-            .unwrap_or(false);
-        if allowed {
+        let Some(config) = self.live() else {
+            return Step::Reject(None);
+        };
+        let Some(jump) = config.jump.as_ref() else {
+            return Step::Reject(None);
+        };
+        let revoked = self.shared.revoked.list();
+        let Some(why) = auth::key_refusal(jump, user, offer.public_key.key_data(), &revoked) else {
             return Step::Accept;
-        }
+        };
         // A probe, not yet a failure: OpenSSH offers each key it has.
-        let fp = offer.public_key.fingerprint(HashAlg::Sha256).to_string();
         audit::auth(
             &self.who,
             user,
             Method::Publickey,
-            Some(&fp),
+            Some(&fp()),
             AuthResult::Rejected,
-            "key not authorized for this user (probe)",
+            &format!("{why} (probe)"),
         );
         Step::Reject(None)
     }
@@ -186,6 +184,7 @@ impl Connection {
 
     pub(super) async fn check_key(&mut self, user: &str, key: &VerifiedPublicKey<'_>) -> Step {
         self.state.tried();
+        self.progress.attempt();
         if let Some(refused) = self.implausible(user, Method::Publickey) {
             return refused;
         }
@@ -199,27 +198,30 @@ impl Connection {
         let Some(jump) = config.jump.as_ref() else {
             return Step::Reject(None);
         };
-        if !auth::key_allowed(jump, user, key.public_key) {
-            return self.key_rejected(user, &fp, "key not authorized for this user");
+        // Checked again although the probe passed: the list or the config
+        // may have changed between the probe and the signature.
+        let revoked = self.shared.revoked.list();
+        if let Some(why) = auth::key_refusal(jump, user, key.public_key.key_data(), &revoked) {
+            return self.key_rejected(user, &fp, why);
         }
-        self.key = Some(key.public_key.key_data().clone());
-        self.proven(user, fp, &config, None).await
+        let credential = Credential::Key(key.public_key.key_data().clone());
+        self.proven(user, fp, credential, &config).await
     }
 
     /// A configured user's key (or a certificate for them) was proven:
-    /// the TOTP step next, or in without one. `certificate` describes the
-    /// certificate for the audit log.
+    /// the TOTP step next, or in without one.
     pub(super) async fn proven(
         &mut self,
         user: &str,
         fp: String,
+        credential: Credential,
         config: &Config,
-        certificate: Option<&str>,
     ) -> Step {
         let Some(jump) = config.jump.as_ref() else {
             return Step::Reject(None);
         };
-        self.progress.key_proven(user, fp.clone());
+        let certificate = matches!(credential, Credential::Certificate(_));
+        self.progress.key_proven(user, fp.clone(), credential);
         let secret_file = provisioned(config, user);
         let enrolled = match self
             .shared
@@ -247,9 +249,10 @@ impl Connection {
                     Method::Publickey,
                     Some(&fp),
                     AuthResult::Partial,
-                    &match certificate {
-                        Some(cert) => format!("{cert} accepted; TOTP code next"),
-                        None => "key accepted; TOTP code next".to_owned(),
+                    if certificate {
+                        "certificate accepted; TOTP code next"
+                    } else {
+                        "key accepted; TOTP code next"
                     },
                 );
                 Step::CodeNext
@@ -268,9 +271,10 @@ impl Connection {
                     Method::Publickey,
                     Some(&fp),
                     result,
-                    &match certificate {
-                        Some(cert) => format!("{cert}; no TOTP enrollment"),
-                        None => "no TOTP enrollment".to_owned(),
+                    if certificate {
+                        "certificate; no TOTP enrollment"
+                    } else {
+                        "no TOTP enrollment"
                     },
                 );
                 Step::Accept
@@ -373,9 +377,15 @@ impl Connection {
     /// most `max_connections_per_user` per user; false, audited, when the
     /// user has that many already) and free the pre-auth slot.
     fn finish(&mut self, user: &str, method: Method, access: Access) -> bool {
-        let Some(key) = self.key.clone() else {
+        // What the latest attempt proved: the credential that completes
+        // this login, and the one offboarding will judge.
+        let Some((proven, credential)) = self.progress.credential() else {
             return false;
         };
+        if proven != user {
+            return false;
+        }
+        let credential = credential.clone();
         let config = Arc::clone(&self.config.borrow());
         let cap = config.jump.as_ref().map_or(usize::MAX, |j| {
             super::count(j.limits.max_connections_per_user)
@@ -387,8 +397,7 @@ impl Connection {
         let login = Login {
             who: self.who.clone(),
             user: user.to_owned(),
-            key,
-            cert: self.cert.clone(),
+            credential,
             factors,
             access,
             cut: self.state.cut.clone(),
@@ -422,18 +431,17 @@ impl Connection {
         true
     }
 
-    /// Is this connection's verified key still one of `user`'s keys in the
-    /// live config?
+    /// Does the credential this connection proved for `user` still stand
+    /// under the live config and revocation list?
     fn key_still_allowed(&self, user: &str) -> bool {
         let config = Arc::clone(&self.config.borrow());
-        if let Some(cert) = &self.cert {
-            let revoked = self.shared.revoked.list();
-            return sessions::lost_certificate(config.jump.as_ref(), user, cert, &revoked)
-                .is_none();
-        }
-        self.key
-            .as_ref()
-            .is_some_and(|key| sessions::lost_access(config.jump.as_ref(), user, key).is_none())
+        let revoked = self.shared.revoked.list();
+        self.progress
+            .credential()
+            .is_some_and(|(proven, credential)| {
+                proven == user
+                    && sessions::lost(config.jump.as_ref(), user, credential, &revoked).is_none()
+            })
     }
 }
 
