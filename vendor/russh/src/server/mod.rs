@@ -1156,6 +1156,7 @@ where
         open_global_requests: VecDeque::new(),
         kex: SessionKexState::Idle,
         client_rekeys,
+        refused: None,
     };
 
     session.begin_rekey()?;

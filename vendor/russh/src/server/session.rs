@@ -34,6 +34,9 @@ pub struct Session {
     pub(crate) kex: SessionKexState<ServerKex>,
     /// (patch 0003) What is left of `Config::client_rekey_limit`.
     pub(crate) client_rekeys: Option<super::rekey::RekeyBudget>,
+    /// (patch 0006) The channel whose request the handler refused (with
+    /// `channel_failure`) since the request arrived: it is not queued.
+    pub(crate) refused: Option<ChannelId>,
 }
 
 #[derive(Debug)]
@@ -1122,6 +1125,7 @@ impl Session {
 
     /// Send a "failure" reply to a global request.
     pub fn channel_failure(&mut self, channel: ChannelId) -> Result<(), crate::Error> {
+        self.refused = Some(channel);
         if let Some(ref mut enc) = self.common.encrypted
             && let Some(channel) = enc.channels.get_mut(&channel)
         {
@@ -1718,6 +1722,7 @@ mod tests {
             open_global_requests: VecDeque::new(),
             kex: SessionKexState::Idle,
             client_rekeys: None,
+            refused: None,
         }
     }
 
