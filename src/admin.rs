@@ -1,11 +1,14 @@
 //! The optional admin endpoint (`admin.listen`): `GET /healthz` and
 //! `GET /metrics` (Prometheus text). Loopback by intent; still bounded like
 //! anything with a socket: a few connections at once, one small request
-//! each, a short timeout.
+//! each, a short timeout. Must never stop accepting: a load balancer's
+//! health check is answered while idle sockets hold every slot (issue 23,
+//! item 8a), so a full house makes room (`Slots`) instead of waiting.
 
 use std::{
+    collections::VecDeque,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -21,14 +24,93 @@ use prometheus_client::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
-    sync::Semaphore,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 const MAX_CONNECTIONS: usize = 16;
 const MAX_REQUEST: usize = 8 * 1024;
+/// The whole exchange, answer included.
 const TIMEOUT: Duration = Duration::from_secs(5);
+/// To receive the request (line and headers: curl and load balancers send
+/// them in one segment). A socket that sends nothing is closed after this,
+/// or sooner when a newer connection needs its slot.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The connections in flight, oldest first, and which still wait for their
+/// request. The decision only: `serve` does the I/O.
+#[derive(Debug, Default)]
+struct Slots {
+    next: u64,
+    live: VecDeque<Slot>,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    /// Still waiting for its request: it may be evicted.
+    idle: bool,
+    evict: CancellationToken,
+}
+
+impl Slots {
+    /// A slot for a new connection: its id and the token that evicts it.
+    /// With `max` taken, the oldest connection still waiting for its request
+    /// is evicted to make room (an idle socket must not keep a health check
+    /// out); `None` when every one is busy answering.
+    fn admit(&mut self, max: usize) -> Option<(u64, CancellationToken)> {
+        if self.live.len() >= max {
+            let oldest_idle = self.live.iter().position(|s| s.idle)?;
+            if let Some(evicted) = self.live.remove(oldest_idle) {
+                evicted.evict.cancel();
+            }
+        }
+        let id = self.next;
+        self.next += 1;
+        let evict = CancellationToken::new();
+        self.live.push_back(Slot {
+            id,
+            idle: true,
+            evict: evict.clone(),
+        });
+        Some((id, evict))
+    }
+
+    /// Connection `id` has its request: it is answered, not evicted.
+    fn answering(&mut self, id: u64) {
+        if let Some(slot) = self.live.iter_mut().find(|s| s.id == id) {
+            slot.idle = false;
+        }
+    }
+
+    fn done(&mut self, id: u64) {
+        self.live.retain(|s| s.id != id);
+    }
+}
+
+/// A connection's slot, given back when its task ends however it ends.
+struct Held {
+    slots: Arc<Mutex<Slots>>,
+    id: u64,
+}
+
+impl Held {
+    fn with<T>(&self, f: impl FnOnce(&mut Slots) -> T) -> T {
+        // No await under the lock; a poisoned one still holds valid data.
+        f(&mut self.slots.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.with(|slots| slots.done(id));
+    }
+}
+
+/// Sent, without waiting, to a connection there is no slot for.
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// Which configured halves are serving, and whether the config in force is
 /// the file's.
@@ -126,12 +208,10 @@ pub async fn serve(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Mutex::new(Slots::default()));
     loop {
-        // Take the permit before accepting: it limits live connections.
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-            return;
-        };
+        // Never waits for a slot: the newest connection gets one (see
+        // `Slots::admit`), so accepting goes on whatever the others do.
         let stream = tokio::select! {
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -143,28 +223,59 @@ pub async fn serve(
                 }
             },
         };
+        let admitted = slots
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .admit(MAX_CONNECTIONS);
+        let Some((id, evict)) = admitted else {
+            // Every slot is busy answering: say so at once and close. A new
+            // socket's send buffer is empty, so this write does not block.
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        let held = Held {
+            slots: Arc::clone(&slots),
+            id,
+        };
         let (registry, health) = (Arc::clone(&registry), Arc::clone(&health));
         tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tokio::time::timeout(TIMEOUT, respond(stream, &registry, &health)).await;
+            tokio::select! {
+                () = evict.cancelled() => debug!("admin connection evicted for a newer one"),
+                _ = tokio::time::timeout(TIMEOUT, respond(stream, &registry, &health, &held)) => {}
+            }
         });
     }
+}
+
+/// The request's head, or `None` if the peer closed, sent too much or took
+/// longer than [`REQUEST_TIMEOUT`].
+async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut request = Vec::with_capacity(512);
+    let mut buf = [0_u8; 1024];
+    let read = async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 || request.len() + n > MAX_REQUEST {
+                return None;
+            }
+            request.extend_from_slice(buf.get(..n).unwrap_or_default());
+        }
+        Some(())
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, read).await.ok()??;
+    Some(request)
 }
 
 async fn respond(
     mut stream: TcpStream,
     registry: &Registry,
     health: &Health,
+    held: &Held,
 ) -> std::io::Result<()> {
-    let mut request = Vec::with_capacity(512);
-    let mut buf = [0_u8; 1024];
-    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 || request.len() + n > MAX_REQUEST {
-            return Ok(());
-        }
-        request.extend_from_slice(buf.get(..n).unwrap_or_default());
-    }
+    let Some(request) = read_request(&mut stream).await else {
+        return Ok(());
+    };
+    held.with(|slots| slots.answering(held.id));
     let line = request.split(|b| *b == b'\r').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut words = line.split(' ');
@@ -210,4 +321,48 @@ async fn respond(
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Slots;
+
+    #[test]
+    fn a_full_house_evicts_the_oldest_idle_connection() {
+        let mut slots = Slots::default();
+        let taken: Vec<_> = (0..3).map(|_| slots.admit(3).expect("room")).collect();
+        slots.answering(taken[0].0);
+        let (newest, _) = slots.admit(3).expect("room made");
+        // Not the one being answered: the oldest still waiting.
+        assert!(!taken[0].1.is_cancelled());
+        assert!(taken[1].1.is_cancelled());
+        assert!(!taken[2].1.is_cancelled());
+        assert_eq!(slots.live.len(), 3);
+        assert!(slots.live.iter().any(|s| s.id == newest));
+    }
+
+    #[test]
+    fn with_every_slot_answering_a_newcomer_is_refused_until_one_is_done() {
+        let mut slots = Slots::default();
+        let taken: Vec<_> = (0..2).map(|_| slots.admit(2).expect("room")).collect();
+        for (id, _) in &taken {
+            slots.answering(*id);
+        }
+        assert!(slots.admit(2).is_none());
+        slots.done(taken[0].0);
+        assert!(slots.admit(2).is_some());
+        assert!(taken.iter().all(|(_, evict)| !evict.is_cancelled()));
+    }
+
+    #[test]
+    fn a_thousand_idle_sockets_keep_at_most_max_slots() {
+        let mut slots = Slots::default();
+        let all: Vec<_> = (0..1000).map(|_| slots.admit(16).expect("room")).collect();
+        assert_eq!(slots.live.len(), 16);
+        let evicted = all.iter().filter(|(_, e)| e.is_cancelled()).count();
+        assert_eq!(evicted, 1000 - 16);
+        // An evicted connection's task gives back nothing it still holds.
+        slots.done(all[0].0);
+        assert_eq!(slots.live.len(), 16);
+    }
 }

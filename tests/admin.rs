@@ -1,4 +1,6 @@
-use crate::util::{Gatehouse, dig, tool};
+use std::{io::Read, net::TcpStream};
+
+use crate::util::{Gatehouse, PATIENCE, dig, tool};
 
 fn curl(url: &str) -> (String, String) {
     let out = tool("curl")
@@ -92,4 +94,33 @@ fn an_invalid_reload_is_loud_until_a_good_file_applies() {
     assert!(body.ends_with("config: current\n"), "{body}");
     assert_eq!(metric("gatehouse_config_stale"), "0");
     assert_eq!(metric("gatehouse_config_reload_failed_total"), "1");
+}
+
+/// Issue 23, item 8a: idle sockets on every slot (and four times more)
+/// must not keep a health check out, and each is closed, not held.
+#[test]
+fn healthz_is_answered_while_64_idle_sockets_are_open() {
+    let g = Gatehouse::start(
+        "state_dir: state\nlog: { format: json }\ndns:\n  listen: [\"127.0.0.1:0\"]\n  zones:\n    sean:\n      records:\n        saxophone: 192.168.222.16\nadmin:\n  listen: 127.0.0.1:0\n",
+    );
+    let admin = *g.listening("admin").first().expect("admin listening");
+    let idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(admin).expect("connect to admin"))
+        .collect();
+    let (head, body) = curl(&format!("http://{admin}/healthz"));
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert_eq!(body, "dns: serving\nconfig: current\n");
+    // Each idle socket is closed by the server (evicted for a newer one,
+    // or after the second it had to send its request), nothing sent.
+    for (i, mut socket) in idle.into_iter().enumerate() {
+        socket
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
+        let mut buf = [0_u8; 64];
+        match socket.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("idle socket {i} not closed: {other:?}"),
+        }
+    }
 }

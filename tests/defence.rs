@@ -405,7 +405,7 @@ fn login_grace_ends_silent_and_stalled_logins_and_counts_them_as_failures() {
 }
 
 /// `ControlPath=...` for a master socket in the client's folder.
-fn control_path(client: &SshClient) -> String {
+pub(crate) fn control_path(client: &SshClient) -> String {
     format!("ControlPath={}", client.dir().join("cm").display())
 }
 

@@ -68,7 +68,7 @@ mod store;
 mod totp;
 mod workers;
 
-pub use audit::{AuditEvent, AuthResult, Method, Request, TotpAction, Via};
+pub use audit::{AuditEvent, AuthResult, Method, REFUSALS_LOGGED, Request, TotpAction, Via};
 pub use bans::{Ban, BanFile, BanList};
 pub use enroll::{NewEnrollment, enroll};
 pub use error::JumpError;

@@ -24,6 +24,11 @@ what OpenSSH will not do on purpose.
                log in, push data into a tunnel whose target never reads,
                and echo data through a second tunnel of the same
                connection meanwhile
+  env-flood    log in, open a tunnel and echo through it, then send
+               --requests `env` requests on a session channel nobody
+               reads (and one that wants a reply); hold until a stop file
+               appears, close that channel, and echo through the tunnel
+               again
   enroll-flood log in with the key alone (a user who may only enroll), open
                the enrollment screen and type `1` + DEL into it as fast as
                the server takes them, never reading the echo (the client's
@@ -45,6 +50,7 @@ import sys
 import time
 
 import asyncssh
+from asyncssh.packet import String
 
 REFUSED = 2
 
@@ -299,6 +305,44 @@ async def stalled_tunnel(args):
     return 0
 
 
+async def env_flood(args):
+    deadline = time.monotonic() + args.seconds
+    conn = await connect(args)
+    if conn is None:
+        return REFUSED
+    host, port = args.to.rsplit(":", 1)
+    reader, writer = await conn.open_connection(host, int(port))
+
+    async def echoes(line):
+        writer.write(line)
+        got = await asyncio.wait_for(reader.readexactly(len(line)), 30)
+        return "yes" if got == line else "no"
+
+    say("echo before", await echoes(b"before\n"))
+    chan = await open_bare_session(conn)
+    value = String("v" * args.value_len)
+    for i in range(args.requests):
+        # As OpenSSH's SendEnv does: no reply wanted.
+        chan._send_request(b"env", String(f"GH_{i}"), value)
+        if i % 500 == 499:
+            await asyncio.sleep(0)
+    # The server answers in order: this reply comes after all the others.
+    answer = await asyncio.wait_for(
+        chan._make_request(b"env", String("LANG"), String("C")), 60
+    )
+    say("env sent", args.requests + 1)
+    say("last env", {True: "accepted", False: "refused"}.get(answer, answer))
+    say("flooded", "yes")
+    await wait_for(args.stop, deadline)
+    chan.close()
+    await asyncio.wait_for(chan.wait_closed(), 30)
+    say("echo after", await echoes(b"after\n"))
+    alive = not conn._transport.is_closing()
+    say("alive after stop", "yes" if alive else "no")
+    conn.close()
+    return 0
+
+
 async def enroll_flood(args):
     deadline = time.monotonic() + args.seconds
     conn = await connect(args)
@@ -390,7 +434,7 @@ def cert_then_key(args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("login", "rekey-storm", "channel-flood", "stalled-tunnel", "enroll-flood", "window-flood"):
+    for name in ("login", "rekey-storm", "channel-flood", "stalled-tunnel", "env-flood", "enroll-flood", "window-flood"):
         s = sub.add_parser(name)
         s.add_argument("--host", default="127.0.0.1")
         s.add_argument("--port", type=int, required=True)
@@ -428,6 +472,12 @@ def main():
     stalled.add_argument("--sink", required=True, help="HOST:PORT of a server that never reads")
     stalled.add_argument("--to", required=True, help="HOST:PORT of an echo server")
     stalled.add_argument("--round-trips", type=int, default=100, help="64 KiB echoes")
+    envs = sub.choices["env-flood"]
+    envs.add_argument("--to", required=True, help="HOST:PORT of an echo server")
+    envs.add_argument("--stop", required=True, help="hold the connection until this file exists")
+    envs.add_argument("--requests", type=int, default=10_000)
+    envs.add_argument("--value-len", type=int, default=1024, help="bytes of each value")
+    envs.add_argument("--seconds", type=float, default=90, help="at most this long")
     enroll = sub.choices["enroll-flood"]
     enroll.add_argument("--window", type=int, default=32768, help="the client's receive window")
     enroll.add_argument("--budget", type=int, default=128 * 1024 * 1024, help="bytes to type at most")
@@ -455,6 +505,7 @@ def main():
         "rekey-storm": rekey_storm,
         "channel-flood": channel_flood,
         "stalled-tunnel": stalled_tunnel,
+        "env-flood": env_flood,
         "enroll-flood": enroll_flood,
         "window-flood": window_flood,
     }[args.command]

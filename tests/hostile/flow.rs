@@ -4,14 +4,16 @@
 //! stopped reading (one beside a working one; many, from one connection
 //! and from many connections of one user). The bound asserted is the
 //! server's: what it took, its RSS, and the sibling tunnel's and a
-//! bystander's service.
+//! bystander's service. And requests nobody reads (`env`, issue 23 item 5)
+//! on a session channel beside a live tunnel.
 
-use gatehouse_jump::{CHANNEL_WINDOW, CONNECTION_WINDOWS, USER_WINDOWS};
+use gatehouse_jump::{CHANNEL_WINDOW, CONNECTION_WINDOWS, REFUSALS_LOGGED, USER_WINDOWS};
 
 use super::{attack, bystander, rss_kib, said, source};
 use crate::{
+    defence::{check_master, control_path, ping, via_master},
     jump::{config, loopback},
-    util::{Gatehouse, SshClient, TcpServer, Terminal},
+    util::{Gatehouse, SshClient, TcpServer, Terminal, eventually, run},
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -268,4 +270,119 @@ fn stalled_tunnels_hold_one_budget_per_connection_and_per_user() {
         std::fs::write(&stop, "").expect("write stop");
         flood.finish().success();
     }
+}
+
+/// The `env` refusals audited on connection `conn`.
+fn env_refusals(g: &Gatehouse, conn: &serde_json::Value) -> usize {
+    g.audits("request_refused")
+        .iter()
+        .filter(|v| v["request"] == "env" && v["conn"] == *conn)
+        .count()
+}
+
+#[test]
+fn forty_env_requests_on_a_session_leave_the_controlmasters_tunnel_up() {
+    let echo = TcpServer::echo();
+    let to = loopback(echo.port());
+    let mut sean = SshClient::new();
+    let g = Gatehouse::start(&config(
+        "optional",
+        &[("sean", &sean, &["dev"])],
+        &[("dev", vec![format!("127.0.0.0/8:{}", echo.port())])],
+    ));
+    sean.add_host("jump", g.jump(), "sean");
+    // Both sides filter: the mux client passes the variables its SendEnv
+    // matches, the master sends those its own SendEnv matches.
+    let mut cmd = sean.ssh();
+    cmd.args(["-o", "ControlMaster=yes", "-o", "SendEnv=GH_*"]);
+    cmd.args(["-o", control_path(&sean).as_str(), "-N", "jump"]);
+    let _master = Terminal::start(&mut cmd);
+    eventually("the ControlMaster is up", || {
+        check_master(&sean).status.success()
+    });
+    let mut tunnel = Terminal::start(&mut via_master(&sean, &to));
+    ping(&mut tunnel, "before");
+    let conn = g.audit("tunnel_opened", |_| true)["conn"].clone();
+
+    // OpenSSH sends one `env` (no reply wanted) per variable SendEnv
+    // matches, then the command; 40 is past the 32 unread requests a
+    // session channel holds (UNREAD_REQUESTS).
+    let mut session = sean.ssh();
+    session.args(["-o", "BatchMode=yes", "-o", "SendEnv=GH_*"]);
+    session.args(["-o", control_path(&sean).as_str(), "jump", "true"]);
+    for i in 0..40 {
+        session.env(format!("GH_{i:02}"), "x".repeat(100));
+    }
+    let refused = run(&mut session, b"");
+    refused.failure().stderr_has("gatehouse is a jump host");
+    // The exec was answered after the 40 env, in order: all were refused;
+    // the first REFUSALS_LOGGED of the connection are written one by one.
+    let logged = usize::try_from(REFUSALS_LOGGED).expect("small");
+    eventually("the first env refusals audited", || {
+        env_refusals(&g, &conn) == logged
+    });
+
+    // The same connection: its tunnel still echoes, the master is there.
+    ping(&mut tunnel, "after forty env requests");
+    check_master(&sean).success();
+    assert!(
+        g.audits("connection_closed").is_empty(),
+        "{:?}",
+        g.audits("connection_closed")
+    );
+    assert!(g.audits("failure").is_empty(), "{:?}", g.audits("failure"));
+}
+
+#[test]
+fn ten_thousand_env_requests_on_one_channel_hold_nothing_and_cut_nothing() {
+    let echo = TcpServer::echo();
+    let mallory = SshClient::new();
+    let g = Gatehouse::start(&config(
+        "optional",
+        &[("mallory", &mallory, &["dev"])],
+        &[("dev", vec![format!("127.0.0.0/8:{}", echo.port())])],
+    ));
+    let rss_before = rss_kib(g.pid());
+    let stop = mallory.dir().join("stop");
+    let mut flood = Terminal::start(
+        attack("env-flood", g.jump().port())
+            .args(["--user", "mallory", "--source", "127.0.0.34"])
+            .args(["--to", &loopback(echo.port())])
+            .args(["--requests", "10000", "--value-len", "4096"])
+            .arg("--key")
+            .arg(&mallory.key)
+            .arg("--stop")
+            .arg(&stop),
+    );
+    flood.expect("flooded: yes");
+    let rss_flooded = rss_kib(g.pid());
+    std::fs::write(&stop, "").expect("write stop");
+    let out = flood.finish();
+    let text = out.stdout();
+    out.success();
+    let grew = rss_flooded.saturating_sub(rss_before);
+    eprintln!(
+        "env flood: {} env requests of 4 KiB on one unread channel; RSS {rss_before} -> \
+         {rss_flooded} KiB (+{grew} KiB)",
+        number(&text, "env sent"),
+    );
+    assert_eq!(said(&text, "echo before"), Some("yes"), "{out}");
+    assert_eq!(number(&text, "env sent"), 10_001, "{out}");
+    // Answered in order: the one wanting a reply came after the 10,000.
+    assert_eq!(said(&text, "last env"), Some("refused"), "{out}");
+    assert_eq!(said(&text, "echo after"), Some("yes"), "{out}");
+    assert_eq!(said(&text, "alive after stop"), Some("yes"), "{out}");
+    // 40 MiB of requests went in; none of it stays: the login, a tunnel
+    // and a channel (~5 MiB measured) and slack for the allocator.
+    assert!(grew < 16 * 1024, "RSS grew {grew} KiB");
+    // Every refusal counted: the first ones written, the rest in one line
+    // at the connection's end.
+    let conn = g.audit("tunnel_opened", |_| true)["conn"].clone();
+    let unlogged = g.audit("refusals_unlogged", |v| v["conn"] == conn);
+    assert_eq!(unlogged["requests"], 10_001 - REFUSALS_LOGGED, "{unlogged}");
+    assert_eq!(
+        env_refusals(&g, &conn),
+        usize::try_from(REFUSALS_LOGGED).expect("small")
+    );
+    assert!(g.audits("failure").is_empty(), "{:?}", g.audits("failure"));
 }

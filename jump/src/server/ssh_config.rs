@@ -64,10 +64,12 @@ pub const USER_WINDOWS: usize = 32 * 1024 * 1024;
 /// The window the whole process may grant above the channels' floors.
 pub const PROCESS_WINDOWS: usize = 256 * 1024 * 1024;
 
-/// Unread messages other than data (requests, EOF) a channel may hold; a
-/// client sending more on a channel nobody reads is disconnected. A real
-/// client sends a few before its `exec` (`env` for each `SendEnv` match,
-/// `pty-req`, `auth-agent-req`); the tunnel then reads them away.
+/// Unread requests a channel may hold for its reader. Requests the handler
+/// refuses (`env`, X11, agent, a pty outside enrollment) are answered and
+/// never held, and EOF and close always go in (vendored russh, patch 0006),
+/// so a real client's `SendEnv LANG LC_*` (up to 13 `env`) or a hostile
+/// one's 10,000 hold nothing; a request beyond these 32 is refused on its
+/// channel, never by ending the connection (issue 23, item 5).
 const UNREAD_REQUESTS: usize = 32;
 
 /// The key re-exchanges a client may start once connected: 10 at once, then

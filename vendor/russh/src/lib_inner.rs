@@ -201,6 +201,8 @@ pub enum Error {
 
     /// (patch 0001) The peer sent more requests on a channel than are
     /// queued unread (`channel_buffer_size`, or 64 KiB of their strings).
+    /// No longer returned since patch 0006: such a request is refused on
+    /// its channel and the session goes on.
     #[error("Too many unread messages on a channel")]
     ChannelQueueFull,
 

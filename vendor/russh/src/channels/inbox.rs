@@ -13,10 +13,13 @@
 //!   sending one-byte packets cannot make per-message overhead dominate: a
 //!   queue holds at most ~2 items per [`MERGE_BELOW`] bytes of data, plus
 //!   what the other messages split;
-//! - other messages (requests, EOF, close; extended data is counted here
-//!   too, besides its bytes): at most `limit` (`channel_buffer_size`) unread,
-//!   holding at most [`OTHER_BYTES_MAX`] bytes of strings, or the push fails
-//!   and the session ends.
+//! - other messages (requests; extended data is counted here too, besides
+//!   its bytes): at most `limit` (`channel_buffer_size`) unread, holding at
+//!   most [`OTHER_BYTES_MAX`] bytes of strings. One beyond that is dropped,
+//!   never queued, and the session goes on (patch 0006: the server refuses
+//!   such a request on its channel, see [`InboxSender::has_room`]);
+//! - EOF and close: always queued, the first of each (one each per channel
+//!   by construction); a repeated one is dropped (patch 0006).
 //!
 //! The client still re-opens windows on receipt, as russh 0.65.1 does, and
 //! so keeps its old bound: [`InboxSender::send`] waits while `limit`
@@ -30,7 +33,6 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::ChannelMsg;
-use crate::Error;
 
 /// Data packets shorter than this are copied into a merge buffer.
 pub(crate) const MERGE_BELOW: usize = 2048;
@@ -130,6 +132,9 @@ struct State {
     reader: Option<Waker>,
     /// The reader closed the queue or is gone: nothing more goes in.
     closed: bool,
+    /// (patch 0006) An EOF, a close was queued: a repeat is dropped.
+    eof: bool,
+    close: bool,
     /// The sender is gone: after the items, the end.
     ended: bool,
 }
@@ -161,6 +166,15 @@ impl State {
         } else {
             self.add(Item::Msg(ChannelMsg::Data { data }));
         }
+    }
+
+    /// A message of this cost fits beside what is unread: data always (the
+    /// window bounds it); others while fewer than `limit` are unread and
+    /// their strings stay within [`OTHER_BYTES_MAX`] (one always fits).
+    fn has_room(&self, cost: &Cost, limit: usize) -> bool {
+        cost.others == 0
+            || (self.others < limit
+                && (self.others == 0 || self.other_bytes + cost.other_bytes <= OTHER_BYTES_MAX))
     }
 
     fn take(&mut self) -> Option<ChannelMsg> {
@@ -226,6 +240,8 @@ pub(crate) fn inbox(limit: usize, session: Option<Arc<Notify>>) -> (InboxSender,
             asked: false,
             reader: None,
             closed: false,
+            eof: false,
+            close: false,
             ended: false,
         }),
         limit: limit.max(1),
@@ -255,23 +271,34 @@ impl InboxSender {
     }
 
     /// Server side: queue `msg` without waiting. Data is bounded by the
-    /// window (the caller checks the peer kept to it); another message
-    /// beyond the limits is refused with [`Error::ChannelQueueFull`]. When
-    /// the reader is gone, `msg` is dropped.
-    pub(crate) fn push(&self, msg: ChannelMsg) -> Result<(), Error> {
-        let state = self.0.lock();
+    /// window (the caller checks the peer kept to it); the first EOF and
+    /// the first close always go in; another message beyond the limits is
+    /// dropped (patch 0006: it used to end the session), and so is a
+    /// repeated EOF or close. When the reader is gone, `msg` is dropped.
+    /// False when `msg` was dropped while the reader is still there.
+    pub(crate) fn push(&self, msg: ChannelMsg) -> bool {
+        let mut state = self.0.lock();
         if state.closed {
-            return Ok(());
+            return true;
         }
-        let cost = Cost::of_msg(&msg);
-        if cost.others > 0
-            && (state.others >= self.0.limit
-                || (state.others > 0 && state.other_bytes + cost.other_bytes > OTHER_BYTES_MAX))
-        {
-            return Err(Error::ChannelQueueFull);
+        let admitted = match msg {
+            ChannelMsg::Eof => !std::mem::replace(&mut state.eof, true),
+            ChannelMsg::Close => !std::mem::replace(&mut state.close, true),
+            ref msg => state.has_room(&Cost::of_msg(msg), self.0.limit),
+        };
+        if admitted {
+            self.put(state, msg);
         }
-        self.put(state, msg);
-        Ok(())
+        admitted
+    }
+
+    /// (patch 0006) Would [`Self::push`] queue `msg` now? The server asks
+    /// before a request goes to its handler, and refuses one that would
+    /// not fit: a peer that keeps sending requests on a channel nobody
+    /// reads meets a refusal on that channel, not the end of its session.
+    pub(crate) fn has_room(&self, msg: &ChannelMsg) -> bool {
+        let state = self.0.lock();
+        state.closed || state.has_room(&Cost::of_msg(msg), self.0.limit)
     }
 
     /// Client side: queue `msg` once fewer than `limit` messages are unread.
@@ -435,8 +462,8 @@ mod tests {
     #[test]
     fn unread_data_counts_until_the_reader_takes_it() {
         let (tx, mut rx) = inbox(4, None);
-        tx.push(data(10_000)).unwrap();
-        tx.push(data(5)).unwrap();
+        assert!(tx.push(data(10_000)));
+        assert!(tx.push(data(5)));
         assert_eq!(tx.unread_and_watch(), 10_005);
         assert_eq!(len(next(&mut rx)), 10_000);
         assert_eq!(tx.unread_and_watch(), 5);
@@ -447,12 +474,11 @@ mod tests {
     #[test]
     fn empty_data_is_not_queued() {
         let (tx, _rx) = inbox(4, None);
-        tx.push(data(0)).unwrap();
-        tx.push(ChannelMsg::ExtendedData {
+        assert!(tx.push(data(0)));
+        assert!(tx.push(ChannelMsg::ExtendedData {
             data: Bytes::new(),
             ext: 1,
-        })
-        .unwrap();
+        }));
         assert!(tx.0.lock().items.is_empty());
     }
 
@@ -461,7 +487,7 @@ mod tests {
         let (tx, mut rx) = inbox(4, None);
         let mut pushed = 0;
         while pushed < 100 * MERGED_MAX {
-            tx.push(data(1)).unwrap();
+            assert!(tx.push(data(1)));
             pushed += 1;
         }
         assert_eq!(tx.0.lock().items.len(), 100);
@@ -480,7 +506,7 @@ mod tests {
         let mut pushed = 0;
         for i in 0..20_000 {
             let n = [1, MERGE_BELOW - 1, MERGE_BELOW, 3, 1500][i % 5];
-            tx.push(data(n)).unwrap();
+            assert!(tx.push(data(n)));
             pushed += n;
         }
         let items = tx.0.lock().items.len();
@@ -498,31 +524,69 @@ mod tests {
             variable_name: "X".into(),
             variable_value: "v".repeat(len),
         };
-        tx.push(ChannelMsg::Eof).unwrap();
-        tx.push(env(1)).unwrap();
-        tx.push(env(1)).unwrap();
-        assert!(matches!(tx.push(env(1)), Err(Error::ChannelQueueFull)));
+        assert!(tx.push(ChannelMsg::Eof));
+        assert!(tx.push(env(1)));
+        assert!(tx.push(env(1)));
+        assert!(!tx.has_room(&env(1)) && !tx.push(env(1)));
         // Data is the window's business, not this limit's.
-        tx.push(data(1)).unwrap();
+        assert!(tx.push(data(1)));
         while let Poll::Ready(Some(_)) = rx.poll_recv(&mut Context::from_waker(Waker::noop())) {}
         // One message is always admitted, however large; then the byte cap.
-        tx.push(env(OTHER_BYTES_MAX * 2)).unwrap();
-        assert!(matches!(tx.push(env(1)), Err(Error::ChannelQueueFull)));
+        assert!(tx.push(env(OTHER_BYTES_MAX * 2)));
+        assert!(!tx.has_room(&env(1)) && !tx.push(env(1)));
         let _ = next(&mut rx);
-        tx.push(env(OTHER_BYTES_MAX - 2)).unwrap();
-        assert!(matches!(tx.push(env(1)), Err(Error::ChannelQueueFull)));
+        assert!(tx.push(env(OTHER_BYTES_MAX - 2)));
+        assert!(!tx.has_room(&env(1)) && !tx.push(env(1)));
+    }
+
+    /// (patch 0006)
+    #[test]
+    fn eof_and_close_always_go_in_once_and_the_excess_is_dropped() {
+        let (tx, mut rx) = inbox(2, None);
+        let env = || ChannelMsg::SetEnv {
+            want_reply: false,
+            variable_name: "LANG".into(),
+            variable_value: "C".into(),
+        };
+        for _ in 0..10_000 {
+            tx.push(env());
+        }
+        assert_eq!(tx.0.lock().items.len(), 2, "the excess was dropped");
+        assert!(tx.push(ChannelMsg::Eof));
+        assert!(!tx.push(ChannelMsg::Eof), "a repeat is dropped");
+        assert!(tx.push(ChannelMsg::Close));
+        assert!(!tx.push(ChannelMsg::Close));
+        let mut got = Vec::new();
+        while let Poll::Ready(Some(msg)) = rx.poll_recv(&mut Context::from_waker(Waker::noop())) {
+            got.push(msg);
+        }
+        assert!(
+            matches!(
+                got.as_slice(),
+                [
+                    ChannelMsg::SetEnv { .. },
+                    ChannelMsg::SetEnv { .. },
+                    ChannelMsg::Eof,
+                    ChannelMsg::Close
+                ]
+            ),
+            "{got:?}"
+        );
+        // Read, the queue has room again; the EOF seen stays seen.
+        assert!(tx.push(env()));
+        assert!(!tx.push(ChannelMsg::Eof));
     }
 
     #[test]
     fn a_reader_gone_frees_the_queue_and_wakes_a_watching_session() {
         let session = Arc::new(Notify::new());
         let (tx, rx) = inbox(4, Some(Arc::clone(&session)));
-        tx.push(data(100_000)).unwrap();
+        assert!(tx.push(data(100_000)));
         assert_eq!(tx.unread_and_watch(), 100_000);
         drop(rx);
         assert_eq!(tx.unread_and_watch(), 0);
         // Later data is dropped, not queued.
-        tx.push(data(100_000)).unwrap();
+        assert!(tx.push(data(100_000)));
         assert_eq!(tx.unread_and_watch(), 0);
         let woken = pin!(session.notified());
         assert!(
@@ -535,15 +599,15 @@ mod tests {
     fn the_session_hears_of_reads_only_while_it_watches() {
         let session = Arc::new(Notify::new());
         let (tx, mut rx) = inbox(4, Some(Arc::clone(&session)));
-        tx.push(data(10)).unwrap();
-        tx.push(data(10_000)).unwrap();
-        tx.push(ChannelMsg::Eof).unwrap();
+        assert!(tx.push(data(10)));
+        assert!(tx.push(data(10_000)));
+        assert!(tx.push(ChannelMsg::Eof));
         // (patch 0007) A server channel starts watched: its first read is heard.
         let _ = next(&mut rx);
         assert!(futures::FutureExt::now_or_never(pin!(session.notified())).is_some());
         let _ = next(&mut rx);
         assert!(futures::FutureExt::now_or_never(pin!(session.notified())).is_none());
-        tx.push(data(10)).unwrap();
+        assert!(tx.push(data(10)));
         tx.unread_and_watch();
         let _ = next(&mut rx);
         let _ = next(&mut rx);

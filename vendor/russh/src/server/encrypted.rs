@@ -948,22 +948,136 @@ mod tests {
         assert_eq!(pool.in_use(), 0);
     }
 
-    #[tokio::test]
-    async fn unread_requests_on_a_channel_are_capped() {
-        let mut session = test_authenticated_session();
-        let (channel, _reader) = insert_open_channel(&mut session);
-        let mut handler = ChannelCallbackProbe::default();
-        let env = || {
-            let mut payload = channel_request_payload(channel.0, b"env");
-            encode_string(&mut payload, b"LANG");
-            encode_string(&mut payload, b"C");
-            payload
-        };
-        for _ in 0..4 {
-            session.process_packet(&mut handler, &env()).await.unwrap();
+    /// (patch 0006) The message types queued for the peer since last asked.
+    fn replies(session: &mut Session) -> Vec<u8> {
+        let enc = session.common.encrypted.as_mut().expect("encrypted");
+        let mut types = Vec::new();
+        let mut rest: &[u8] = &enc.write;
+        while let (Some(len), Some(&kind)) = (rest.get(..4), rest.get(4)) {
+            types.push(kind);
+            rest = rest.get(4 + BigEndian::read_u32(len) as usize..).unwrap_or_default();
         }
-        let fifth = session.process_packet(&mut handler, &env()).await;
-        assert!(matches!(fifth, Err(Error::ChannelQueueFull)), "{fifth:?}");
+        enc.write.clear();
+        types
+    }
+
+    fn queued(reader: &mut crate::channels::InboxReceiver) -> Vec<ChannelMsg> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut got = Vec::new();
+        while let std::task::Poll::Ready(Some(msg)) = reader.poll_recv(&mut cx) {
+            got.push(msg);
+        }
+        got
+    }
+
+    fn env_packet(channel: ChannelId) -> Vec<u8> {
+        let mut payload = channel_request_payload(channel.0, b"env");
+        encode_string(&mut payload, b"LANG");
+        encode_string(&mut payload, b"C");
+        payload
+    }
+
+    fn eof_and_close(channel: ChannelId) -> [Vec<u8>; 2] {
+        [msg::CHANNEL_EOF, msg::CHANNEL_CLOSE].map(|kind| {
+            let mut packet = vec![kind];
+            channel.encode(&mut packet).unwrap();
+            packet
+        })
+    }
+
+    /// (patch 0006) Counts `env` requests; refuses them if `refuse`.
+    #[derive(Default)]
+    struct EnvProbe {
+        refuse: bool,
+        calls: usize,
+    }
+
+    impl Handler for EnvProbe {
+        type Error = Error;
+
+        async fn env_request(
+            &mut self,
+            channel: ChannelId,
+            _name: &str,
+            _value: &str,
+            session: &mut Session,
+        ) -> Result<(), Self::Error> {
+            self.calls += 1;
+            if self.refuse {
+                session.channel_failure(channel)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// (patch 0006) What the handler refused is answered and done: 10,000
+    /// `env` requests on a channel nobody reads leave nothing queued, and
+    /// EOF and close still reach the reader.
+    #[tokio::test]
+    async fn requests_the_handler_refused_are_not_queued() {
+        let mut session = test_authenticated_session();
+        let (channel, mut reader) = insert_open_channel(&mut session);
+        let mut handler = EnvProbe {
+            refuse: true,
+            calls: 0,
+        };
+        for _ in 0..10_000 {
+            session
+                .process_packet(&mut handler, &env_packet(channel))
+                .await
+                .unwrap();
+        }
+        assert_eq!(handler.calls, 10_000);
+        let answers = replies(&mut session);
+        assert_eq!(answers.len(), 10_000);
+        assert!(answers.iter().all(|kind| *kind == msg::CHANNEL_FAILURE));
+        assert!(queued(&mut reader).is_empty());
+        for packet in eof_and_close(channel) {
+            session.process_packet(&mut handler, &packet).await.unwrap();
+        }
+        let got = queued(&mut reader);
+        assert!(
+            matches!(got.as_slice(), [ChannelMsg::Eof, ChannelMsg::Close]),
+            "{got:?}"
+        );
+    }
+
+    /// (patch 0006) Requests beyond what a channel holds unread (4 here)
+    /// are refused on that channel, unseen by the handler; the session goes
+    /// on and EOF and close are still admitted.
+    #[tokio::test]
+    async fn unread_requests_beyond_the_cap_are_refused_on_their_channel() {
+        let mut session = test_authenticated_session();
+        let (channel, mut reader) = insert_open_channel(&mut session);
+        let mut handler = EnvProbe::default();
+        for _ in 0..4 {
+            session
+                .process_packet(&mut handler, &env_packet(channel))
+                .await
+                .unwrap();
+        }
+        assert!(replies(&mut session).is_empty(), "the handler answers nothing");
+        for _ in 0..100 {
+            session
+                .process_packet(&mut handler, &env_packet(channel))
+                .await
+                .unwrap();
+        }
+        assert_eq!(handler.calls, 4, "the excess never reached the handler");
+        assert_eq!(replies(&mut session), vec![msg::CHANNEL_FAILURE; 100]);
+        for packet in eof_and_close(channel) {
+            session.process_packet(&mut handler, &packet).await.unwrap();
+        }
+        assert_eq!(replies(&mut session), vec![msg::CHANNEL_CLOSE]);
+        let got = queued(&mut reader);
+        assert_eq!(got.len(), 6, "{got:?}");
+        assert!(
+            matches!(
+                got.get(3..),
+                Some([ChannelMsg::SetEnv { .. }, ChannelMsg::Eof, ChannelMsg::Close])
+            ),
+            "{got:?}"
+        );
     }
 
     #[derive(Default)]
@@ -1125,6 +1239,7 @@ mod tests {
             kex: SessionKexState::Idle,
             client_rekeys: None,
             window_account: None,
+            refused: None,
         }
     }
 
@@ -1731,6 +1846,37 @@ async fn reply_userauth_info_response(
 }
 
 impl Session {
+    /// (patch 0006) Before a channel request goes to the handler: is there
+    /// room for it in the channel's queue? If not, the request is refused
+    /// on its channel (CHANNEL_FAILURE if the peer wants a reply) and
+    /// neither the handler nor the reader sees it; the session goes on.
+    fn admit_request(&mut self, channel: ChannelId, request: &ChannelMsg) -> Result<bool, Error> {
+        self.refused = None;
+        if self
+            .channels
+            .get(&channel)
+            .is_none_or(|chan| chan.has_room(request))
+        {
+            return Ok(true);
+        }
+        warn!("too many unread requests on channel {channel:?}: refused");
+        self.channel_failure(channel)?;
+        Ok(false)
+    }
+
+    /// (patch 0006) After the handler: queue the request for the channel's
+    /// reader, unless the handler refused it (`channel_failure`): a refused
+    /// request is answered and done, so a client's `env` requests (OpenSSH
+    /// sends one for each `SendEnv` match) do not pile up unread.
+    fn queue_request(&mut self, channel: ChannelId, request: ChannelMsg) {
+        if self.refused.take() == Some(channel) {
+            return;
+        }
+        if let Some(chan) = self.channels.get(&channel) {
+            chan.push(request);
+        }
+    }
+
     async fn server_read_authenticated<H: Handler + Send, R: Reader>(
         &mut self,
         handler: &mut H,
@@ -1753,7 +1899,7 @@ impl Session {
                 // consumers waiting on `Channel::wait()` receive an explicit
                 // `ChannelMsg::Close` instead of just seeing `None`.
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.push(ChannelMsg::Close)?
+                    chan.push(ChannelMsg::Close);
                 }
                 self.channels.remove(&channel_num);
                 // (patch 0007) Its window goes back to the budget.
@@ -1768,7 +1914,7 @@ impl Session {
                     return Ok(());
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
-                    chan.push(ChannelMsg::Eof)?
+                    chan.push(ChannelMsg::Eof);
                 }
                 debug!("handler.channel_eof {channel_num:?}");
                 handler.channel_eof(channel_num, self).await
@@ -1802,7 +1948,7 @@ impl Session {
                             data: data.clone(),
                         },
                         None => ChannelMsg::Data { data: data.clone() },
-                    })?;
+                    });
                 }
                 self.reopen_window(handler, channel_num)?;
                 self.flush()?;
@@ -1871,7 +2017,7 @@ impl Session {
                         id: local_id,
                         max_packet_size: msg.maximum_packet_size,
                         window_size: msg.initial_window_size,
-                    })?;
+                    });
                 } else {
                     error!("no channel for id {local_id:?}");
                 }
@@ -1949,21 +2095,22 @@ impl Session {
                         }
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            // Only the first `i` entries were decoded from the
-                            // request; the rest of `modes` is padding and must
-                            // not be passed on as if the client had sent it.
-                            #[allow(clippy::indexing_slicing)] // `i <= modes.len()` checked above
-                            let terminal_modes = modes[..i].to_vec();
-                            chan.push(ChannelMsg::RequestPty {
-                                want_reply: true,
-                                term: term.clone(),
-                                col_width,
-                                row_height,
-                                pix_width,
-                                pix_height,
-                                terminal_modes,
-                            })?;
+                        // Only the first `i` entries were decoded from the
+                        // request; the rest of `modes` is padding and must
+                        // not be passed on as if the client had sent it.
+                        #[allow(clippy::indexing_slicing)] // `i <= modes.len()` checked above
+                        let terminal_modes = modes[..i].to_vec();
+                        let request = ChannelMsg::RequestPty {
+                            want_reply: true,
+                            term: term.clone(),
+                            col_width,
+                            row_height,
+                            pix_width,
+                            pix_height,
+                            terminal_modes,
+                        };
+                        if !self.admit_request(channel_num, &request)? {
+                            return Ok(());
                         }
 
                         debug!("handler.pty_request {channel_num:?}");
@@ -1979,7 +2126,9 @@ impl Session {
                                 &modes[0..i],
                                 self,
                             )
-                            .await
+                            .await?;
+                        self.queue_request(channel_num, request);
+                        Ok(())
                     }
                     "x11-req" => {
                         let single_connection = map_err!(u8::decode(r))? != 0;
@@ -1988,14 +2137,15 @@ impl Session {
                         let x11_screen_number = map_err!(u32::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.push(ChannelMsg::RequestX11 {
-                                want_reply: true,
-                                single_connection,
-                                x11_authentication_cookie: x11_auth_cookie.clone(),
-                                x11_authentication_protocol: x11_auth_protocol.clone(),
-                                x11_screen_number,
-                            })?;
+                        let request = ChannelMsg::RequestX11 {
+                            want_reply: true,
+                            single_connection,
+                            x11_authentication_cookie: x11_auth_cookie.clone(),
+                            x11_authentication_protocol: x11_auth_protocol.clone(),
+                            x11_screen_number,
+                        };
+                        if !self.admit_request(channel_num, &request)? {
+                            return Ok(());
                         }
                         debug!("handler.x11_request {channel_num:?}");
                         handler
@@ -2007,38 +2157,47 @@ impl Session {
                                 x11_screen_number,
                                 self,
                             )
-                            .await
+                            .await?;
+                        self.queue_request(channel_num, request);
+                        Ok(())
                     }
                     "env" => {
                         let env_variable = map_err!(String::decode(r))?;
                         let env_value = map_err!(String::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.push(ChannelMsg::SetEnv {
-                                want_reply: true,
-                                variable_name: env_variable.clone(),
-                                variable_value: env_value.clone(),
-                            })?;
+                        let request = ChannelMsg::SetEnv {
+                            want_reply: true,
+                            variable_name: env_variable.clone(),
+                            variable_value: env_value.clone(),
+                        };
+                        if !self.admit_request(channel_num, &request)? {
+                            return Ok(());
                         }
 
                         debug!("handler.env_request {channel_num:?}");
                         handler
                             .env_request(channel_num, &env_variable, &env_value, self)
-                            .await
+                            .await?;
+                        self.queue_request(channel_num, request);
+                        Ok(())
                     }
                     "shell" => {
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.push(ChannelMsg::RequestShell { want_reply: true })?;
+                        let request = ChannelMsg::RequestShell { want_reply: true };
+                        if !self.admit_request(channel_num, &request)? {
+                            return Ok(());
                         }
                         debug!("handler.shell_request {channel_num:?}");
-                        handler.shell_request(channel_num, self).await
+                        handler.shell_request(channel_num, self).await?;
+                        self.queue_request(channel_num, request);
+                        Ok(())
                     }
                     "auth-agent-req@openssh.com" => {
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.push(ChannelMsg::AgentForward { want_reply: true })?;
+                        let request = ChannelMsg::AgentForward { want_reply: true };
+                        if !self.admit_request(channel_num, &request)? {
+                            return Ok(());
                         }
                         debug!("handler.agent_request {channel_num:?}");
 
@@ -2048,32 +2207,39 @@ impl Session {
                         } else {
                             self.channel_failure(channel_num)?
                         }
+                        self.queue_request(channel_num, request);
                         Ok(())
                     }
                     "exec" => {
                         let req = map_err!(Bytes::decode(r))?;
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.push(ChannelMsg::Exec {
-                                want_reply: true,
-                                command: req.to_vec(),
-                            })?;
+                        let request = ChannelMsg::Exec {
+                            want_reply: true,
+                            command: req.to_vec(),
+                        };
+                        if !self.admit_request(channel_num, &request)? {
+                            return Ok(());
                         }
                         debug!("handler.exec_request {channel_num:?}");
-                        handler.exec_request(channel_num, &req, self).await
+                        handler.exec_request(channel_num, &req, self).await?;
+                        self.queue_request(channel_num, request);
+                        Ok(())
                     }
                     "subsystem" => {
                         let name = map_err!(String::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.push(ChannelMsg::RequestSubsystem {
-                                want_reply: true,
-                                name: name.clone(),
-                            })?;
+                        let request = ChannelMsg::RequestSubsystem {
+                            want_reply: true,
+                            name: name.clone(),
+                        };
+                        if !self.admit_request(channel_num, &request)? {
+                            return Ok(());
                         }
                         debug!("handler.subsystem_request {channel_num:?}");
-                        handler.subsystem_request(channel_num, &name, self).await
+                        handler.subsystem_request(channel_num, &name, self).await?;
+                        self.queue_request(channel_num, request);
+                        Ok(())
                     }
                     "window-change" => {
                         let col_width = map_err!(u32::decode(r))?;
@@ -2082,13 +2248,14 @@ impl Session {
                         let pix_height = map_err!(u32::decode(r))?;
                         map_err!(ensure_end(r))?;
 
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.push(ChannelMsg::WindowChange {
-                                col_width,
-                                row_height,
-                                pix_width,
-                                pix_height,
-                            })?;
+                        let request = ChannelMsg::WindowChange {
+                            col_width,
+                            row_height,
+                            pix_width,
+                            pix_height,
+                        };
+                        if !self.admit_request(channel_num, &request)? {
+                            return Ok(());
                         }
 
                         debug!("handler.window_change {channel_num:?}");
@@ -2101,18 +2268,23 @@ impl Session {
                                 pix_height,
                                 self,
                             )
-                            .await
+                            .await?;
+                        self.queue_request(channel_num, request);
+                        Ok(())
                     }
                     "signal" => {
                         let signal = Sig::from_name(&map_err!(String::decode(r))?);
                         map_err!(ensure_end(r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            chan.push(ChannelMsg::Signal {
-                                signal: signal.clone(),
-                            })?;
+                        let request = ChannelMsg::Signal {
+                            signal: signal.clone(),
+                        };
+                        if !self.admit_request(channel_num, &request)? {
+                            return Ok(());
                         }
                         debug!("handler.signal {channel_num:?} {signal:?}");
-                        handler.signal(channel_num, signal, self).await
+                        handler.signal(channel_num, signal, self).await?;
+                        self.queue_request(channel_num, request);
+                        Ok(())
                     }
                     x => {
                         warn!("unknown channel request {x}");
@@ -2215,7 +2387,7 @@ impl Session {
                 }
 
                 if let Some(channel_sender) = self.channels.remove(&channel_num) {
-                    channel_sender.push(ChannelMsg::OpenFailure(reason))?;
+                    channel_sender.push(ChannelMsg::OpenFailure(reason));
                 }
 
                 Ok(())

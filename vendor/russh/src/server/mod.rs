@@ -1170,6 +1170,7 @@ where
         kex: SessionKexState::Idle,
         client_rekeys,
         window_account,
+        refused: None,
     };
 
     session.begin_rekey()?;

@@ -37,6 +37,9 @@ pub struct Session {
     /// (patch 0007) What this session's channels hold of
     /// `Config::window_budget`.
     pub(crate) window_account: Option<super::window::WindowAccount>,
+    /// (patch 0006) The channel whose request the handler refused (with
+    /// `channel_failure`) since the request arrived: it is not queued.
+    pub(crate) refused: Option<ChannelId>,
 }
 
 #[derive(Debug)]
@@ -1178,6 +1181,7 @@ impl Session {
 
     /// Send a "failure" reply to a global request.
     pub fn channel_failure(&mut self, channel: ChannelId) -> Result<(), crate::Error> {
+        self.refused = Some(channel);
         if let Some(ref mut enc) = self.common.encrypted
             && let Some(channel) = enc.channels.get_mut(&channel)
         {
@@ -1779,6 +1783,7 @@ mod tests {
             open_global_requests: VecDeque::new(),
             kex: SessionKexState::Idle,
             client_rekeys: None,
+            refused: None,
         }
     }
 
