@@ -100,15 +100,25 @@ fn max_auth_attempts_applies_on_reload() {
         }
         run(cmd.args(["-W", "127.0.0.1:22", "jump"]), b"")
     };
-    // russh counts the `none` probe: 2 attempts leave room for one key.
+    // russh counts the `none` probe: 2 attempts leave room for one key,
+    // exactly (the review of issue 23 found the count exact; this pins it).
     three_keys()
         .failure()
         .stderr_has("Too many authentication attempts");
+    let probes = |g: &Gatehouse| {
+        g.audits("auth")
+            .iter()
+            .filter(|v| v["result"] == "rejected" && v["method"] == "publickey")
+            .count()
+    };
+    assert_eq!(probes(&g), 1, "{:?}", g.audits("auth"));
 
     g.write_config_in_place(&yaml(10));
     g.wait_for(|v| v["event"] == "reload" && v["result"] == "ok");
     let out = three_keys();
     out.failure().stderr_has("Permission denied (publickey)");
+    // All three keys were tried this time.
+    assert_eq!(probes(&g), 1 + 3, "{:?}", g.audits("auth"));
     assert!(
         !out.stderr.contains("Too many authentication attempts"),
         "{out}"
