@@ -89,7 +89,9 @@ pub(super) fn provisioned(config: &Config, user: &str) -> Option<PathBuf> {
 impl Connection {
     pub(super) fn check_password(&mut self, user: &str) -> Step {
         self.state.tried();
-        self.progress.attempt();
+        // A password proves nothing and changes no credential: a key proven
+        // before it still stands (as in OpenSSH, partial success survives a
+        // refused method). Key and certificate attempts start from nothing.
         if let Some(refused) = self.implausible(user, Method::Password) {
             return refused;
         }
