@@ -434,48 +434,27 @@ mod tests {
         );
     }
 
-    /// A state file that blocks on read (a provisioned secret on a FIFO
-    /// with no writer yet, as a hung disk would) must not stall the thread
-    /// that connections run on: the read waits on a blocking thread.
+    /// A provisioned secret on a FIFO (a read that would wait for a writer
+    /// forever) is refused at once, never read (issue 23, item 6).
     #[tokio::test(flavor = "current_thread")]
-    async fn a_stalled_state_file_does_not_stall_the_runtime_thread() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-
+    async fn a_fifo_for_a_secret_file_is_refused_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fifo = dir.path().join("sean.totp");
-        let made = std::process::Command::new("mkfifo")
-            .args(["-m", "600"])
-            .arg(&fifo)
-            .status()
-            .expect("mkfifo");
-        assert!(made.success());
-        let written = Arc::new(AtomicBool::new(false));
-        let writer = std::thread::spawn({
-            let (fifo, written) = (fifo.clone(), Arc::clone(&written));
-            move || {
-                std::thread::sleep(std::time::Duration::from_millis(1500));
-                written.store(true, Ordering::Release);
-                let b32 = Secret(RFC_SECRET.to_vec()).to_base32();
-                std::fs::write(&fifo, format!("{b32}\n")).expect("write fifo");
-            }
-        });
-        let store = Arc::new(TotpStore::new(&dir.path().join("state")));
-        let check = tokio::spawn({
-            let (store, fifo) = (Arc::clone(&store), fifo.clone());
-            async move {
-                store
-                    .verify("sean", Some(&fifo), &settings(), "287082", 59)
-                    .await
-            }
-        });
-        // The check is now waiting on the FIFO; this thread still runs timers.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        nix::unistd::mkfifo(
+            &fifo,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .expect("mkfifo");
+        let store = TotpStore::new(&dir.path().join("state"));
+        let refused = store
+            .verify("sean", Some(&fifo), &settings(), "287082", 59)
+            .await
+            .expect_err("a FIFO");
         assert!(
-            !written.load(Ordering::Acquire),
-            "the runtime thread was blocked until the FIFO was written"
+            refused
+                .to_string()
+                .ends_with("sean.totp: cannot read: not a regular file (a FIFO)"),
+            "{refused}"
         );
-        let verdict = check.await.expect("task").expect("io");
-        assert_eq!(verdict, Verdict::Code { step: 1 });
-        writer.join().expect("writer");
     }
 }
