@@ -71,7 +71,7 @@ mod workers;
 pub use audit::{AuditEvent, AuthResult, Method, Request, TotpAction, Via};
 pub use bans::{Ban, BanFile, BanList};
 pub use enroll::{NewEnrollment, enroll};
-pub use error::JumpError;
+pub use error::{JumpError, Untrusted};
 /// The `exec nc HOST PORT` parser, public for the fuzz target (`fuzz/`):
 /// an authenticated user's command line is hostile input too.
 pub use exec::{NcCommand, parse_nc};

@@ -69,12 +69,12 @@ impl Files {
 
     fn read_file(&self, user: &str) -> Result<Option<EnrollmentFile>, JumpError> {
         let path = self.path(user);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(JumpError::State { path, source }),
+        // Trusted only if this user wrote it: anyone who could plant an
+        // enrollment would choose the user's secret.
+        let Some((bytes, _)) = store::read_trusted(&path, &store::ENROLLMENT)? else {
+            return Ok(None);
         };
-        serde_json::from_str(&text)
+        serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|source| JumpError::StateFormat { path, source })
     }
@@ -324,6 +324,50 @@ mod tests {
         assert_eq!(kept.secret, Secret(RFC_SECRET.to_vec()));
         assert!(store.remove("sean").expect("remove"));
         assert!(!store.remove("sean").expect("remove"));
+    }
+
+    /// Issue 23 item 7: whoever can write in `state_dir/totp` must not
+    /// choose a user's secret. A planted enrollment (another owner, or
+    /// writable by others) is refused, not taken as "not enrolled" either.
+    #[tokio::test]
+    async fn a_planted_enrollment_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TotpStore::new(dir.path());
+        let s = settings();
+        let planted = dir.path().join("totp/sean");
+        // The RFC 6238 secret: the attacker knows the codes.
+        let json = br#"{"secret":"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ","created":1}"#;
+        store::private_dir(&dir.path().join("totp")).expect("totp/");
+        store::write_atomic(&planted, json).expect("plant");
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).expect("chown (as root)");
+        let refused = store.verify("sean", None, &s, "287082", 59).await;
+        assert!(
+            matches!(&refused, Err(JumpError::UntrustedStateFile { path, .. }) if *path == planted),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            store.load("sean", None),
+            Err(JumpError::UntrustedStateFile { .. })
+        ));
+        // Ours, but writable by the group: refused too.
+        std::os::unix::fs::chown(&planted, Some(nix::unistd::geteuid().as_raw()), None)
+            .expect("chown back");
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o620)).expect("chmod");
+        let err = store.load("sean", None).expect_err("group-writable");
+        assert!(
+            err.to_string().ends_with("has mode 0620: it must not be group- or world-writable (chmod go-w it); not trusted"),
+            "{err}"
+        );
+        // The same file as gatehouse writes it (ours, 0600) is used.
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            store
+                .verify("sean", None, &s, "287082", 59)
+                .await
+                .expect("io"),
+            Verdict::Code { step: 1 }
+        );
     }
 
     #[tokio::test]
