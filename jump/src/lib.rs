@@ -79,4 +79,5 @@ pub use laptop::{known_hosts_line, ssh_config};
 pub use metrics::{register_metrics, state_store_health};
 pub use policy::{Allowed, Refusal, decide};
 pub use server::{CHANNEL_WINDOW, CLIENT_REKEYS, JumpListeners, SHUTDOWN_GRACE, serve};
+pub use store::check_state_dir;
 pub use totp::{Status, TotpStore};
