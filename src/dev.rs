@@ -54,7 +54,9 @@ fn laptop_keys() -> Vec<String> {
     files.sort();
     files
         .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .filter_map(|p| {
+            gatehouse_config::read_bounded_text(p, &gatehouse_config::Limit::PUBLIC_KEY).ok()
+        })
         .filter_map(|text| text.lines().next().map(|l| l.trim().to_owned()))
         .filter(|line| {
             line.starts_with("ssh-") || line.starts_with("ecdsa-") || line.starts_with("sk-")

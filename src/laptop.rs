@@ -43,7 +43,7 @@ pub fn ssh_config(
         gatehouse_jump::ssh_config(section, &host, port, user).map_err(anyhow::Error::msg)?;
     print!("{text}");
     if let Some(file) = host_ca {
-        let ca = std::fs::read_to_string(file)
+        let ca = gatehouse_config::read_bounded_text(file, &gatehouse_config::Limit::PUBLIC_KEY)
             .with_context(|| format!("reading the host CA key {}", file.display()))?;
         let line = gatehouse_jump::known_hosts_line(&host, port, ca.trim())
             .map_err(anyhow::Error::msg)

@@ -43,6 +43,11 @@ pub fn config_or_dev(path: Option<&Path>, announce: bool) -> anyhow::Result<(Con
 
 pub fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (config, watch_file) = config_or_dev(path, true)?;
+    // Like sshd's StrictModes: a state folder others can write to (or a
+    // symlink, or another owner's) stops the start before "ready", naming it.
+    if config.jump.is_some() {
+        gatehouse_jump::check_state_dir(&config.state_dir)?;
+    }
     logging::init(config.log);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -180,3 +180,57 @@ fn a_typo_in_a_typed_record_names_the_field_and_the_choices() {
     );
     assert!(stderr.starts_with("g.yaml:15:"), "{stderr}");
 }
+
+/// Issue 23 item 6: `keys_file: /dev/zero` made `check` read 6.5 GB in 20 s
+/// until memory ran out. A device, a FIFO (whose open would wait for a
+/// writer) and a file past its cap are refused by what they are, naming
+/// the file and the limit. Run under a 1 GiB address-space limit
+/// (`prlimit`): the old reader then failed with "cannot read: out of
+/// memory" after filling it, which the exact message below tells apart.
+#[test]
+fn a_keys_file_that_is_a_device_a_fifo_or_too_big_is_refused_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let made = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("fifo.pub"))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    std::fs::write(dir.path().join("big.pub"), vec![b'#'; 1024 * 1024 + 1]).expect("write");
+    let check = |config: &str| {
+        std::process::Command::new("prlimit")
+            .arg("--as=1073741824")
+            .arg(crate::util::gatehouse_bin())
+            .args(["check", "--config", config])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run gatehouse check under prlimit")
+    };
+    for (file, why) in [
+        ("/dev/zero", "not a regular file (a character device)"),
+        ("fifo.pub", "not a regular file (a FIFO)"),
+        ("big.pub", "larger than 1 MiB, the limit for a keys_file"),
+    ] {
+        std::fs::write(
+            dir.path().join("g.yaml"),
+            format!(
+                "jump:\n  listen: [\"127.0.0.1:0\"]\n  users:\n    sean:\n      keys_file: {file}\n"
+            ),
+        )
+        .expect("write");
+        let out = check("g.yaml");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!("g.yaml:5:18: jump.users.sean.keys_file: {file}: cannot read: {why}")
+        );
+    }
+    // The config itself.
+    let out = check("/dev/zero");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "/dev/zero: cannot read: not a regular file (a character device)"
+    );
+}

@@ -275,3 +275,54 @@ fn version_names_the_commit_and_completions_and_man_come_from_the_command_line()
     );
     assert!(man.contains("ssh\\-config"), "{man}");
 }
+
+/// Issue 23 item 7: `chmod 0777 state/totp` started, and anyone could
+/// plant an enrollment there. Now `run` refuses before it is ready (like
+/// sshd's StrictModes), naming the folder and its mode.
+#[test]
+fn a_state_folder_others_can_write_stops_the_start_naming_it() {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let client = SshClient::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = crate::jump::config(
+        "required",
+        &[("sean", &client, &["dev"])],
+        &[("dev", vec!["127.0.0.1/32:22".to_owned()])],
+    );
+    std::fs::write(dir.path().join("gatehouse.yaml"), yaml).expect("write config");
+    let totp = dir.path().join("state/totp");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&totp)
+        .expect("mkdir state/totp");
+    std::fs::set_permissions(&totp, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+
+    let mut child = Command::new(gatehouse_bin())
+        .args(["run", "--config"])
+        .arg(dir.path().join("gatehouse.yaml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gatehouse");
+    // Until it exits (end of stdout), or says it is ready: then it started.
+    let stdout = child.stdout.take().expect("stdout");
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        if line.contains(r#""event":"ready""#) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("gatehouse started with a world-writable state/totp: {line}");
+        }
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "gatehouse: state folder {} has mode 0777: it must not be group- or world-writable (chmod go-w it)",
+            dir.path().join("state/totp").display()
+        )
+    );
+}

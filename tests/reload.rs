@@ -124,3 +124,67 @@ fn max_auth_attempts_applies_on_reload() {
         "{out}"
     );
 }
+
+/// The server's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Issue 23 item 6: a hot reload with `keys_file: /dev/zero` would read
+/// until memory ran out inside the server. Now it is an invalid reload
+/// naming the file; the old config stays in force and the server's peak
+/// memory does not grow (measured here: a few hundred KiB at most).
+#[test]
+fn a_reload_pointing_at_a_device_or_fifo_keeps_the_old_config() {
+    let user = SshClient::new();
+    let jump = format!(
+        "jump:\n  listen: [\"127.0.0.1:0\"]\n  users:\n    sean: {{ keys: [\"{}\"] }}\n",
+        user.public_key()
+    );
+    let good = format!("{}{jump}", zone_config(""));
+    let g = Gatehouse::start(&good);
+    assert_eq!(a(&g, "saxophone.sean"), ["192.168.222.16"]);
+    let fifo = g.dir.path().join("sean.pub");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let before = peak_rss_kib(g.pid());
+    for (n, (file, why)) in [
+        ("/dev/zero", "not a regular file (a character device)"),
+        (
+            fifo.to_str().expect("UTF-8 path"),
+            "not a regular file (a FIFO)",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let keys_file = format!("sean: {{ keys_file: \"{file}\" }}");
+        let broken = good.replace("192.168.222.16", "192.168.222.99").replacen(
+            &format!("sean: {{ keys: [\"{}\"] }}", user.public_key()),
+            &keys_file,
+            1,
+        );
+        assert!(broken.contains(&keys_file));
+        g.write_config_in_place(&broken);
+        let event = g.wait_for_nth(n, |v| v["event"] == "reload" && v["result"] == "invalid");
+        let error = event["error"].as_str().expect("error text");
+        assert!(
+            error.contains(&format!(
+                "jump.users.sean.keys_file: {file}: cannot read: {why}"
+            )),
+            "{error}"
+        );
+        assert_eq!(a(&g, "saxophone.sean"), ["192.168.222.16"]);
+    }
+    let grown = peak_rss_kib(g.pid()).saturating_sub(before);
+    assert!(grown < 16 * 1024, "peak RSS grew by {grown} KiB");
+    eprintln!("peak RSS growth over two refused reloads: {grown} KiB");
+}

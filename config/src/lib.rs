@@ -12,6 +12,7 @@
 //! - `validate`: raw to [`Config`], collecting every [`Problem`];
 //! - `locate`: where each value stands in the text, for error messages;
 //! - `values`, `grant`: the small typed values;
+//! - `file`: the bounded reader of every file gatehouse is pointed at;
 //! - `load`: read + parse + validate;
 //! - `secret`: provisioned TOTP secret files, the one reader everyone uses;
 //! - `reload`: SIGHUP / file-change reloads published on a watch channel.
@@ -20,6 +21,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod file;
 mod grant;
 mod load;
 mod locate;
@@ -32,6 +34,9 @@ mod validate;
 mod values;
 
 pub use error::{ConfigError, Problem};
+pub use file::{
+    FileError, Follow, Limit, open_regular, read_bounded, read_bounded_text, read_opened, text,
+};
 pub use grant::{Grant, NamePattern, PortSet, Target};
 pub use load::{load, parse};
 pub use locate::Location;

@@ -5,15 +5,17 @@ use std::path::Path;
 
 use crate::{
     error::{ConfigError, Problem},
+    file::{Limit, read_bounded_text},
     locate::{Location, Locator},
     model::Config,
     raw::RawConfig,
     validate,
 };
 
-/// Read, parse and validate the file at `path`.
+/// Read, parse and validate the file at `path` (a regular file of at most
+/// [`Limit::CONFIG`]). Blocking: a server reloads on a blocking thread.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = read_bounded_text(path, &Limit::CONFIG).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -453,5 +455,47 @@ admin:
         let config = parse(&dir.path().join("g.yaml"), text).expect("valid");
         let jump = config.jump.expect("jump");
         assert_eq!(jump.users.values().next().map(|u| u.keys.len()), Some(1));
+    }
+
+    /// Issue 23 item 6: `keys_file: /dev/zero` read until memory ran out.
+    #[test]
+    fn unbounded_files_are_located_problems_not_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("fifo.pub");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let big = dir.path().join("big.pub");
+        std::fs::write(&big, vec![b'#'; 1024 * 1024 + 1]).expect("write");
+        for (file, why) in [
+            (
+                "/dev/zero",
+                "/dev/zero: cannot read: not a regular file (a character device)",
+            ),
+            (
+                "fifo.pub",
+                "fifo.pub: cannot read: not a regular file (a FIFO)",
+            ),
+            (
+                "big.pub",
+                "big.pub: cannot read: larger than 1 MiB, the limit for a keys_file",
+            ),
+        ] {
+            let text = format!(
+                "jump:\n  listen: [\"127.0.0.1:0\"]\n  users:\n    sean:\n      keys_file: {file}\n"
+            );
+            let msg = parse(&dir.path().join("g.yaml"), &text)
+                .expect_err(file)
+                .to_string();
+            assert!(
+                msg.contains("g.yaml:5:18: jump.users.sean.keys_file: "),
+                "{msg}"
+            );
+            assert!(msg.ends_with(why), "{msg}");
+        }
+        // The config itself.
+        let err = load(Path::new("/dev/zero")).expect_err("a device");
+        assert_eq!(
+            err.to_string(),
+            "/dev/zero: cannot read: not a regular file (a character device)"
+        );
     }
 }

@@ -121,6 +121,8 @@ impl Reloader {
 
     /// Read the file again; publish the new config if it is valid.
     /// On error the old config stays in force and the error is returned.
+    /// Blocking file I/O (the loop of [`Reloader::start`] runs it on a
+    /// blocking thread).
     pub fn reload(&self) -> Result<(), ConfigError> {
         let config = load(&self.path)?;
         self.tx.send_replace(Arc::new(config));
@@ -195,21 +197,35 @@ impl Reloader {
         };
 
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let this = Arc::new(self);
         Ok(async move {
             let _watcher = watcher;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = hup.recv() => self.reload_and_log("sighup"),
+                    _ = hup.recv() => Self::reload_off_runtime(&this, "sighup").await,
                     Some(()) = file_rx.recv() => {
                         // Let the writer finish, then fold every event since into one reload.
                         tokio::time::sleep(DEBOUNCE).await;
                         while file_rx.try_recv().is_ok() {}
-                        self.reload_and_log("file");
+                        Self::reload_off_runtime(&this, "file").await;
                     }
                 }
             }
         })
+    }
+
+    /// A reload reads the config and every file it names (`keys_file`,
+    /// secrets): blocking I/O, so on a blocking thread, never on a thread
+    /// that serves DNS or SSH (issue 23, item 6). One at a time: the loop
+    /// waits for it.
+    async fn reload_off_runtime(this: &Arc<Self>, trigger: &'static str) {
+        let reloader = Arc::clone(this);
+        if let Err(error) =
+            tokio::task::spawn_blocking(move || reloader.reload_and_log(trigger)).await
+        {
+            tracing::error!(event = "reload", trigger, %error, "the reload thread failed; the previous configuration stays in force");
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 
 use std::{io, os::unix::fs::PermissionsExt, path::Path};
 
+use crate::file::{Follow, Limit, open_regular, read_opened, text};
+
 /// Permission bits that must be clear: a secret file is 0600 or 0400 —
 /// readable by its owner, executable by nobody.
 const FORBIDDEN_MODE: u32 = 0o177;
@@ -49,18 +51,19 @@ pub fn parse_totp_secret(text: &str) -> Result<Vec<u8>, SecretError> {
     Ok(bytes)
 }
 
-/// Read and decode a provisioned secret file: mode 0600 or 0400, base32.
-/// Blocking file I/O: async callers run it on a blocking thread.
+/// Read and decode a provisioned secret file: a regular file of at most
+/// [`Limit::TOTP_SECRET_FILE`], mode 0600 or 0400, base32. The mode is that
+/// of the file read (`fstat`). Blocking file I/O: async callers run it on a
+/// blocking thread.
 pub fn read_totp_secret_file(path: &Path) -> Result<Vec<u8>, SecretError> {
-    let mode = std::fs::metadata(path)
-        .map_err(SecretError::Read)?
-        .permissions()
-        .mode()
-        & 0o777;
+    let (file, meta) = open_regular(path, Follow::Symlinks).map_err(SecretError::Read)?;
+    let mode = meta.permissions().mode() & 0o777;
     if mode & FORBIDDEN_MODE != 0 {
         return Err(SecretError::Mode(mode));
     }
-    let text = std::fs::read_to_string(path).map_err(SecretError::Read)?;
+    let text = read_opened(file, &meta, &Limit::TOTP_SECRET_FILE)
+        .and_then(text)
+        .map_err(SecretError::Read)?;
     parse_totp_secret(&text)
 }
 

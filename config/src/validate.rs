@@ -449,7 +449,7 @@ fn keys(c: &mut Checker<'_>, path: &str, inline: &[String], file: Option<&str>) 
     if let Some(file) = file {
         let kpath = format!("{path}.keys_file");
         let full = c.path(file);
-        match std::fs::read_to_string(&full) {
+        match crate::file::read_bounded_text(&full, &crate::file::Limit::KEYS_FILE) {
             Err(e) => c.problem(&kpath, format!("{}: cannot read: {e}", full.display())),
             Ok(text) => {
                 for (n, line) in text.lines().enumerate() {

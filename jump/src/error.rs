@@ -21,18 +21,24 @@ pub enum JumpError {
         #[source]
         source: io::Error,
     },
-    /// The state directory is writable by others (like sshd's StrictModes).
-    #[error(
-        "state directory {} has mode {mode:04o}: it must not be group- or world-writable \
-         (chmod go-w {})",
-        path.display(),
-        path.display()
-    )]
+    /// The state directory, or a folder in it, is not one gatehouse can
+    /// trust: anyone who can write there plants host keys or enrollments
+    /// (like sshd's StrictModes).
+    #[error("state folder {} {why}", path.display())]
     UnsafeStateDir {
-        /// The directory.
+        /// The folder.
         path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
+        /// What is wrong with it.
+        why: Untrusted,
+    },
+    /// A file in the state directory is not one gatehouse wrote (another
+    /// owner, or writable by others): not read.
+    #[error("state file {} {why}; not trusted", path.display())]
+    UntrustedStateFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: Untrusted,
     },
     /// A state file could not be read or written.
     #[error("{}: {source}", path.display())]
@@ -99,4 +105,35 @@ pub enum JumpError {
     /// The configuration has no `jump` section.
     #[error("the configuration has no `jump` section")]
     NoJumpConfig,
+}
+
+/// Why a folder or file under `state_dir` is not trusted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Untrusted {
+    /// A symlink: it could point anywhere (its target is not checked).
+    #[error(
+        "is a symbolic link; gatehouse follows none in its state (point state_dir at the real folder)"
+    )]
+    Symlink,
+    /// Not a folder.
+    #[error("is not a folder ({0})")]
+    NotDir(&'static str),
+    /// Owned by another user than the one gatehouse runs as.
+    #[error(
+        "is owned by uid {owner}, not by uid {euid} that gatehouse runs as \
+         (chown it, or run gatehouse as its owner)"
+    )]
+    Owner {
+        /// Its owner.
+        owner: u32,
+        /// Our effective uid.
+        euid: u32,
+    },
+    /// Writable by the group or by anyone.
+    #[error("has mode {mode:04o}: it must not be group- or world-writable (chmod go-w it)")]
+    Writable {
+        /// Its permission bits.
+        mode: u32,
+    },
 }

@@ -16,18 +16,19 @@ pub fn load_or_generate(state_dir: &Path) -> Result<PrivateKey, JumpError> {
         path: path.clone(),
         reason,
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            if !store::is_private(&path).map_err(|e| err(e.to_string()))? {
+    match store::read_trusted(&path, &store::HOST_KEY)? {
+        Some((bytes, meta)) => {
+            if !store::is_private(&meta) {
                 return Err(err("readable by others: chmod 600 it".into()));
             }
+            let text = gatehouse_config::text(bytes).map_err(|e| err(e.to_string()))?;
             let key = PrivateKey::from_openssh(text).map_err(|e| err(e.to_string()))?;
             if key.algorithm() != Algorithm::Ed25519 {
                 return Err(err("not an ed25519 key".into()));
             }
             Ok(key)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        None => {
             let key = PrivateKey::random(&mut rand::rng(), Algorithm::Ed25519)
                 .map_err(|e| err(e.to_string()))?;
             let text = key
@@ -44,7 +45,6 @@ pub fn load_or_generate(state_dir: &Path) -> Result<PrivateKey, JumpError> {
             );
             Ok(key)
         }
-        Err(e) => Err(err(e.to_string())),
     }
 }
 
@@ -59,6 +59,6 @@ mod tests {
         let again = load_or_generate(dir.path()).expect("load");
         assert_eq!(first.public_key(), again.public_key());
         let path = dir.path().join("host_keys/ssh_host_ed25519_key");
-        assert!(store::is_private(&path).expect("stat"));
+        assert!(store::is_private(&std::fs::metadata(&path).expect("stat")));
     }
 }

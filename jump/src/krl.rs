@@ -16,8 +16,6 @@ use russh::keys::ssh_key::{Certificate, PublicKey, public::KeyData};
 
 /// "SSHKRL\n\0".
 const MAGIC: &[u8; 8] = b"SSHKRL\n\0";
-/// The largest revocation file read.
-pub(crate) const MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Why a revocation file was not taken.
 #[derive(Debug, thiserror::Error)]

@@ -71,7 +71,7 @@ mod workers;
 pub use audit::{AuditEvent, AuthResult, Method, REFUSALS_LOGGED, Request, TotpAction, Via};
 pub use bans::{Ban, BanFile, BanList};
 pub use enroll::{NewEnrollment, enroll};
-pub use error::JumpError;
+pub use error::{JumpError, Untrusted};
 /// The `exec nc HOST PORT` parser, public for the fuzz target (`fuzz/`):
 /// an authenticated user's command line is hostile input too.
 pub use exec::{NcCommand, parse_nc};
@@ -82,4 +82,5 @@ pub use server::{
     CHANNEL_FLOOR, CHANNEL_WINDOW, CLIENT_REKEYS, CONNECTION_WINDOWS, JumpListeners,
     PROCESS_WINDOWS, SHUTDOWN_GRACE, USER_WINDOWS, serve,
 };
+pub use store::check_state_dir;
 pub use totp::{Status, TotpStore};

@@ -27,18 +27,17 @@ impl BanFile {
         }
     }
 
-    /// The stored bans (none when the file does not exist yet).
+    /// The stored bans (none when the file does not exist yet); a file
+    /// gatehouse did not write (`store::read_trusted`) is refused.
     pub fn load(&self) -> Result<Vec<Ban>, JumpError> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|source| JumpError::StateFormat {
-                path: self.path.clone(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(JumpError::State {
-                path: self.path.clone(),
-                source,
-            }),
+        match store::read_trusted(&self.path, &store::BANS)? {
+            Some((bytes, _)) => {
+                serde_json::from_slice(&bytes).map_err(|source| JumpError::StateFormat {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+            None => Ok(Vec::new()),
         }
     }
 

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gatehouse_config::{OnOutage, RedisState};
+use gatehouse_config::{Limit, OnOutage, RedisState};
 use redis::{AsyncCommands, IntoConnectionInfo, aio::ConnectionManager};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -89,7 +89,7 @@ impl Fleet {
             .into_connection_info()
             .map_err(|e| bad(format!("url: {e}")))?;
         if let Some(file) = &state.password_file {
-            let password = std::fs::read_to_string(file)
+            let password = gatehouse_config::read_bounded_text(file, &Limit::PASSWORD_FILE)
                 .map_err(|e| bad(format!("password_file {}: {e}", file.display())))?;
             let settings = info
                 .redis_settings()
@@ -103,7 +103,7 @@ impl Fleet {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
             let root_cert = match &state.ca_file {
                 Some(file) => Some(
-                    std::fs::read(file)
+                    gatehouse_config::read_bounded(file, &Limit::CA_FILE)
                         .map_err(|e| bad(format!("ca_file {}: {e}", file.display())))?,
                 ),
                 None => None,

@@ -12,6 +12,8 @@ use chacha20poly1305::{
     aead::{Aead, Payload},
 };
 
+use gatehouse_config::{Follow, Limit};
+
 use crate::error::JumpError;
 
 const NONCE: usize = 24;
@@ -31,15 +33,14 @@ impl SealKey {
     pub(crate) fn read(path: &Path) -> Result<SealKey, JumpError> {
         let bad =
             |why: String| JumpError::Fleet(format!("seal_key_file {}: {why}", path.display()));
-        let mode = std::fs::metadata(path)
-            .map_err(|e| bad(e.to_string()))?
-            .permissions()
-            .mode()
-            & 0o777;
+        let (file, meta) = gatehouse_config::open_regular(path, Follow::Symlinks)
+            .map_err(|e| bad(e.to_string()))?;
+        let mode = meta.permissions().mode() & 0o777;
         if mode & 0o177 != 0 {
             return Err(bad(format!("mode is {mode:04o}; it must be 0600 or 0400")));
         }
-        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = gatehouse_config::read_opened(file, &meta, &Limit::SEAL_KEY_FILE)
+            .map_err(|e| bad(e.to_string()))?;
         let key = Self::decode(&bytes).ok_or_else(|| {
             bad("expected 32 bytes, raw or as 64 hex digits (e.g. `openssl rand -hex 32`)".into())
         })?;

@@ -12,7 +12,7 @@ use std::{
     time::SystemTime,
 };
 
-use gatehouse_config::JumpConfig;
+use gatehouse_config::{Follow, JumpConfig, Limit};
 use russh::keys::{Algorithm, Certificate, HashAlg, PrivateKey, ssh_key::certificate::CertType};
 
 use super::{connection::Connection, login::Step};
@@ -22,7 +22,7 @@ use crate::{
     certs::{self, CertRefusal},
     clock::unix_now,
     error::JumpError,
-    krl::{self, Revocations},
+    krl::Revocations,
 };
 
 /// The revocation list in force, and the file it came from.
@@ -38,22 +38,17 @@ struct RevokedState {
     list: Arc<Revocations>,
 }
 
-/// Read `path` (bounded in size): blocking.
+/// Read `path` (a regular file, at most [`Limit::REVOKED_KEYS_FILE`]): blocking.
 fn read(path: &Path) -> Result<(Revocations, Option<SystemTime>), JumpError> {
-    use std::io::Read;
     let bad = |reason: String| JumpError::StateValue {
         path: path.to_owned(),
         reason,
     };
-    let file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
-    let modified = file.metadata().and_then(|m| m.modified()).ok();
-    let mut bytes = Vec::new();
-    file.take(krl::MAX_BYTES + 1)
-        .read_to_end(&mut bytes)
+    let (file, meta) =
+        gatehouse_config::open_regular(path, Follow::Symlinks).map_err(|e| bad(e.to_string()))?;
+    let modified = meta.modified().ok();
+    let bytes = gatehouse_config::read_opened(file, &meta, &Limit::REVOKED_KEYS_FILE)
         .map_err(|e| bad(e.to_string()))?;
-    if u64::try_from(bytes.len()).unwrap_or(u64::MAX) > krl::MAX_BYTES {
-        return Err(bad(format!("larger than {} bytes", krl::MAX_BYTES)));
-    }
     let list = Revocations::parse(&bytes).map_err(|e| bad(e.to_string()))?;
     Ok((list, modified))
 }
@@ -151,7 +146,8 @@ pub(super) fn host_certificate(
         path: path.clone(),
         reason,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let text = gatehouse_config::read_bounded_text(path, &Limit::HOST_CERTIFICATE)
+        .map_err(|e| bad(e.to_string()))?;
     let cert = Certificate::from_openssh(text.trim()).map_err(|e| bad(e.to_string()))?;
     if cert.cert_type() != CertType::Host {
         return Err(bad(

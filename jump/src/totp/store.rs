@@ -69,12 +69,12 @@ impl Files {
 
     fn read_file(&self, user: &str) -> Result<Option<EnrollmentFile>, JumpError> {
         let path = self.path(user);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(JumpError::State { path, source }),
+        // Trusted only if this user wrote it: anyone who could plant an
+        // enrollment would choose the user's secret.
+        let Some((bytes, _)) = store::read_trusted(&path, &store::ENROLLMENT)? else {
+            return Ok(None);
         };
-        serde_json::from_str(&text)
+        serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|source| JumpError::StateFormat { path, source })
     }
@@ -326,6 +326,50 @@ mod tests {
         assert!(!store.remove("sean").expect("remove"));
     }
 
+    /// Issue 23 item 7: whoever can write in `state_dir/totp` must not
+    /// choose a user's secret. A planted enrollment (another owner, or
+    /// writable by others) is refused, not taken as "not enrolled" either.
+    #[tokio::test]
+    async fn a_planted_enrollment_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = TotpStore::new(dir.path());
+        let s = settings();
+        let planted = dir.path().join("totp/sean");
+        // The RFC 6238 secret: the attacker knows the codes.
+        let json = br#"{"secret":"GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ","created":1}"#;
+        store::private_dir(&dir.path().join("totp")).expect("totp/");
+        store::write_atomic(&planted, json).expect("plant");
+        std::os::unix::fs::chown(&planted, Some(65534), Some(65534)).expect("chown (as root)");
+        let refused = store.verify("sean", None, &s, "287082", 59).await;
+        assert!(
+            matches!(&refused, Err(JumpError::UntrustedStateFile { path, .. }) if *path == planted),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            store.load("sean", None),
+            Err(JumpError::UntrustedStateFile { .. })
+        ));
+        // Ours, but writable by the group: refused too.
+        std::os::unix::fs::chown(&planted, Some(nix::unistd::geteuid().as_raw()), None)
+            .expect("chown back");
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o620)).expect("chmod");
+        let err = store.load("sean", None).expect_err("group-writable");
+        assert!(
+            err.to_string().ends_with("has mode 0620: it must not be group- or world-writable (chmod go-w it); not trusted"),
+            "{err}"
+        );
+        // The same file as gatehouse writes it (ours, 0600) is used.
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(
+            store
+                .verify("sean", None, &s, "287082", 59)
+                .await
+                .expect("io"),
+            Verdict::Code { step: 1 }
+        );
+    }
+
     #[tokio::test]
     async fn recovery_codes_work_once_and_are_stored_hashed() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -434,48 +478,27 @@ mod tests {
         );
     }
 
-    /// A state file that blocks on read (a provisioned secret on a FIFO
-    /// with no writer yet, as a hung disk would) must not stall the thread
-    /// that connections run on: the read waits on a blocking thread.
+    /// A provisioned secret on a FIFO (a read that would wait for a writer
+    /// forever) is refused at once, never read (issue 23, item 6).
     #[tokio::test(flavor = "current_thread")]
-    async fn a_stalled_state_file_does_not_stall_the_runtime_thread() {
-        use std::sync::atomic::{AtomicBool, Ordering};
-
+    async fn a_fifo_for_a_secret_file_is_refused_at_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fifo = dir.path().join("sean.totp");
-        let made = std::process::Command::new("mkfifo")
-            .args(["-m", "600"])
-            .arg(&fifo)
-            .status()
-            .expect("mkfifo");
-        assert!(made.success());
-        let written = Arc::new(AtomicBool::new(false));
-        let writer = std::thread::spawn({
-            let (fifo, written) = (fifo.clone(), Arc::clone(&written));
-            move || {
-                std::thread::sleep(std::time::Duration::from_millis(1500));
-                written.store(true, Ordering::Release);
-                let b32 = Secret(RFC_SECRET.to_vec()).to_base32();
-                std::fs::write(&fifo, format!("{b32}\n")).expect("write fifo");
-            }
-        });
-        let store = Arc::new(TotpStore::new(&dir.path().join("state")));
-        let check = tokio::spawn({
-            let (store, fifo) = (Arc::clone(&store), fifo.clone());
-            async move {
-                store
-                    .verify("sean", Some(&fifo), &settings(), "287082", 59)
-                    .await
-            }
-        });
-        // The check is now waiting on the FIFO; this thread still runs timers.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        nix::unistd::mkfifo(
+            &fifo,
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .expect("mkfifo");
+        let store = TotpStore::new(&dir.path().join("state"));
+        let refused = store
+            .verify("sean", Some(&fifo), &settings(), "287082", 59)
+            .await
+            .expect_err("a FIFO");
         assert!(
-            !written.load(Ordering::Acquire),
-            "the runtime thread was blocked until the FIFO was written"
+            refused
+                .to_string()
+                .ends_with("sean.totp: cannot read: not a regular file (a FIFO)"),
+            "{refused}"
         );
-        let verdict = check.await.expect("task").expect("io");
-        assert_eq!(verdict, Verdict::Code { step: 1 });
-        writer.join().expect("writer");
     }
 }
