@@ -360,6 +360,7 @@ fn an_ipv4_balancer_on_a_dual_stack_listener_is_the_balancer() {
             .is_some_and(|p| p.starts_with("127.0.0.9:")),
         "{opened}"
     );
+    assert_eq!(opened["local"], v4.to_string(), "{opened}");
     g.audit("auth", |v| {
         v["result"] == "accepted"
             && v["peer"]
