@@ -254,8 +254,10 @@ fn idle_sockets_from_the_balancers_address_give_way_to_its_real_connections() {
     // the oldest, so the first 44 are closed by the server at once.
     let mut idle: Vec<_> = (0..300).map(|_| connect_from(BALANCER, g.jump())).collect();
     // And a flood that goes on while a real login comes through HAProxy:
-    // the wait stays full of idle sockets younger than the 5 s deadline,
-    // so the login's connection only gets in by evicting one.
+    // one idle socket every 5 ms (1000 per 5 s deadline, 256 would do)
+    // keeps the wait full, so the login's connection only gets in by
+    // evicting one, and keeps its place for 256 newcomers (about 1.3 s)
+    // while its header is read.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flood = {
         let stop = std::sync::Arc::clone(&stop);
@@ -270,7 +272,7 @@ fn idle_sockets_from_the_balancers_address_give_way_to_its_real_connections() {
                 if held.len() > 512 {
                     held.pop_front();
                 }
-                std::thread::sleep(std::time::Duration::from_millis(2));
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             opened
         })
