@@ -220,3 +220,167 @@ fn missing_malformed_truncated_and_foreign_headers_are_refused_without_blocking_
     );
     assert!(matches!(hello(lb.addr, None), Hello::Identification(_)));
 }
+
+/// The local port of each of `sockets`.
+fn ports(sockets: &[std::net::TcpStream]) -> Vec<u16> {
+    sockets
+        .iter()
+        .map(|s| s.local_addr().expect("local addr").port())
+        .collect()
+}
+
+/// The balancer's ports audited as `no PROXY header within 5s`.
+fn timed_out(g: &Gatehouse) -> Vec<u16> {
+    g.audits("proxy_refused")
+        .iter()
+        .filter(|v| v["reason"] == "no PROXY header within 5s")
+        .filter_map(|v| v["peer"].as_str()?.parse::<std::net::SocketAddr>().ok())
+        .map(|a| a.port())
+        .collect()
+}
+
+#[test]
+fn idle_sockets_from_the_balancers_address_give_way_to_its_real_connections() {
+    let mut client = SshClient::new();
+    let sshd = Sshd::start(&client.public_key());
+    let g = behind_balancer(&client, &sshd);
+    let lb = Haproxy::start(&[g.jump()], "send-proxy-v2", BALANCER);
+    client.add_host("jump", lb.addr, "sean");
+    client.add_host("target", sshd.addr, &sshd.user);
+    client.answer_with_totp(&g.enroll("sean"));
+
+    // 300 sockets from the balancer's own address that never send a
+    // header: 256 wait at once (HEADERS_AT_ONCE), each newcomer evicting
+    // the oldest, so the first 44 are closed by the server at once.
+    let mut idle: Vec<_> = (0..300).map(|_| connect_from(BALANCER, g.jump())).collect();
+    // And a flood that goes on while a real login comes through HAProxy:
+    // one idle socket every 5 ms (1000 per 5 s deadline, 256 would do)
+    // keeps the wait full, so the login's connection only gets in by
+    // evicting one, and keeps its place for 256 newcomers (about 1.3 s)
+    // while its header is read.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let stop = std::sync::Arc::clone(&stop);
+        let jump = g.jump();
+        std::thread::spawn(move || {
+            let mut held = std::collections::VecDeque::new();
+            let mut opened = 0_u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                held.push_back(connect_from(BALANCER, jump));
+                opened += 1;
+                // Long evicted by then: the client side lets go too.
+                if held.len() > 512 {
+                    held.pop_front();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            opened
+        })
+    };
+    let out = login_from(&client, source(67));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flooded = flood.join().expect("flood thread");
+    out.success();
+    assert_eq!(out.stdout(), "through\n", "{out}");
+    let opened = g.audit("connection_opened", |_| true);
+    let peer = opened["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with("127.0.0.67:"), "{opened}");
+    assert!(flooded > 0, "the flood ran");
+
+    // Every idle socket of the burst is closed by the server in the end:
+    // evicted by a newer one, or at its deadline, audited. One more after
+    // the flood, the newest, can only time out: once its audit is out, any
+    // of the burst's would be (their deadlines came first).
+    for socket in &mut idle {
+        shut(socket);
+    }
+    let mut last = connect_from(BALANCER, g.jump());
+    shut(&mut last);
+    let last = ports(std::slice::from_ref(&last))[0];
+    g.audit("proxy_refused", |v| {
+        v["peer"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(&format!(":{last}")))
+    });
+    let audited = timed_out(&g);
+    let burst = ports(&idle);
+    let evicted: Vec<u16> = burst[..44]
+        .iter()
+        .copied()
+        .filter(|p| !audited.contains(p))
+        .collect();
+    assert_eq!(
+        evicted,
+        burst[..44],
+        "the oldest 44 were evicted, not timed out"
+    );
+    println!(
+        "{flooded} flood sockets during the login; {} of the burst's 300 timed out, the rest evicted",
+        burst.iter().filter(|p| audited.contains(p)).count()
+    );
+}
+
+#[test]
+fn an_ipv4_balancer_on_a_dual_stack_listener_is_the_balancer() {
+    let mut client = SshClient::new();
+    let sshd = Sshd::start(&client.public_key());
+    let yaml = config(
+        "required",
+        &[("sean", &client, &["dev"])],
+        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
+    )
+    .replace("listen: [\"127.0.0.1:0\"]", "listen: [\"[::]:0\"]");
+    let g = Gatehouse::start(&format!(
+        "{yaml}  proxy_protocol:\n    from: [\"127.0.0.0/8\"]\n"
+    ));
+    let listening = g.jump();
+    assert!(
+        listening.ip().is_unspecified() && listening.is_ipv6(),
+        "{listening}"
+    );
+    // HAProxy reaches it over IPv4: the gatehouse accepts the connection
+    // from ::ffff:127.0.0.9.
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], listening.port()));
+    let lb = Haproxy::start(&[v4], "send-proxy-v2", BALANCER);
+    client.add_host("jump", lb.addr, "sean");
+    client.add_host("target", sshd.addr, &sshd.user);
+    client.answer_with_totp(&g.enroll("sean"));
+
+    let out = login_from(&client, source(68));
+    out.success();
+    assert_eq!(out.stdout(), "through\n", "{out}");
+    let opened = g.audit("connection_opened", |_| true);
+    assert!(
+        opened["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.68:")),
+        "{opened}"
+    );
+    assert!(
+        opened["proxied_by"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.9:")),
+        "{opened}"
+    );
+    assert_eq!(opened["local"], v4.to_string(), "{opened}");
+    g.audit("auth", |v| {
+        v["result"] == "accepted"
+            && v["peer"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("127.0.0.68:"))
+    });
+
+    // Straight from an IPv4 address in `from`, no header: refused as a
+    // balancer's connection, audited under its IPv4 address.
+    let mut bare = connect_from(source(69), v4);
+    bare.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").expect("write");
+    shut(&mut bare);
+    g.audit("proxy_refused", |v| {
+        v["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.69:"))
+    });
+    // Over IPv6 from ::1 (not in `from`): an ordinary client, greeted.
+    let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, listening.port()));
+    assert!(matches!(hello(v6, None), Hello::Identification(_)));
+}

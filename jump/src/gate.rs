@@ -274,6 +274,24 @@ mod tests {
     }
 
     #[test]
+    fn trusted_matches_an_ipv4_peer_seen_on_a_dual_stack_listener() {
+        // Issue 24: a `[::]` listener reports 10.1.2.3 as ::ffff:10.1.2.3.
+        let gate = Gate::new(&test_limits(1, 100, "10.0.0.0/8"));
+        assert!(gate.trusted(ip("::ffff:10.1.2.3")));
+        assert!(!gate.trusted(ip("::ffff:192.0.2.1")));
+        assert!(
+            !gate.trusted(ip("::10.1.2.3")),
+            "IPv4-compatible is not mapped"
+        );
+        // And the mapped form shares the IPv4 address's rate bucket.
+        assert!(gate.admit(ip("192.0.2.1"), Instant::now()).is_ok());
+        assert_eq!(
+            gate.admit(ip("::ffff:192.0.2.1"), Instant::now()).err(),
+            Some(Turned::RateLimited)
+        );
+    }
+
+    #[test]
     fn a_burst_then_the_bucket_is_empty() {
         let gate = Gate::new(&test_limits(3, 100, "10.0.0.0/8"));
         let mut slots = Vec::new();

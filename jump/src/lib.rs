@@ -11,6 +11,8 @@
 //! - `policy`: grant matching, the loopback/link-local rule;
 //! - `gate`: per-source rate and pre-auth slots, from the peer address
 //!   before any SSH byte;
+//! - `header_wait`: who must send a PROXY header (canonical addresses), and
+//!   which waiting header gives way to a newcomer;
 //! - `bans` (`list`): failures into bans that double;
 //! - `limits`: the per-user wrong-code limit;
 //! - `exec` ([`parse_nc`]): recognising the `nc` ProxyCommand;
@@ -52,6 +54,7 @@ mod error;
 mod exec;
 mod fleet;
 mod gate;
+mod header_wait;
 mod hostkey;
 mod krl;
 mod laptop;

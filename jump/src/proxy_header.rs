@@ -3,7 +3,7 @@
 //! reading it, bounded in size, and the client address it names. Parsing is
 //! `ppp`'s.
 //!
-//! Owns only the header; must not decide who must send one (`server::accept`
+//! Owns only the header; must not decide who must send one (`header_wait`
 //! does, from the config: a balancer's connection always, anyone else's
 //! never — nothing here guesses), nor admit, ban or audit.
 

@@ -2,9 +2,11 @@
 //! here, with no identification string and no key exchange; admitted ones
 //! are handed, with their pre-auth slot, to a connection thread.
 //!
-//! A connection from a balancer in `jump.proxy_protocol.from` must start
-//! with a PROXY header: a task of its own reads it (bounded in time, size
-//! and number at once) and admission then judges the client it names.
+//! A connection from a balancer in `jump.proxy_protocol.from` (matched on
+//! its canonical address: `header_wait`) must start with a PROXY header: a
+//! task of its own reads it (bounded in time, size and number at once; the
+//! oldest waiting gives way to a newcomer) and admission then judges the
+//! client it names.
 //! Everyone else's connection must not: russh takes no line before a
 //! client's `SSH-2.0-` identification, so a header from anywhere else ends
 //! the handshake. Nothing is guessed from the bytes.
@@ -12,12 +14,17 @@
 //! Must not read from or write to a socket besides that header: SSH starts
 //! on the connection's own thread (`connection`).
 
-use std::{net::SocketAddr, sync::Arc, time::Duration, time::SystemTime};
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+    time::SystemTime,
+};
 
 use gatehouse_config::Config;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
+    sync::watch,
 };
 use tracing::{debug, warn};
 
@@ -25,19 +32,20 @@ use super::{Shared, connection};
 use crate::{
     audit,
     gate::PreauthSlot,
+    header_wait::{self, HeaderWait, Waiting},
     proxy_header::{self, HeaderError, Proxied},
 };
 
 /// How long a balancer has to send the whole PROXY header.
 pub(super) const HEADER_WITHIN: Duration = Duration::from_secs(5);
 
-/// PROXY headers read at once; a balancer's connections beyond that are
-/// closed until one is done (the pre-auth cap applies after the header).
+/// PROXY headers read at once; a balancer's newcomer beyond that evicts
+/// the oldest still waiting (the pre-auth cap applies after the header).
 pub(super) const HEADERS_AT_ONCE: usize = 256;
 
-/// The semaphore for [`HEADERS_AT_ONCE`].
-pub(super) fn header_permits() -> Arc<Semaphore> {
-    Arc::new(Semaphore::new(HEADERS_AT_ONCE))
+/// The wait for [`HEADERS_AT_ONCE`] headers.
+pub(super) fn header_wait() -> Arc<Mutex<HeaderWait>> {
+    Arc::new(Mutex::new(HeaderWait::new(HEADERS_AT_ONCE)))
 }
 
 pub(super) async fn accept_loop(
@@ -60,11 +68,14 @@ pub(super) async fn accept_loop(
                 }
             },
         };
+        // A dual-stack listener reports IPv4 peers as `::ffff:a.b.c.d`:
+        // from here on, they are the IPv4 address they are.
+        let peer = header_wait::canonical(peer);
         let live = Arc::clone(&config.borrow());
         let Some(jump) = live.jump.as_ref() else {
             continue;
         };
-        if jump.proxy_from.iter().any(|net| net.contains(&peer.ip())) {
+        if header_wait::from_balancer(&jump.proxy_from, peer.ip()) {
             proxied(&shared, tcp, peer, config.clone());
             continue;
         }
@@ -83,20 +94,22 @@ fn proxied(
     balancer: SocketAddr,
     config: watch::Receiver<Arc<Config>>,
 ) {
-    let Ok(permit) = Arc::clone(&shared.headers).try_acquire_owned() else {
-        debug!(%balancer, "{HEADERS_AT_ONCE} PROXY headers pending: closed");
-        return;
-    };
+    let (waiting, evict, evicted) = Waiting::take(&shared.headers);
+    if let Some(oldest) = evicted {
+        // Not audited: a flood would flood the log.
+        debug!(%balancer, oldest, "{HEADERS_AT_ONCE} PROXY headers pending: the oldest evicted");
+    }
     let shared = Arc::clone(shared);
     let task = Arc::clone(&shared);
     task.tracker.spawn(async move {
-        let _permit = permit;
         let header = tokio::select! {
             () = shared.shutdown.cancelled() => return,
+            () = evict.cancelled() => return,
             read = tokio::time::timeout(HEADER_WITHIN, proxy_header::read(&mut tcp)) => read,
         };
+        drop(waiting);
         let peer = match header {
-            Ok(Ok(Proxied::Client(client))) => client,
+            Ok(Ok(Proxied::Client(client))) => header_wait::canonical(client),
             Ok(Ok(Proxied::Local)) => balancer,
             // A TCP health check: connect, close.
             Ok(Err(HeaderError::Closed)) => return,

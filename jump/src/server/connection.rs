@@ -245,9 +245,12 @@ pub(super) fn start(
         conn: shared.next_conn(),
         peer,
     };
-    let local = tcp
-        .local_addr()
-        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    // Canonical like the peer: on a dual-stack listener, an IPv4 client's
+    // own view of us is 192.0.2.1, not ::ffff:192.0.2.1 (audit, hints).
+    let local = crate::header_wait::canonical(
+        tcp.local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+    );
     let evicted = slot.evicted();
     let conn = Connection {
         shared: Arc::clone(shared),

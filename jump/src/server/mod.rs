@@ -109,7 +109,7 @@ pub(crate) struct Shared {
     /// rule): only a grant of exactly one of them reaches it.
     own: own::OwnAddresses,
     /// PROXY headers being read at once (`accept::HEADERS_AT_ONCE`).
-    headers: Arc<tokio::sync::Semaphore>,
+    headers: Arc<std::sync::Mutex<crate::header_wait::HeaderWait>>,
     /// `jump.user_ca.revoked_keys_file`, as last read.
     revoked: certificate::Revoked,
     /// Each user's [`ssh_config::USER_WINDOWS`], while they have a session
@@ -226,7 +226,7 @@ pub async fn serve(
         ssh: ssh_config::SshSettings::new(jump, host_key, host_cert),
         workers: Workers::start()?,
         own,
-        headers: accept::header_permits(),
+        headers: accept::header_wait(),
         user_windows: Mutex::default(),
         revoked,
     });
