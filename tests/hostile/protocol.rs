@@ -13,7 +13,9 @@ use super::{attack, bystander, cpu_ticks, rss_kib, said, server_closes, source};
 use crate::{
     defence::{closed, identification, jump_host},
     jump::{config, field, loopback},
-    util::{Gatehouse, SshClient, TcpServer, Terminal, connect_from, hello, read_hello},
+    util::{
+        Gatehouse, SshClient, TcpServer, Terminal, connect_from, eventually, hello, read_hello,
+    },
 };
 
 /// The audit lines `event` from address `ip`.
@@ -106,6 +108,10 @@ fn garbage_and_truncated_packets_end_the_attacker_and_never_a_bystander() {
         let mut attacker = send_after_hello(&g, from, bytes, *half_close);
         assert!(server_closes(&mut attacker), "{what}: still open");
         let ip = source(from).to_string();
+        // The socket closes before the harness may have read the log line.
+        eventually(&format!("{what}: its connection_opened line"), || {
+            !from_source(&g, "connection_opened", &ip).is_empty()
+        });
         let opened = from_source(&g, "connection_opened", &ip);
         assert_eq!(opened.len(), 1, "{what}: {opened:?}");
         let gone = closed(&g, &opened[0]["conn"]);
