@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     error::JumpError,
-    fleet::{Fleet, Outage},
+    fleet::{Claim, Fleet, Outage},
     limits::{CODE_FAILURES, CODE_WINDOW},
     recovery,
 };
@@ -76,6 +76,7 @@ impl TotpStore {
             Loaded::Found(enrollment, source) => (enrollment, source),
             Loaded::Absent => return Ok(Verdict::NotEnrolled),
             Loaded::Unavailable => return Ok(Verdict::Unavailable),
+            Loaded::Refused => return Ok(Verdict::Untrusted),
         };
         let verdict = match recovery::normalize(typed) {
             Some(code) => {
@@ -92,8 +93,8 @@ impl TotpStore {
                         let left = enrollment.recovery.len();
                         match (&self.fleet, source) {
                             // One use across the fleet: Redis removes it once.
-                            (Some(fleet), Source::Fleet) => {
-                                match fleet.use_recovery(user, &hash).await {
+                            (Some(fleet), Source::Fleet(generation)) => {
+                                match fleet.use_recovery(user, generation, &hash).await {
                                     Ok(true) => Verdict::Recovery { left },
                                     Ok(false) => Verdict::Refused(CodeRefusal::Wrong),
                                     Err(outage) => Self::outage(fleet, user, &outage)
@@ -123,8 +124,9 @@ impl TotpStore {
         // Across the fleet, the step must not have been used on another host.
         let verdict = match (&self.fleet, verdict) {
             (Some(fleet), Verdict::Code { step }) => match fleet.claim_step(user, step).await {
-                Ok(true) => Verdict::Code { step },
-                Ok(false) => Verdict::Refused(CodeRefusal::Replayed),
+                Ok(Claim::Claimed) => Verdict::Code { step },
+                Ok(Claim::Used) => Verdict::Refused(CodeRefusal::Replayed),
+                Ok(Claim::Refused) => Verdict::Untrusted,
                 Err(outage) => Self::outage(fleet, user, &outage).unwrap_or(Verdict::Code { step }),
             },
             (_, verdict) => verdict,
@@ -150,7 +152,8 @@ impl TotpStore {
                     let _ = fleet.count_wrong(user, CODE_WINDOW.as_secs()).await;
                 }
             }
-            Verdict::Limited | Verdict::NotEnrolled | Verdict::Unavailable => {}
+            Verdict::Limited | Verdict::NotEnrolled | Verdict::Unavailable | Verdict::Untrusted => {
+            }
         }
         Ok(verdict)
     }
