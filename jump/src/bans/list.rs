@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_fleet_ban_is_adopted_when_newer_and_well_formed() {
-        let mut bans = BanList::default();
+        let (mut bans, max) = (BanList::default(), Duration::from_secs(3600));
         let now = SystemTime::now();
         let t = unix(now);
         let ban = |source: &str, prefix, until| Ban {
@@ -366,46 +366,35 @@ mod tests {
             until,
             count: 1,
         };
-        assert!(bans.adopt_for_test(ban("192.0.2.7", 32, t + 60), now));
+        assert!(bans.adopt(ban("192.0.2.7", 32, t + 60), max, now));
         assert!(bans.banned(ip("192.0.2.7"), now).is_some());
         assert!(
-            !bans.adopt_for_test(ban("192.0.2.7", 32, t + 30), now),
+            !bans.adopt(ban("192.0.2.7", 32, t + 30), max, now),
             "not shorter"
         );
         assert!(
-            bans.adopt_for_test(ban("192.0.2.7", 32, t + 90), now),
+            bans.adopt(ban("192.0.2.7", 32, t + 90), max, now),
             "longer wins"
         );
         assert!(
-            !bans.adopt_for_test(ban("192.0.2.8", 24, t + 60), now),
+            !bans.adopt(ban("192.0.2.8", 24, t + 60), max, now),
             "bad prefix"
         );
         assert!(
-            !bans.adopt_for_test(ban("2001:db8::1", 64, t + 60), now),
+            !bans.adopt(ban("2001:db8::1", 64, t + 60), max, now),
             "not a network"
         );
-        assert!(bans.adopt_for_test(ban("2001:db8::", 56, t + 60), now));
+        assert!(bans.adopt(ban("2001:db8::", 56, t + 60), max, now));
         assert!(
-            !bans.adopt_for_test(ban("192.0.2.9", 32, t), now),
+            !bans.adopt(ban("192.0.2.9", 32, t), max, now),
             "over already"
         );
-        // A ban until 2100 ends at `max` from now.
-        assert!(bans.adopt(
-            ban("192.0.2.10", 32, 4_102_444_800),
-            Duration::from_secs(86_400),
-            now
-        ));
-        let kept = bans
-            .bans()
-            .into_iter()
-            .find(|b| b.source == ip("192.0.2.10"));
-        assert_eq!(kept.map(|b| b.until), Some(t + 86_400));
-    }
-
-    impl BanList {
-        fn adopt_for_test(&mut self, ban: Ban, now: SystemTime) -> bool {
-            self.adopt(ban, Duration::from_secs(3600), now)
-        }
+        // A ban until 2100 ends at `max` from now (issue 24).
+        assert!(bans.adopt(ban("192.0.2.10", 32, 4_102_444_800), max, now));
+        assert_eq!(
+            bans.banned(ip("192.0.2.10"), now).map(|b| b.until),
+            Some(t + 3600)
+        );
     }
 
     #[test]

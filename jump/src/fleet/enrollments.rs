@@ -52,6 +52,17 @@ redis.call('HSET', KEYS[1], 'sealed', ARGV[2], 'mac', ARGV[3])
 return 1
 ";
 
+/// Replaces ARGV[1] with ARGV[2] in the set or string at KEYS[1] if it is
+/// still there (signing again what a previous seal key signed).
+const RESIGN: &str = r"
+if redis.call('TYPE', KEYS[1]).ok == 'set' then
+  if redis.call('SREM', KEYS[1], ARGV[1]) == 1 then redis.call('SADD', KEYS[1], ARGV[2]) end
+elseif redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+end
+return 1
+";
+
 /// What Redis holds for one user, checked.
 #[derive(Debug)]
 pub(crate) enum Stored {
@@ -107,8 +118,14 @@ impl Fleet {
         )
     }
 
-    /// The hash in recovery `member`, if it is `user`'s of `generation`.
-    fn recovery_hash<'m>(&self, user: &str, generation: u64, member: &'m str) -> Option<&'m str> {
+    /// The hash in recovery `member`, if it is `user`'s of `generation`,
+    /// and whether the current key signed it.
+    fn recovery_hash<'m>(
+        &self,
+        user: &str,
+        generation: u64,
+        member: &'m str,
+    ) -> Option<(&'m str, bool)> {
         let mut parts = member.splitn(3, ':');
         let (g, tag, hash) = (parts.next()?, parts.next()?, parts.next()?);
         let at = Binding {
@@ -117,7 +134,25 @@ impl Fleet {
             field: "code",
             generation: g.parse().ok()?,
         };
-        (at.generation == generation && self.macs.check(&at, hash.as_bytes(), tag)).then_some(hash)
+        if at.generation != generation {
+            return None;
+        }
+        self.macs
+            .which(&at, hash.as_bytes(), tag)
+            .map(|current| (hash, current))
+    }
+
+    /// Replace `old` with `new` at `key` if it is still there: what a
+    /// previous seal key signed, signed with the current one (so the old
+    /// key can go once every user was read).
+    async fn resign(&self, key: &str, old: &str, new: &str) {
+        let Ok(mut conn) = self.connection() else {
+            return;
+        };
+        let script = redis::Script::new(RESIGN);
+        let mut call = script.key(key);
+        call.arg(old).arg(new);
+        let _: Result<i64, _> = self.timed(call.invoke_async(&mut conn)).await;
     }
 
     /// A used step for `user`, signed: `STEP:MAC`.
@@ -133,6 +168,12 @@ impl Fleet {
 
     /// The step in `value`, if signed for `user`.
     pub(super) fn step_of(&self, user: &str, value: &str) -> Option<u64> {
+        self.step_which(user, value).map(|(step, _)| step)
+    }
+
+    /// The step in `value`, if signed for `user`, and whether the current
+    /// key signed it.
+    fn step_which(&self, user: &str, value: &str) -> Option<(u64, bool)> {
         let (step, tag) = value.split_once(':')?;
         let at = Binding {
             kind: "totp-step",
@@ -140,7 +181,9 @@ impl Fleet {
             field: "step",
             generation: step.parse().ok()?,
         };
-        self.macs.check(&at, b"", tag).then_some(at.generation)
+        self.macs
+            .which(&at, b"", tag)
+            .map(|current| (at.generation, current))
     }
 
     fn reset_value(&self, user: &str, generation: u64, at: u64) -> String {
@@ -153,8 +196,9 @@ impl Fleet {
         format!("{generation}:{at}:{}", self.macs.tag(&b, &at.to_be_bytes()))
     }
 
-    /// The generation a signed reset record `value` of `user` closed.
-    fn reset_of(&self, user: &str, value: &str) -> Option<u64> {
+    /// The generation a signed reset record `value` of `user` closed, and
+    /// whether the current key signed it.
+    fn reset_of(&self, user: &str, value: &str) -> Option<(u64, bool)> {
         let mut parts = value.splitn(3, ':');
         let (g, at, tag) = (parts.next()?, parts.next()?, parts.next()?);
         let b = Binding {
@@ -165,18 +209,18 @@ impl Fleet {
         };
         let at: u64 = at.parse().ok()?;
         self.macs
-            .check(&b, &at.to_be_bytes(), tag)
-            .then_some(b.generation)
+            .which(&b, &at.to_be_bytes(), tag)
+            .map(|current| (b.generation, current))
     }
 
     /// `user`'s enrollment in Redis, every value checked.
     pub(crate) async fn load_enrollment(&self, user: &str) -> Result<Stored, Outage> {
         let mut conn = self.connection()?;
-        let [enrollment, recovery, step, reset] = self.enrollment_keys(user);
+        let [enrollment, recovery_key, step_key, reset] = self.enrollment_keys(user);
         let mut pipe = redis::pipe();
         pipe.hmget(&enrollment, &["sealed", "created", "generation", "mac"])
-            .smembers(&recovery)
-            .get(&step)
+            .smembers(&recovery_key)
+            .get(&step_key)
             .get(&reset);
         type Fields = (Option<Vec<u8>>, Option<u64>, Option<u64>, Option<String>);
         type Row = (Fields, Vec<String>, Option<String>, Option<String>);
@@ -185,7 +229,13 @@ impl Fleet {
         let reset = match reset_record {
             None => None,
             Some(value) => match self.reset_of(user, &value) {
-                Some(g) => Some(g),
+                Some((g, true)) => Some(g),
+                Some((g, false)) => {
+                    let at = value.split(':').nth(1).and_then(|t| t.parse().ok());
+                    let new = self.reset_value(user, g, at.unwrap_or(0));
+                    self.resign(&reset, &value, &new).await;
+                    Some(g)
+                }
                 None => {
                     self.refused("reset", user, "no valid MAC");
                     return Ok(Stored::Refused("a reset record without a valid MAC"));
@@ -232,7 +282,13 @@ impl Fleet {
         let mut forged = 0_usize;
         for member in &members {
             match self.recovery_hash(user, generation, member) {
-                Some(hash) => recovery.push(hash.to_owned()),
+                Some((hash, current)) => {
+                    if !current {
+                        let new = self.recovery_member(user, generation, hash);
+                        self.resign(&recovery_key, member, &new).await;
+                    }
+                    recovery.push(hash.to_owned());
+                }
                 None => forged += 1,
             }
         }
@@ -247,13 +303,21 @@ impl Fleet {
                 ),
             );
         }
-        let last_step = match last_step.map(|v| self.step_of(user, &v)) {
+        let last_step = match last_step {
             None => None,
-            Some(Some(step)) => Some(step),
-            Some(None) => {
-                self.refused("totp-step", user, "no valid MAC");
-                return Ok(Stored::Refused("a used step without a valid MAC"));
-            }
+            Some(value) => match self.step_which(user, &value) {
+                Some((step, current)) => {
+                    if !current {
+                        self.resign(&step_key, &value, &self.step_value(user, step))
+                            .await;
+                    }
+                    Some(step)
+                }
+                None => {
+                    self.refused("totp-step", user, "no valid MAC");
+                    return Ok(Stored::Refused("a used step without a valid MAC"));
+                }
+            },
         };
         Ok(Stored::Enrolled(
             Enrollment {
@@ -266,7 +330,7 @@ impl Fleet {
         ))
     }
 
-    async fn reseal(
+    pub(super) async fn reseal(
         &self,
         user: &str,
         key: &str,

@@ -89,12 +89,18 @@ impl Macs {
     /// Does `tag` authenticate `value` at `b` (under any of the keys)?
     /// Compared in constant time.
     pub(crate) fn check(&self, b: &Binding<'_>, value: &[u8], tag: &str) -> bool {
-        let Some(tag) = unhex(tag) else {
-            return false;
-        };
+        self.which(b, value, tag).is_some()
+    }
+
+    /// Which key `tag` authenticates `value` at `b` under: `Some(true)` the
+    /// current one, `Some(false)` a previous one (sign it again), `None`
+    /// none.
+    pub(crate) fn which(&self, b: &Binding<'_>, value: &[u8], tag: &str) -> Option<bool> {
+        let tag = unhex(tag)?;
         self.keys
             .iter()
-            .any(|key| key.mac(&self.prefix, b, value).verify_slice(&tag).is_ok())
+            .position(|key| key.mac(&self.prefix, b, value).verify_slice(&tag).is_ok())
+            .map(|i| i == 0)
     }
 }
 
@@ -186,7 +192,11 @@ mod tests {
             keys: vec![MacKey::derive(&[9; 32]), MacKey::derive(&[7; 32])],
         };
         let old = macs(7).tag(&BOB, b"v");
-        assert!(rolled.check(&BOB, b"v", &old));
+        assert_eq!(rolled.which(&BOB, b"v", &old), Some(false));
+        assert_eq!(
+            rolled.which(&BOB, b"v", &rolled.tag(&BOB, b"v")),
+            Some(true)
+        );
         assert_eq!(rolled.tag(&BOB, b"v"), macs(9).tag(&BOB, b"v"));
         // The MAC key is not the seal key.
         assert_ne!(MacKey::derive(&[7; 32]).0, [7; 32]);

@@ -29,6 +29,8 @@ mod bans;
 mod enrollments;
 mod mac;
 mod seal;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use enrollments::{Claim, Stored};
 
