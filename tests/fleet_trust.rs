@@ -94,6 +94,7 @@ fn recovery_codes_copied_from_another_user_are_refused() {
     );
     let rejected = g.audit("auth", |v| v["user"] == "bob" && v["result"] == "rejected");
     assert_eq!(rejected["detail"], "wrong code", "{rejected}");
+    eprintln!("{refused}");
     assert!(refused_metric(g) > before, "counted in /metrics");
     // Each user's own codes still work, once.
     assert!(through(&f, "bob1", &bob_codes[0]), "bob's own code");
@@ -262,6 +263,7 @@ fn bans_lift_lifts_fleet_wide_and_the_lift_survives_reconnects() {
         text.contains("across the fleet (1 records removed"),
         "{text}"
     );
+    eprintln!("{text}");
     for g in &f.hosts {
         eventually("the ban is lifted", || {
             hello(g.jump(), source) != Hello::Closed
