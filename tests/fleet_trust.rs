@@ -367,3 +367,40 @@ fn an_enrollment_from_before_a_reset_is_not_put_back() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_forged_count_is_refused_not_believed() {
+    let f = fleet_of(1, "closed", "");
+    let g = &f.hosts[0];
+    // A source's failures set high: one more failure would ban it at once.
+    f.redis.cli(&["SET", "test:failures:127.0.0.78", "1000"]);
+    let mut stranger = SshClient::new();
+    stranger.add_host("x", g.jump(), "sean");
+    unknown_key_from(&f, &stranger, "127.0.0.78", "jump1");
+    g.audit("failure", |v| {
+        v["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.78:"))
+    });
+    let refused = g.audit("store_refused", |v| v["kind"] == "failures");
+    assert_eq!(refused["subject"], "127.0.0.78", "{refused}");
+    assert!(g.audits("ban").is_empty(), "{:?}", g.audits("ban"));
+    assert_ne!(
+        hello(g.jump(), Some("127.0.0.78".parse().expect("ip"))),
+        Hello::Closed
+    );
+    // A user's wrong-code count written by someone else: the login it is
+    // read for is refused, the value is not taken as 0.
+    f.redis.cli(&["SET", "test:wrong-codes:sean", "0"]);
+    assert!(!through(&f, "jump1", &code_at(&f.secret, "now")));
+    g.audit("store_refused", |v| {
+        v["kind"] == "wrong-codes" && v["subject"] == "sean"
+    });
+    // Signed counts still add up: three wrong codes lock sean out.
+    f.redis.cli(&["DEL", "test:wrong-codes:sean"]);
+    for _ in 0..3 {
+        assert!(!through(&f, "jump1", "000000"));
+    }
+    let stored = f.redis.cli(&["GET", "test:wrong-codes:sean"]);
+    assert!(stored.starts_with("3:"), "{stored}");
+}

@@ -161,13 +161,19 @@ impl Fleet {
 
     /// Count a failure from `source` (its ban key: an IPv4 address or an
     /// IPv6 /64) across the fleet; the first opens a window of `within`
-    /// seconds. The fleet's count.
-    pub(crate) async fn count_failure(&self, source: IpAddr, within: u64) -> Result<u32, Outage> {
-        let mut conn = self.connection()?;
-        let key = format!("{}failures:{source}", self.prefix);
-        let mut call = self.count_wrong.key(key);
-        call.arg(within);
-        self.timed(call.invoke_async(&mut conn)).await
+    /// seconds. The fleet's count; `None` if the stored count is refused
+    /// (then this host's own count alone decides).
+    pub(crate) async fn count_failure(
+        &self,
+        source: IpAddr,
+        within: u64,
+    ) -> Result<Option<u32>, Outage> {
+        let subject = source.to_string();
+        let counter = super::Counter {
+            kind: "failures",
+            subject: &subject,
+        };
+        self.raise(counter, within).await
     }
 
     /// Store `ban`, signed, in the index and announce it to every host.

@@ -15,7 +15,7 @@ use std::{
 };
 
 use gatehouse_config::{OnOutage, RedisState};
-use redis::{AsyncCommands, IntoConnectionInfo, aio::ConnectionManager};
+use redis::{IntoConnectionInfo, aio::ConnectionManager};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -26,12 +26,14 @@ use crate::{
 };
 
 mod bans;
+mod counters;
 mod enrollments;
 mod mac;
 mod seal;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use counters::Counter;
 pub(crate) use enrollments::{Claim, Stored};
 
 /// Refused values audited one by one each minute, at most.
@@ -66,14 +68,6 @@ redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[2])
 return {1, ''}
 ";
 
-/// Counts a wrong code for the user; the first one starts the window: the
-/// count.
-const COUNT_WRONG: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-";
-
 /// Lift every ban covering `addr` across the fleet of `config` (`gatehouse
 /// bans lift`): the ban records removed from Redis, the lift stored and
 /// announced, signed (every host drops the ban at once, or when it
@@ -106,7 +100,6 @@ pub(crate) struct Fleet {
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
     claim: redis::Script,
-    count_wrong: redis::Script,
     /// Seals TOTP secrets stored in Redis.
     seal: seal::SealKey,
     /// Authenticates every value read back.
@@ -179,7 +172,6 @@ impl Fleet {
             client,
             conn: Mutex::new(None),
             claim: redis::Script::new(CLAIM_STEP),
-            count_wrong: redis::Script::new(COUNT_WRONG),
             seal,
             macs: mac::Macs {
                 prefix: state.key_prefix.clone(),
@@ -345,22 +337,5 @@ impl Fleet {
             reason: reason.to_owned(),
             unlogged,
         });
-    }
-
-    /// Wrong codes for `user` in its current window (all hosts).
-    pub(crate) async fn wrong_codes(&self, user: &str) -> Result<u32, Outage> {
-        let mut conn = self.connection()?;
-        let n: Option<u32> = self.timed(conn.get(self.key("wrong-codes", user))).await?;
-        Ok(n.unwrap_or(0))
-    }
-
-    /// Count one wrong code for `user`; the first opens a window of
-    /// `seconds` (the per-user limit's, as `limits::UserCodeLimit` keeps it
-    /// on one host).
-    pub(crate) async fn count_wrong(&self, user: &str, seconds: u64) -> Result<u32, Outage> {
-        let mut conn = self.connection()?;
-        let mut call = self.count_wrong.key(self.key("wrong-codes", user));
-        call.arg(seconds);
-        self.timed(call.invoke_async(&mut conn)).await
     }
 }

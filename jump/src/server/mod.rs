@@ -162,7 +162,7 @@ impl Shared {
         self.tracker.spawn(async move {
             let made = if made.is_empty() {
                 match fleet.count_failure(source, policy.within.as_secs()).await {
-                    Ok(n) if n >= policy.after.get() => bans.fleet_reached(source, &policy),
+                    Ok(Some(n)) if n >= policy.after.get() => bans.fleet_reached(source, &policy),
                     _ => Vec::new(),
                 }
             } else {

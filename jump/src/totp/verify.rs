@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     error::JumpError,
-    fleet::{Claim, Fleet, Outage},
+    fleet::{Claim, Counter, Fleet, Outage},
     limits::{CODE_FAILURES, CODE_WINDOW},
     recovery,
 };
@@ -62,9 +62,16 @@ impl TotpStore {
             return Ok(Verdict::Limited);
         }
         if let Some(fleet) = &self.fleet {
-            match fleet.wrong_codes(user).await {
-                Ok(n) if n >= CODE_FAILURES => return Ok(Verdict::Limited),
-                Ok(_) => {}
+            let wrong = Counter {
+                kind: "wrong-codes",
+                subject: user,
+            };
+            match fleet.count(wrong).await {
+                Ok(Some(n)) if n >= CODE_FAILURES => return Ok(Verdict::Limited),
+                Ok(Some(_)) => {}
+                // A count someone wrote without the seal key: refused
+                // (audited), and so is the login it was read for.
+                Ok(None) => return Ok(Verdict::Untrusted),
                 Err(outage) => {
                     if let Some(refused) = Self::outage(fleet, user, &outage) {
                         return Ok(refused);
@@ -149,7 +156,11 @@ impl TotpStore {
                     .failed(user, clock);
                 if let Some(fleet) = &self.fleet {
                     // Best effort: this host's own count holds regardless.
-                    let _ = fleet.count_wrong(user, CODE_WINDOW.as_secs()).await;
+                    let wrong = Counter {
+                        kind: "wrong-codes",
+                        subject: user,
+                    };
+                    let _ = fleet.raise(wrong, CODE_WINDOW.as_secs()).await;
                 }
             }
             Verdict::Limited | Verdict::NotEnrolled | Verdict::Unavailable | Verdict::Untrusted => {
