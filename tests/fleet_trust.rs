@@ -419,3 +419,75 @@ fn a_forged_count_is_refused_not_believed() {
     let stored = f.redis.cli(&["GET", "test:wrong-codes:sean"]);
     assert!(stored.starts_with("3:"), "{stored}");
 }
+
+/// A ban message signed as a host with the fleet's seal key would sign it
+/// (the format of `jump/src/fleet/{mac,bans}.rs`, rebuilt here in Python
+/// from the standard library, so the test does not borrow the code it
+/// checks): HKDF-SHA256 of the seal key under the MAC label, then
+/// HMAC-SHA256 over the length-prefixed binding.
+fn signed_ban(source: &str, until: u64, issued: u64) -> String {
+    const SIGN: &str = r#"
+import hashlib, hmac, json, struct, sys
+seal = bytes.fromhex("5e" * 32)
+prk = hmac.new(b"\0" * 32, seal, hashlib.sha256).digest()
+key = hmac.new(prk, b"gatehouse fleet value MAC v1\x01", hashlib.sha256).digest()
+source, until, issued = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+msg = b""
+for part in ["test:", "ban", source + "/32", "until-count"]:
+    msg += struct.pack(">Q", len(part)) + part.encode()
+value = struct.pack(">QQ", until, 1)
+msg += struct.pack(">Q", issued) + struct.pack(">Q", len(value)) + value
+mac = hmac.new(key, msg, hashlib.sha256).hexdigest()
+ban = {"source": source, "prefix": 32, "until": until, "count": 1}
+print(json.dumps({"ban": ban, "issued": issued, "mac": mac}))
+"#;
+    let out = run(
+        tool("python3").args(["-c", SIGN, source, &until.to_string(), &issued.to_string()]),
+        b"",
+    );
+    out.success();
+    out.stdout().trim().to_owned()
+}
+
+#[test]
+fn a_signed_ban_until_2100_ends_within_ban_max() {
+    let f = fleet_of(1, "closed", "");
+    let g = &f.hosts[0];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let message = signed_ban("127.0.0.79", 4_102_444_800, now);
+    let adopted = {
+        let mut found = None;
+        eventually("the signed ban is adopted", || {
+            f.redis.cli(&["PUBLISH", "test:bans", &message]);
+            found = g.audits("ban_adopted").into_iter().next();
+            found.is_some()
+        });
+        found.expect("adopted")
+    };
+    assert_eq!(adopted["source"], "127.0.0.79", "{adopted}");
+    let until = adopted["until"].as_u64().expect("until");
+    // ban.max is 24 h (the default): the ban ends then, not in 2100 —
+    // 24 h after a moment between the message and its audit line.
+    let logged = humantime::parse_rfc3339(adopted["timestamp"].as_str().expect("timestamp"))
+        .expect("RFC 3339")
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    assert!(
+        (now + 86_400..=logged + 86_400).contains(&until),
+        "until {until}, sent {now}, adopted {logged}"
+    );
+    assert_eq!(
+        hello(g.jump(), Some("127.0.0.79".parse().expect("ip"))),
+        Hello::Closed
+    );
+    // The same message with one digit of its end changed: refused.
+    let tampered = message.replace("4102444800", "4102444801");
+    f.redis.cli(&["PUBLISH", "test:bans", &tampered]);
+    g.audit("store_refused", |v| {
+        v["kind"] == "ban" && v["subject"] == "127.0.0.79/32"
+    });
+}
