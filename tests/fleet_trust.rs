@@ -376,6 +376,23 @@ fn an_enrollment_from_before_a_reset_is_not_put_back() {
             .is_some_and(|r| r.contains("older")),
         "{refused}"
     );
+    // Redis emptied (FLUSHALL, or a restart without persistence): ana is
+    // refused, not offered enrollment, until the operator resets her; the
+    // reset (generation 1 now, for Redis knows nothing older) is believed.
+    f.redis.cli(&["FLUSHALL"]);
+    assert!(!through(&f, "ana1", &code_at(&new_secret, "+60 seconds")));
+    assert!(
+        !g.audits("auth")
+            .iter()
+            .any(|v| v["result"] == "enroll_only"),
+        "{:?}",
+        g.audits("auth")
+    );
+    assert!(g.totp("reset", "ana").status.success());
+    through(&f, "ana1", "000000");
+    g.audit("auth", |v| {
+        v["user"] == "ana" && v["result"] == "enroll_only"
+    });
 }
 
 #[test]

@@ -63,16 +63,31 @@ end
 return 1
 ";
 
+/// Where one enrollment or reset stands in a user's history: its time
+/// (an enrollment's creation, a reset's) and its generation, compared in
+/// that order. Signed times, not this host's clock: a reset closes every
+/// enrollment up to its mark, and an enrollment made after it is made
+/// past it (`Fleet::next`).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub(crate) struct Mark {
+    /// Unix time.
+    pub at: u64,
+    /// The enrollment's generation (a reset's: the one it closed).
+    pub generation: u64,
+}
+
 /// What Redis holds for one user, checked.
 #[derive(Debug)]
 pub(crate) enum Stored {
     /// No enrollment, and no reset record: never enrolled, as far as Redis
     /// can say (the caller's memory may know better).
     None,
-    /// No enrollment, and a signed reset of this generation.
-    Reset(u64),
-    /// One, opened with the fleet's key, of this generation.
-    Enrolled(Enrollment, u64),
+    /// No enrollment, and a signed reset at this mark.
+    Reset(Mark),
+    /// One, opened with the fleet's key, at this mark.
+    Enrolled(Enrollment, Mark),
     /// Something this host refuses to believe (audited): a value without a
     /// valid MAC, an enrollment older than its reset, one that does not
     /// open with this host's seal keys.
@@ -196,9 +211,9 @@ impl Fleet {
         format!("{generation}:{at}:{}", self.macs.tag(&b, &at.to_be_bytes()))
     }
 
-    /// The generation a signed reset record `value` of `user` closed, and
-    /// whether the current key signed it.
-    fn reset_of(&self, user: &str, value: &str) -> Option<(u64, bool)> {
+    /// The mark of a signed reset record `value` of `user`, and whether
+    /// the current key signed it.
+    fn reset_of(&self, user: &str, value: &str) -> Option<(Mark, bool)> {
         let mut parts = value.splitn(3, ':');
         let (g, at, tag) = (parts.next()?, parts.next()?, parts.next()?);
         let b = Binding {
@@ -208,9 +223,13 @@ impl Fleet {
             generation: g.parse().ok()?,
         };
         let at: u64 = at.parse().ok()?;
-        self.macs
-            .which(&b, &at.to_be_bytes(), tag)
-            .map(|current| (b.generation, current))
+        self.macs.which(&b, &at.to_be_bytes(), tag).map(|current| {
+            let mark = Mark {
+                at,
+                generation: b.generation,
+            };
+            (mark, current)
+        })
     }
 
     /// `user`'s enrollment in Redis, every value checked.
@@ -229,12 +248,11 @@ impl Fleet {
         let reset = match reset_record {
             None => None,
             Some(value) => match self.reset_of(user, &value) {
-                Some((g, true)) => Some(g),
-                Some((g, false)) => {
-                    let at = value.split(':').nth(1).and_then(|t| t.parse().ok());
-                    let new = self.reset_value(user, g, at.unwrap_or(0));
+                Some((mark, true)) => Some(mark),
+                Some((mark, false)) => {
+                    let new = self.reset_value(user, mark.generation, mark.at);
                     self.resign(&reset, &value, &new).await;
-                    Some(g)
+                    Some(mark)
                 }
                 None => {
                     self.refused("reset", user, "no valid MAC");
@@ -256,7 +274,11 @@ impl Fleet {
             self.refused("enrollment", user, "no valid MAC");
             return Ok(Stored::Refused("an enrollment without a valid MAC"));
         };
-        if reset.is_some_and(|r| r >= generation) {
+        let mark = Mark {
+            at: created,
+            generation,
+        };
+        if reset.is_some_and(|r| r >= mark) {
             self.refused("enrollment", user, "older than its signed reset");
             return Ok(Stored::Refused("an enrollment older than its reset"));
         }
@@ -326,7 +348,7 @@ impl Fleet {
                 last_step,
                 recovery,
             },
-            generation,
+            mark,
         ))
     }
 
@@ -399,12 +421,19 @@ impl Fleet {
         Ok(stored == 1)
     }
 
-    /// The generation a new enrollment of `user` takes: past the last one
+    /// The least mark a new enrollment of `user` takes: past the last one
     /// Redis shows (enrolled or reset, signed).
-    pub(crate) async fn next_generation(&self, user: &str) -> Result<u64, Outage> {
-        Ok(match self.load_enrollment(user).await? {
-            Stored::Enrolled(_, g) | Stored::Reset(g) => g.saturating_add(1),
-            Stored::None | Stored::Refused(_) => 1,
+    pub(crate) async fn next(&self, user: &str) -> Result<Mark, Outage> {
+        let last = match self.load_enrollment(user).await? {
+            Stored::Enrolled(_, mark) | Stored::Reset(mark) => mark,
+            Stored::None | Stored::Refused(_) => Mark {
+                at: 0,
+                generation: 0,
+            },
+        };
+        Ok(Mark {
+            at: last.at,
+            generation: last.generation.saturating_add(1),
         })
     }
 
@@ -430,20 +459,35 @@ impl Fleet {
     }
 
     /// Remove `user`'s enrollment, recovery codes and used step (`gatehouse
-    /// totp reset`), leaving a signed reset record of its generation at
-    /// unix time `now`: true if there was an enrollment.
-    pub(crate) async fn remove_enrollment(&self, user: &str, now: u64) -> Result<bool, Outage> {
+    /// totp reset`), leaving a signed reset record at unix time `now`, past
+    /// what Redis shows and `floor` (what this host has seen: Redis may
+    /// have lost it): true if there was an enrollment.
+    pub(crate) async fn remove_enrollment(
+        &self,
+        user: &str,
+        now: u64,
+        floor: Option<Mark>,
+    ) -> Result<bool, Outage> {
         for _ in 0..3 {
             let mut conn = self.connection()?;
             let [enrollment, recovery, step, reset] = self.enrollment_keys(user);
             let mac: Option<String> = self.timed(conn.hget(&enrollment, "mac")).await?;
-            let (existed, generation) = match self.load_enrollment(user).await? {
-                Stored::Enrolled(_, g) => (true, g),
-                Stored::Reset(g) => (mac.is_some(), g),
-                // Refused or never signed: close every generation up to the
-                // one a new enrollment would take.
-                Stored::None | Stored::Refused(_) => (mac.is_some(), 1),
+            // The reset's mark: at or past what it closes (whatever the
+            // clocks of the hosts that wrote it say).
+            let (existed, closed) = match self.load_enrollment(user).await? {
+                Stored::Enrolled(_, mark) => (true, mark),
+                Stored::Reset(mark) => (mac.is_some(), mark),
+                // Refused or never signed: close the first generation.
+                Stored::None | Stored::Refused(_) => (
+                    mac.is_some(),
+                    Mark {
+                        at: 0,
+                        generation: 1,
+                    },
+                ),
             };
+            let closed = closed.max(floor.unwrap_or(closed));
+            let (generation, now) = (closed.generation, now.max(closed.at));
             let script = redis::Script::new(RESET);
             let mut call = script.key(enrollment);
             call.key(recovery)

@@ -34,7 +34,7 @@ mod seal;
 mod tests;
 
 pub(crate) use counters::Counter;
-pub(crate) use enrollments::{Claim, Stored};
+pub(crate) use enrollments::{Claim, Mark, Stored};
 
 /// Refused values audited one by one each minute, at most.
 const REFUSALS_A_MINUTE: u32 = 20;

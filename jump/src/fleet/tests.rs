@@ -11,7 +11,7 @@ use std::{
 
 use gatehouse_config::{OnOutage, RedisState};
 
-use super::{Fleet, Stored};
+use super::{Fleet, Mark, Stored};
 use crate::totp::{Enrollment, Secret};
 
 /// redis-server on `dir/redis.sock`, killed on drop.
@@ -97,7 +97,7 @@ async fn a_reseal_never_brings_back_an_enrollment_reset_meanwhile() {
         .await
         .expect("hget");
     let read = read.expect("a MAC");
-    assert!(old.remove_enrollment("ana", 10).await.expect("reset"));
+    assert!(old.remove_enrollment("ana", 10, None).await.expect("reset"));
     rolled
         .reseal("ana", "t:enrollment:ana", &read, &[7; 20], 5, 1)
         .await;
@@ -107,27 +107,36 @@ async fn a_reseal_never_brings_back_an_enrollment_reset_meanwhile() {
     assert!(!exists, "the reset enrollment came back");
     assert!(matches!(
         rolled.load_enrollment("ana").await.expect("load"),
-        Stored::Reset(1)
+        Stored::Reset(Mark {
+            at: 10,
+            generation: 1
+        })
     ));
 
     // Without a reset in between, reading re-seals (and signs again, the
     // recovery codes and the used step too) under the new key: the old key
     // alone no longer opens it, the new one alone does.
+    let after_reset = Enrollment {
+        created: 20,
+        ..enrollment()
+    };
     assert!(
-        old.create_enrollment("ana", &enrollment(), 2)
+        old.create_enrollment("ana", &after_reset, 2)
             .await
             .expect("create")
     );
     assert!(matches!(
         rolled.load_enrollment("ana").await.expect("load"),
-        Stored::Enrolled(_, 2)
+        Stored::Enrolled(_, Mark { generation: 2, .. })
     ));
     assert!(matches!(
         old.load_enrollment("ana").await.expect("load"),
         Stored::Refused(_)
     ));
     let newest = fleet(dir.path(), 2, None).await;
-    let Stored::Enrolled(read, 2) = newest.load_enrollment("ana").await.expect("load") else {
+    let Stored::Enrolled(read, Mark { generation: 2, .. }) =
+        newest.load_enrollment("ana").await.expect("load")
+    else {
         panic!("not readable with the new key alone");
     };
     let mut codes = read.recovery.clone();

@@ -1,6 +1,6 @@
 //! What this host has seen of each user's enrollment in the fleet's Redis
-//! (issue 24): the highest generation, and whether a signed reset closed
-//! it. Kept in `state_dir/fleet-seen.json`, written atomically, so a host
+//! (issue 24): the latest enrollment or signed reset, by its mark (signed
+//! time, generation). Kept in `state_dir/fleet-seen.json`, written atomically, so a host
 //! that has ever seen a user's enrollment never takes its disappearance
 //! (Redis lost it, or someone deleted it) as "not enrolled", nor an older
 //! generation put back over a newer one as good.
@@ -16,15 +16,15 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{error::JumpError, store};
+use crate::{error::JumpError, fleet::Mark, store};
 
-/// One user's memory.
+/// One user's memory: the latest enrollment or reset seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Seen {
-    /// The highest generation seen.
-    pub generation: u64,
-    /// Closed by a signed reset (`gatehouse totp reset`).
+    /// Its mark (signed time, generation).
+    pub last: Mark,
+    /// It was a signed reset (`gatehouse totp reset`).
     pub reset: bool,
 }
 
@@ -33,10 +33,10 @@ pub(crate) struct Seen {
 pub(crate) enum Shown {
     /// Nothing: no enrollment, no reset record.
     Nothing,
-    /// No enrollment; a signed reset of this generation.
-    Reset(u64),
-    /// An enrollment of this generation.
-    Enrolled(u64),
+    /// No enrollment; a signed reset at this mark.
+    Reset(Mark),
+    /// An enrollment at this mark.
+    Enrolled(Mark),
 }
 
 /// What to believe.
@@ -51,29 +51,31 @@ pub(crate) enum Belief {
 }
 
 /// What to believe of `shown` given this host's memory `seen`; and the
-/// memory to keep if it changes.
+/// memory to keep if it changes. Marks only move forward: an enrollment
+/// before the last one seen (or at a reset seen) is an old one put back; a
+/// reset before the last enrollment seen is an old one put back; nothing
+/// where an enrollment was seen is a deletion no reset explains.
 pub(crate) fn believe(shown: Shown, seen: Option<Seen>) -> (Belief, Option<Seen>) {
     let remember = |new: Seen| (seen != Some(new)).then_some(new);
     match (shown, seen) {
-        (Shown::Enrolled(g), Some(s)) if g < s.generation || (g == s.generation && s.reset) => (
-            Belief::Refused("an older generation than this host has seen"),
-            None,
-        ),
-        (Shown::Enrolled(g), _) => (
+        (Shown::Enrolled(m), Some(s)) if m < s.last || (m == s.last && s.reset) => {
+            (Belief::Refused("older than what this host has seen"), None)
+        }
+        (Shown::Enrolled(m), _) => (
             Belief::Enrolled,
             remember(Seen {
-                generation: g,
+                last: m,
                 reset: false,
             }),
         ),
-        (Shown::Reset(r), Some(s)) if r < s.generation => (
+        (Shown::Reset(m), Some(s)) if m < s.last => (
             Belief::Refused("missing; its signed reset is older than what this host has seen"),
             None,
         ),
-        (Shown::Reset(r), _) => (
+        (Shown::Reset(m), _) => (
             Belief::Absent,
             remember(Seen {
-                generation: r,
+                last: m,
                 reset: true,
             }),
         ),
@@ -146,8 +148,15 @@ impl SeenFile {
 mod tests {
     use super::*;
 
-    const fn seen(generation: u64, reset: bool) -> Option<Seen> {
-        Some(Seen { generation, reset })
+    const fn mark(at: u64, generation: u64) -> Mark {
+        Mark { at, generation }
+    }
+
+    const fn seen(at: u64, generation: u64, reset: bool) -> Option<Seen> {
+        Some(Seen {
+            last: mark(at, generation),
+            reset,
+        })
     }
 
     #[test]
@@ -156,47 +165,54 @@ mod tests {
         assert_eq!(believe(Shown::Nothing, None), (Belief::Absent, None));
         // Seen enrolled, then gone with no reset: refused, memory kept.
         assert!(matches!(
-            believe(Shown::Nothing, seen(2, false)),
+            believe(Shown::Nothing, seen(100, 2, false)),
             (Belief::Refused(_), None)
         ));
-        // A signed reset of that generation: believed and remembered.
+        // A signed reset after it: believed and remembered.
         assert_eq!(
-            believe(Shown::Reset(2), seen(2, false)),
-            (Belief::Absent, seen(2, true))
+            believe(Shown::Reset(mark(150, 2)), seen(100, 2, false)),
+            (Belief::Absent, seen(150, 2, true))
         );
         // After the reset, even the reset record's loss is fine.
         assert_eq!(
-            believe(Shown::Nothing, seen(2, true)),
+            believe(Shown::Nothing, seen(150, 2, true)),
             (Belief::Absent, None)
         );
-        // A reset older than what was seen does not explain it.
+        // A reset from before what was seen does not explain it.
         assert!(matches!(
-            believe(Shown::Reset(1), seen(2, false)),
+            believe(Shown::Reset(mark(90, 1)), seen(100, 2, false)),
             (Belief::Refused(_), None)
         ));
+        // Redis emptied (FLUSHALL): a new reset by the operator, whatever
+        // generation it names, is later than everything seen: believed.
+        assert_eq!(
+            believe(Shown::Reset(mark(200, 1)), seen(100, 5, false)),
+            (Belief::Absent, seen(200, 1, true))
+        );
     }
 
     #[test]
-    fn an_older_generation_is_not_put_back_over_a_newer_one() {
+    fn an_older_enrollment_is_not_put_back_over_a_newer_one() {
         assert_eq!(
-            believe(Shown::Enrolled(1), None),
-            (Belief::Enrolled, seen(1, false))
+            believe(Shown::Enrolled(mark(100, 1)), None),
+            (Belief::Enrolled, seen(100, 1, false))
         );
         assert_eq!(
-            believe(Shown::Enrolled(1), seen(1, false)),
+            believe(Shown::Enrolled(mark(100, 1)), seen(100, 1, false)),
             (Belief::Enrolled, None)
         );
         assert!(matches!(
-            believe(Shown::Enrolled(1), seen(2, false)),
+            believe(Shown::Enrolled(mark(100, 1)), seen(120, 2, false)),
             (Belief::Refused(_), None)
         ));
         assert!(matches!(
-            believe(Shown::Enrolled(2), seen(2, true)),
+            believe(Shown::Enrolled(mark(100, 1)), seen(150, 1, true)),
             (Belief::Refused(_), None)
         ));
+        // Made in the reset's second: its generation puts it after.
         assert_eq!(
-            believe(Shown::Enrolled(3), seen(2, true)),
-            (Belief::Enrolled, seen(3, false))
+            believe(Shown::Enrolled(mark(150, 2)), seen(150, 1, true)),
+            (Belief::Enrolled, seen(150, 2, false))
         );
     }
 
@@ -208,14 +224,14 @@ mod tests {
         file.set(
             "ana",
             Seen {
-                generation: 4,
+                last: mark(7, 4),
                 reset: false,
             },
         )
         .await
         .expect("set");
         let again = SeenFile::new(dir.path());
-        assert_eq!(again.get("ana").await.expect("get"), seen(4, false));
+        assert_eq!(again.get("ana").await.expect("get"), seen(7, 4, false));
         assert_eq!(again.get("bob").await.expect("get"), None);
     }
 }

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     clock::unix_now,
     error::JumpError,
-    fleet::{Fleet, Stored},
+    fleet::{Fleet, Mark, Stored},
 };
 
 /// Where a loaded enrollment came from: what a login then writes back.
@@ -95,8 +95,8 @@ impl TotpStore {
         };
         let shown = match &stored {
             Stored::None => Shown::Nothing,
-            Stored::Reset(g) => Shown::Reset(*g),
-            Stored::Enrolled(_, g) => Shown::Enrolled(*g),
+            Stored::Reset(mark) => Shown::Reset(*mark),
+            Stored::Enrolled(_, mark) => Shown::Enrolled(*mark),
             Stored::Refused(_) => return Ok(Loaded::Refused),
         };
         let (belief, remember) = believe(shown, self.seen.get(user).await?);
@@ -104,9 +104,9 @@ impl TotpStore {
             self.seen.set(user, seen).await?;
         }
         match (belief, stored) {
-            (Belief::Enrolled, Stored::Enrolled(enrollment, generation)) => {
+            (Belief::Enrolled, Stored::Enrolled(enrollment, mark)) => {
                 self.cache(user, &enrollment).await;
-                Ok(Loaded::Found(enrollment, Source::Fleet(generation)))
+                Ok(Loaded::Found(enrollment, Source::Fleet(mark.generation)))
             }
             (Belief::Absent, _) => {
                 // Reset (signed) on another host: the cache goes too.
@@ -172,15 +172,29 @@ impl TotpStore {
         let Some(fleet) = self.fleet_for(false) else {
             return self.create_file_async(user, enrollment).await;
         };
-        // Past every generation Redis shows and this host remembers.
-        let remembered = self.seen.get(user).await?.map_or(0, |s| s.generation);
-        let generation = fleet
-            .next_generation(user)
+        // Past everything Redis shows and this host remembers: a later
+        // generation, created no earlier than the last reset (whatever
+        // this host's clock says).
+        let next = fleet
+            .next(user)
             .await
-            .map_err(|_| JumpError::StoreUnavailable)?
-            .max(remembered.saturating_add(1));
+            .map_err(|_| JumpError::StoreUnavailable)?;
+        let remembered = self.seen.get(user).await?.map(|s| s.last);
+        let mark = Mark {
+            at: enrollment
+                .created
+                .max(next.at)
+                .max(remembered.map_or(0, |m| m.at)),
+            generation: next
+                .generation
+                .max(remembered.map_or(0, |m| m.generation.saturating_add(1))),
+        };
+        let enrollment = &Enrollment {
+            created: mark.at,
+            ..enrollment.clone()
+        };
         let stored = fleet
-            .create_enrollment(user, enrollment, generation)
+            .create_enrollment(user, enrollment, mark.generation)
             .await
             .map_err(|_| JumpError::StoreUnavailable)?;
         if stored {
@@ -188,7 +202,7 @@ impl TotpStore {
                 .set(
                     user,
                     Seen {
-                        generation,
+                        last: mark,
                         reset: false,
                     },
                 )
@@ -214,7 +228,7 @@ impl TotpStore {
         let here = self.forget_file(user).await?;
         match self.fleet_for(false) {
             Some(fleet) => fleet
-                .remove_enrollment(user, unix_now())
+                .remove_enrollment(user, unix_now(), self.seen.get(user).await?.map(|s| s.last))
                 .await
                 .map_err(|_| JumpError::StoreUnavailable),
             None => Ok(here),
