@@ -40,13 +40,35 @@ pub fn bans(action: Option<BansAction>, config: Option<&Path>) -> anyhow::Result
         }
         Some(BansAction::Lift { addr }) => {
             let mut list = BanList::from_bans(stored);
-            if !list.lift(addr, now) {
-                println!("{addr}: not banned");
-                return Ok(ExitCode::from(3));
+            let here = list.lift(addr, now);
+            if here {
+                file.save(&list.bans()).context("writing the ban list")?;
             }
-            file.save(&list.bans()).context("writing the ban list")?;
-            println!("{addr}: ban lifted; a running gatehouse applies it within 2 seconds");
-            Ok(ExitCode::SUCCESS)
+            // A fleet: lifted on every host (issue 24), whether or not this
+            // one had it: the ban may have been made elsewhere.
+            let fleet = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a runtime")?
+                .block_on(gatehouse_jump::lift_fleet_ban(&config, addr))
+                .context("lifting the ban in the fleet's Redis")?;
+            match (here, fleet) {
+                (false, None) => {
+                    println!("{addr}: not banned");
+                    Ok(ExitCode::from(3))
+                }
+                (_, None) => {
+                    println!("{addr}: ban lifted; a running gatehouse applies it within 2 seconds");
+                    Ok(ExitCode::SUCCESS)
+                }
+                (_, Some(records)) => {
+                    println!(
+                        "{addr}: ban lifted across the fleet ({records} records removed from Redis; \
+                         the signed lift announced); a running gatehouse applies it within 2 seconds"
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
         }
     }
 }

@@ -40,7 +40,7 @@ pub(crate) fn fleet_yaml(
 }
 
 /// The fleet's seal key (64 hex digits), mode 0600, in `dir`.
-fn seal_key(dir: &Path) -> std::path::PathBuf {
+pub(crate) fn seal_key(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("seal.key");
     std::fs::write(&path, format!("{}\n", "5e".repeat(32))).expect("write seal key");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -57,12 +57,12 @@ pub(crate) fn secret_file(dir: &Path) -> (std::path::PathBuf, String) {
 }
 
 /// Two hosts on one Redis, the client knowing them as `jump1`/`jump2`.
-struct Fleet {
-    hosts: Vec<Gatehouse>,
-    client: SshClient,
-    echo: TcpServer,
-    secret: String,
-    redis: Redis,
+pub(crate) struct Fleet {
+    pub(crate) hosts: Vec<Gatehouse>,
+    pub(crate) client: SshClient,
+    pub(crate) echo: TcpServer,
+    pub(crate) secret: String,
+    pub(crate) redis: Redis,
 }
 
 fn fleet(on_outage: &str) -> Fleet {
@@ -71,17 +71,36 @@ fn fleet(on_outage: &str) -> Fleet {
 }
 
 /// `n` hosts, `trusted` the CIDRs (YAML list items) never banned.
-fn fleet_of(n: usize, on_outage: &str, trusted: &str) -> Fleet {
+pub(crate) fn fleet_of(n: usize, on_outage: &str, trusted: &str) -> Fleet {
+    fleet_with(n, on_outage, trusted, |yaml| yaml)
+}
+
+/// [`fleet_of`], its YAML changed by `edit` (given the client's key).
+pub(crate) fn fleet_with(
+    n: usize,
+    on_outage: &str,
+    trusted: &str,
+    edit: impl Fn(String) -> String,
+) -> Fleet {
     let echo = TcpServer::echo();
     let redis = Redis::start();
     let mut client = SshClient::new();
     let (file, secret) = secret_file(client.dir());
-    let yaml = fleet_yaml(&client, &file, &redis, on_outage, echo.port(), trusted);
+    let yaml = edit(fleet_yaml(
+        &client,
+        &file,
+        &redis,
+        on_outage,
+        echo.port(),
+        trusted,
+    ));
     let hosts: Vec<Gatehouse> = (0..n).map(|_| Gatehouse::start(&yaml)).collect();
     for (i, g) in hosts.iter().enumerate() {
         client.add_host(&format!("jump{}", i + 1), g.jump(), "sean");
         // ana: no provisioned secret, so she enrolls (in Redis).
         client.add_host(&format!("ana{}", i + 1), g.jump(), "ana");
+        // bob: only in the YAML of tests that add him.
+        client.add_host(&format!("bob{}", i + 1), g.jump(), "bob");
     }
     // Both hosts connected to Redis before the first login.
     for g in &hosts {
@@ -138,14 +157,10 @@ fn a_code_used_through_one_host_is_refused_by_another() {
         on_two[0].contains("code already used (replay)"),
         "{on_two:?}"
     );
-    assert!(
-        f.redis
-            .cli(&["GET", "test:totp-step:sean"])
-            .trim()
-            .parse::<u64>()
-            .is_ok(),
-        "the step is in Redis"
-    );
+    // The step is in Redis, signed: `STEP:MAC` (issue 24).
+    let stored = f.redis.cli(&["GET", "test:totp-step:sean"]);
+    let (step, mac) = stored.trim().split_once(':').expect("STEP:MAC");
+    assert!(step.parse::<u64>().is_ok() && mac.len() == 64, "{stored}");
 }
 
 #[test]
@@ -217,7 +232,7 @@ fn with_on_outage_local_codes_are_checked_by_each_host_alone() {
 }
 
 /// `ssh -b FROM` to `host` with a key no host knows: one failure there.
-fn unknown_key_from(f: &Fleet, stranger: &SshClient, from: &str, host: &str) {
+pub(crate) fn unknown_key_from(f: &Fleet, stranger: &SshClient, from: &str, host: &str) {
     let to = format!("127.0.0.1:{}", f.echo.port());
     let index = host
         .trim_start_matches("jump")

@@ -24,6 +24,8 @@ mod dns_attacks;
 mod enroll;
 // A fleet on one real redis-server: codes work once across hosts, the per-user limit counts on every host, Redis outages.
 mod fleet;
+// Someone with write access to the fleet's Redis and no seal key (issue 24): each attack refused, audited and counted; outages as "unknown"; bans lifted fleet-wide.
+mod fleet_trust;
 // Three hosts on one Redis behind a real HAProxy (PROXY v2): codes once, bans everywhere, the client's address.
 mod fleet_balanced;
 // SSH jump host: key + TOTP, grants, -W/-J/nc tunnels, refusals, audit events.

@@ -9,6 +9,10 @@ pub enum JumpError {
     /// The fleet's Redis does not answer (and what was asked needs it).
     #[error("the fleet's Redis is unreachable")]
     StoreUnavailable,
+    /// A value read from the fleet's Redis is not believed (audited
+    /// `store_refused`).
+    #[error("a value in the fleet's Redis failed its check (see the store_refused audit line)")]
+    StoreRefused,
     /// The fleet's Redis settings cannot be used (`state.redis`).
     #[error("state.redis: {0}")]
     Fleet(String),

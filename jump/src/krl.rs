@@ -105,7 +105,9 @@ impl Revocations {
         let blob = blob(key);
         self.keys.contains(&blob)
             || self.sha1.contains(sha1::Sha1::digest(&blob).as_slice())
-            || self.sha256.contains(sha2::Sha256::digest(&blob).as_slice())
+            || self
+                .sha256
+                .contains(<sha2::Sha256 as sha2::Digest>::digest(&blob).as_slice())
     }
 
     /// Why `cert` is revoked, if it is: its serial or key id under its CA,

@@ -78,6 +78,7 @@ pub use error::{JumpError, Untrusted};
 /// The `exec nc HOST PORT` parser, public for the fuzz target (`fuzz/`):
 /// an authenticated user's command line is hostile input too.
 pub use exec::{NcCommand, parse_nc};
+pub use fleet::lift_fleet_ban;
 pub use laptop::{known_hosts_line, ssh_config};
 pub use metrics::{register_metrics, state_store_health};
 pub use policy::{Allowed, Refusal, decide};

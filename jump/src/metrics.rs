@@ -26,6 +26,9 @@ pub(crate) struct JumpMetrics {
     pub store_up: Gauge,
     /// The last Redis command's round trip, microseconds.
     pub store_latency_us: Gauge,
+    /// Values read from the fleet's Redis and refused: no valid MAC, an
+    /// older generation, a deletion no signed reset explains (issue 24).
+    pub store_refused: Counter,
 }
 
 pub(crate) static METRICS: LazyLock<JumpMetrics> = LazyLock::new(|| JumpMetrics {
@@ -38,6 +41,7 @@ pub(crate) static METRICS: LazyLock<JumpMetrics> = LazyLock::new(|| JumpMetrics 
     store_configured: AtomicBool::new(false),
     store_up: Gauge::default(),
     store_latency_us: Gauge::default(),
+    store_refused: Counter::default(),
 });
 
 /// The fleet's Redis as `/healthz` reports it: `None` when state is local,
@@ -94,5 +98,11 @@ pub fn register_metrics(registry: &mut Registry) {
         "gatehouse_state_store_latency_microseconds",
         "The last command's round trip to the fleet's Redis",
         m.store_latency_us.clone(),
+    );
+    registry.register(
+        "gatehouse_state_store_refused",
+        "Values read from the fleet's Redis and refused (no valid MAC, an older generation, \
+         an unexplained deletion)",
+        m.store_refused.clone(),
     );
 }

@@ -387,6 +387,21 @@ pub enum AuditEvent {
         /// The source.
         source: IpAddr,
     },
+    /// A value read from the fleet's Redis was refused (issue 24): it has
+    /// no valid MAC under the seal key, is older than one already seen, or
+    /// is missing with no signed reset to say why. Never taken as absent.
+    StoreRefused {
+        /// What it was: `enrollment`, `recovery`, `totp-step`, `reset`,
+        /// `ban`, `ban-lift`.
+        kind: String,
+        /// Its user or source (as Redis named it, bounded).
+        subject: String,
+        /// Why it was refused.
+        reason: String,
+        /// Refusals since the last line that were counted, not written.
+        #[serde(default)]
+        unlogged: u64,
+    },
     /// A failure was counted toward a ban of the source.
     Failure {
         /// Connection number.

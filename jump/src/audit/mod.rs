@@ -237,6 +237,15 @@ pub fn emit(event: &AuditEvent) {
         E::BanLifted { source } => {
             info!(target: "audit", event = "ban_lifted", %source);
         }
+        E::StoreRefused {
+            kind,
+            subject,
+            reason,
+            unlogged,
+        } => {
+            METRICS.store_refused.inc();
+            info!(target: "audit", event = "store_refused", kind, subject, reason, unlogged);
+        }
         E::Failure {
             conn,
             peer,

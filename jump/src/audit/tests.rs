@@ -189,6 +189,12 @@ fn every_event() -> Vec<AuditEvent> {
         AuditEvent::BanLifted {
             source: "2001:db8::".parse().expect("ip"),
         },
+        AuditEvent::StoreRefused {
+            kind: "recovery".into(),
+            subject: "bob".into(),
+            reason: "no valid MAC".into(),
+            unlogged: 3,
+        },
         AuditEvent::Failure {
             conn: 6,
             peer,

@@ -33,6 +33,9 @@ use crate::{
     error::JumpError,
 };
 
+/// Fleet-wide lifts remembered, at most.
+const MAX_LIFTS: usize = 4096;
+
 /// The ban list in memory and on disk.
 #[derive(Debug)]
 pub(crate) struct BanKeeper {
@@ -41,6 +44,10 @@ pub(crate) struct BanKeeper {
     disk: Mutex<Disk>,
     /// Set by a change that is not on disk yet.
     dirty: AtomicBool,
+    /// Fleet-wide lifts applied here: the address and when the lift was
+    /// issued. A ban issued before a lift covering it is not adopted again
+    /// (a host that missed the lift must not bring it back).
+    lifts: Mutex<HashMap<IpAddr, u64>>,
     changed: Notify,
 }
 
@@ -87,6 +94,7 @@ impl BanKeeper {
             file,
             disk: Mutex::new(disk),
             dirty: AtomicBool::new(false),
+            lifts: Mutex::default(),
             changed: Notify::new(),
         })
     }
@@ -125,11 +133,27 @@ impl BanKeeper {
         self.changed(changed)
     }
 
-    /// A ban another host of the fleet made: in force here at once if it is
-    /// new or longer than ours (audited `ban_adopted`), and saved.
-    pub(crate) fn adopt(&self, ban: Ban) {
-        let (source, prefix, until) = (ban.source, ban.prefix, ban.until);
-        if self.list().adopt(ban, SystemTime::now()) {
+    /// A ban another host of the fleet made (signed, issued at `issued`):
+    /// in force here at once if it is new or longer than ours (audited
+    /// `ban_adopted`), ending at most `max` from now, and saved. Not if a
+    /// fleet-wide lift covering it was issued after it.
+    pub(crate) fn adopt(&self, ban: Ban, issued: u64, max: Duration) {
+        let lifted = self
+            .lifts()
+            .iter()
+            .any(|(&addr, &at)| at >= issued && ban.covers(addr));
+        if lifted {
+            return;
+        }
+        let (source, prefix) = (ban.source, ban.prefix);
+        let mut list = self.list();
+        if list.adopt(ban, max, SystemTime::now()) {
+            let until = list
+                .bans()
+                .iter()
+                .find(|b| b.source == source && b.prefix == prefix)
+                .map_or(0, |b| b.until);
+            drop(list);
             audit::emit(&AuditEvent::BanAdopted {
                 source,
                 prefix,
@@ -138,6 +162,35 @@ impl BanKeeper {
             self.dirty.store(true, Ordering::Release);
             self.changed.notify_one();
         }
+    }
+
+    /// A fleet-wide lift of every ban covering `addr`, issued at `issued`
+    /// (`gatehouse bans lift` on some host): applied once (audited
+    /// `ban_lifted` if a ban was in force here), remembered so that bans
+    /// issued before it are not adopted again.
+    pub(crate) fn lift_fleet(&self, addr: IpAddr, issued: u64) {
+        {
+            let mut lifts = self.lifts();
+            if lifts.get(&addr).is_some_and(|&at| at >= issued) {
+                return;
+            }
+            // Bounded: lifts come signed, from operators; the oldest go.
+            if lifts.len() >= MAX_LIFTS
+                && let Some(oldest) = lifts.iter().min_by_key(|(_, at)| **at).map(|(a, _)| *a)
+            {
+                lifts.remove(&oldest);
+            }
+            lifts.insert(addr, issued);
+        }
+        if self.list().lift(addr, SystemTime::now()) {
+            audit::emit(&AuditEvent::BanLifted { source: addr });
+        }
+        self.dirty.store(true, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    fn lifts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u64>> {
+        self.lifts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The bans in force now.

@@ -50,6 +50,14 @@ fn network(ip: IpAddr, prefix: u8) -> IpAddr {
     }
 }
 
+/// Every network a ban covering `ip` may name: `(network, prefix)`.
+pub(crate) fn covering(ip: IpAddr) -> Vec<(IpAddr, u8)> {
+    match ip.to_canonical() {
+        IpAddr::V6(_) => V6_PREFIXES.iter().map(|&p| (network(ip, p), p)).collect(),
+        v4 => vec![(v4, 32)],
+    }
+}
+
 /// The prefix a source is counted under: 32 for IPv4, 64 for IPv6.
 fn host_prefix(ip: IpAddr) -> u8 {
     match ip.to_canonical() {
@@ -91,6 +99,11 @@ impl Ban {
             IpAddr::V6(_) => format!("{}/{}", self.source, self.prefix),
             IpAddr::V4(_) => self.source.to_string(),
         }
+    }
+
+    /// Does this ban cover `ip`?
+    pub fn covers(&self, ip: IpAddr) -> bool {
+        network(ip, self.prefix) == self.source
     }
 
     fn key(&self) -> (IpAddr, u8) {
@@ -266,8 +279,11 @@ impl BanList {
 
     /// Take a ban another host of the fleet made: true if it is new here or
     /// ends later than ours (then it replaces ours). A ban whose prefix does
-    /// not fit its address family, or not its network address, is ignored.
-    pub fn adopt(&mut self, ban: Ban, now: SystemTime) -> bool {
+    /// not fit its address family, or not its network address, is ignored;
+    /// one longer than `max` from `now` (the policy's `ban.max`) ends then
+    /// (issue 24: no ban until 2100).
+    pub fn adopt(&mut self, mut ban: Ban, max: Duration, now: SystemTime) -> bool {
+        ban.until = ban.until.min(unix(now).saturating_add(max.as_secs()));
         let fits = match ban.source {
             IpAddr::V4(_) => ban.prefix == 32,
             IpAddr::V6(_) => V6_PREFIXES.contains(&ban.prefix),
@@ -341,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_fleet_ban_is_adopted_when_newer_and_well_formed() {
-        let mut bans = BanList::default();
+        let (mut bans, max) = (BanList::default(), Duration::from_secs(3600));
         let now = SystemTime::now();
         let t = unix(now);
         let ban = |source: &str, prefix, until| Ban {
@@ -350,20 +366,35 @@ mod tests {
             until,
             count: 1,
         };
-        assert!(bans.adopt(ban("192.0.2.7", 32, t + 60), now));
+        assert!(bans.adopt(ban("192.0.2.7", 32, t + 60), max, now));
         assert!(bans.banned(ip("192.0.2.7"), now).is_some());
         assert!(
-            !bans.adopt(ban("192.0.2.7", 32, t + 30), now),
+            !bans.adopt(ban("192.0.2.7", 32, t + 30), max, now),
             "not shorter"
         );
-        assert!(bans.adopt(ban("192.0.2.7", 32, t + 90), now), "longer wins");
-        assert!(!bans.adopt(ban("192.0.2.8", 24, t + 60), now), "bad prefix");
         assert!(
-            !bans.adopt(ban("2001:db8::1", 64, t + 60), now),
+            bans.adopt(ban("192.0.2.7", 32, t + 90), max, now),
+            "longer wins"
+        );
+        assert!(
+            !bans.adopt(ban("192.0.2.8", 24, t + 60), max, now),
+            "bad prefix"
+        );
+        assert!(
+            !bans.adopt(ban("2001:db8::1", 64, t + 60), max, now),
             "not a network"
         );
-        assert!(bans.adopt(ban("2001:db8::", 56, t + 60), now));
-        assert!(!bans.adopt(ban("192.0.2.9", 32, t), now), "over already");
+        assert!(bans.adopt(ban("2001:db8::", 56, t + 60), max, now));
+        assert!(
+            !bans.adopt(ban("192.0.2.9", 32, t), max, now),
+            "over already"
+        );
+        // A ban until 2100 ends at `max` from now (issue 24).
+        assert!(bans.adopt(ban("192.0.2.10", 32, 4_102_444_800), max, now));
+        assert_eq!(
+            bans.banned(ip("192.0.2.10"), now).map(|b| b.until),
+            Some(t + 3600)
+        );
     }
 
     #[test]

@@ -15,4 +15,5 @@ mod list;
 
 pub use file::BanFile;
 pub(crate) use keeper::BanKeeper;
+pub(crate) use list::covering;
 pub use list::{Ban, BanList, source_key};

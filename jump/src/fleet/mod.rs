@@ -15,17 +15,37 @@ use std::{
 };
 
 use gatehouse_config::{Limit, OnOutage, RedisState};
-use redis::{AsyncCommands, IntoConnectionInfo, aio::ConnectionManager};
+use redis::{IntoConnectionInfo, aio::ConnectionManager};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{error::JumpError, metrics::METRICS};
+use crate::{
+    audit::{self, AuditEvent},
+    error::JumpError,
+    metrics::METRICS,
+};
 
 mod bans;
+mod counters;
 mod enrollments;
+mod mac;
 mod seal;
+#[cfg(test)]
+mod tests;
 
-pub(crate) use enrollments::Stored;
+pub(crate) use counters::Counter;
+pub(crate) use enrollments::{Claim, Mark, Stored};
+
+/// Refused values audited one by one each minute, at most.
+const REFUSALS_A_MINUTE: u32 = 20;
+
+/// How many refusals were written lately.
+#[derive(Debug)]
+struct RefusalLimit {
+    since: Instant,
+    logged: u32,
+    unlogged: u64,
+}
 
 /// The most one Redis command may take before it counts as an outage.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);
@@ -33,23 +53,40 @@ pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a used step is remembered: well past any code's window.
 const STEP_TTL_SECS: u64 = 24 * 3600;
 
-/// Marks `step` used for the user, unless it or a later step already is
-/// (RFC 6238 §5.2, fleet-wide): 1 if claimed, 0 if not. One round trip,
-/// atomic in Redis.
+/// Marks `step` used for the user (ARGV[3], the signed `STEP:MAC`),
+/// unless it or a later step already is (RFC 6238 §5.2, fleet-wide):
+/// `{1, ""}` if claimed, `{0, stored}` if not (the caller checks the stored
+/// value's MAC: a forged one is refused, not taken as used). One round
+/// trip, atomic in Redis.
 const CLAIM_STEP: &str = r"
 local last = redis.call('GET', KEYS[1])
-if last and tonumber(last) >= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
+if last then
+  local n = tonumber(string.match(last, '^(%d+):'))
+  if n == nil or n >= tonumber(ARGV[1]) then return {0, last} end
+end
+redis.call('SET', KEYS[1], ARGV[3], 'EX', ARGV[2])
+return {1, ''}
 ";
 
-/// Counts a wrong code for the user; the first one starts the window: the
-/// count.
-const COUNT_WRONG: &str = r"
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return n
-";
+/// Lift every ban covering `addr` across the fleet of `config` (`gatehouse
+/// bans lift`): the ban records removed from Redis, the lift stored and
+/// announced, signed (every host drops the ban at once, or when it
+/// reconnects). `None` without `state.redis`.
+pub async fn lift_fleet_ban(
+    config: &gatehouse_config::Config,
+    addr: std::net::IpAddr,
+) -> Result<Option<usize>, JumpError> {
+    let gatehouse_config::StateConfig::Redis(redis) = &config.state else {
+        return Ok(None);
+    };
+    let fleet = Fleet::new(redis)?;
+    fleet.connect_once().await?;
+    fleet
+        .lift(addr)
+        .await
+        .map(Some)
+        .map_err(|_| JumpError::StoreUnavailable)
+}
 
 /// Redis is not answering (down, unreachable, or slower than [`OP_TIMEOUT`]).
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +100,11 @@ pub(crate) struct Fleet {
     client: redis::Client,
     conn: Mutex<Option<ConnectionManager>>,
     claim: redis::Script,
-    count_wrong: redis::Script,
     /// Seals TOTP secrets stored in Redis.
     seal: seal::SealKey,
+    /// Authenticates every value read back.
+    macs: mac::Macs,
+    refusals: Mutex<RefusalLimit>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -120,8 +159,11 @@ impl Fleet {
             Some(file) => seal::SealKey::read(file)?,
             None => return Err(bad("seal_key_file is required".into())),
         };
+        let mut macs = vec![seal.mac_key()];
         for file in &state.previous_seal_key_files {
-            seal = seal.with_previous(seal::SealKey::read(file)?);
+            let previous = seal::SealKey::read(file)?;
+            macs.push(previous.mac_key());
+            seal = seal.with_previous(previous);
         }
         METRICS.store_configured.store(true, Ordering::Relaxed);
         Ok(Fleet {
@@ -130,8 +172,16 @@ impl Fleet {
             client,
             conn: Mutex::new(None),
             claim: redis::Script::new(CLAIM_STEP),
-            count_wrong: redis::Script::new(COUNT_WRONG),
             seal,
+            macs: mac::Macs {
+                prefix: state.key_prefix.clone(),
+                keys: macs,
+            },
+            refusals: Mutex::new(RefusalLimit {
+                since: Instant::now(),
+                logged: 0,
+                unlogged: 0,
+            }),
         })
     }
 
@@ -239,31 +289,53 @@ impl Fleet {
         format!("{}{kind}:{user}", self.prefix)
     }
 
-    /// Claim TOTP `step` for `user` across the fleet: false if this step or
-    /// a later one was already used (on any host).
-    pub(crate) async fn claim_step(&self, user: &str, step: u64) -> Result<bool, Outage> {
+    /// Claim TOTP `step` for `user` across the fleet: [`Claim::Used`] if
+    /// this step or a later one was already used (on any host).
+    pub(crate) async fn claim_step(&self, user: &str, step: u64) -> Result<Claim, Outage> {
         let mut conn = self.connection()?;
         let key = self.key("totp-step", user);
         let mut call = self.claim.key(key);
-        call.arg(step).arg(STEP_TTL_SECS);
-        let claimed: i64 = self.timed(call.invoke_async(&mut conn)).await?;
-        Ok(claimed == 1)
+        call.arg(step)
+            .arg(STEP_TTL_SECS)
+            .arg(self.step_value(user, step));
+        let (claimed, stored): (i64, Option<String>) =
+            self.timed(call.invoke_async(&mut conn)).await?;
+        if claimed == 1 {
+            return Ok(Claim::Claimed);
+        }
+        match stored.and_then(|v| self.step_of(user, &v)) {
+            Some(_) => Ok(Claim::Used),
+            None => {
+                self.refused("totp-step", user, "no valid MAC");
+                Ok(Claim::Refused)
+            }
+        }
     }
 
-    /// Wrong codes for `user` in its current window (all hosts).
-    pub(crate) async fn wrong_codes(&self, user: &str) -> Result<u32, Outage> {
-        let mut conn = self.connection()?;
-        let n: Option<u32> = self.timed(conn.get(self.key("wrong-codes", user))).await?;
-        Ok(n.unwrap_or(0))
-    }
-
-    /// Count one wrong code for `user`; the first opens a window of
-    /// `seconds` (the per-user limit's, as `limits::UserCodeLimit` keeps it
-    /// on one host).
-    pub(crate) async fn count_wrong(&self, user: &str, seconds: u64) -> Result<u32, Outage> {
-        let mut conn = self.connection()?;
-        let mut call = self.count_wrong.key(self.key("wrong-codes", user));
-        call.arg(seconds);
-        self.timed(call.invoke_async(&mut conn)).await
+    /// Audit (and count) a value read from Redis and refused. At most
+    /// [`REFUSALS_A_MINUTE`] lines a minute: someone who can write to Redis
+    /// must not fill the disk; the rest are counted, and the next line
+    /// written says how many.
+    pub(crate) fn refused(&self, kind: &str, subject: &str, reason: &str) {
+        let now = Instant::now();
+        let mut limit = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if now.duration_since(limit.since) >= Duration::from_secs(60) {
+            limit.since = now;
+            limit.logged = 0;
+        }
+        if limit.logged >= REFUSALS_A_MINUTE {
+            limit.unlogged += 1;
+            METRICS.store_refused.inc();
+            return;
+        }
+        limit.logged += 1;
+        let unlogged = std::mem::take(&mut limit.unlogged);
+        drop(limit);
+        audit::emit(&AuditEvent::StoreRefused {
+            kind: kind.to_owned(),
+            subject: audit::bounded(subject),
+            reason: reason.to_owned(),
+            unlogged,
+        });
     }
 }

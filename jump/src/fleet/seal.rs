@@ -18,8 +18,9 @@ use crate::error::JumpError;
 
 const NONCE: usize = 24;
 
-/// The fleet's sealing key, and the keys it replaced (open only).
-pub(crate) struct SealKey(XChaCha20Poly1305, Vec<XChaCha20Poly1305>);
+/// The fleet's sealing key, and the keys it replaced (open only); the
+/// seal key's MAC key, derived from it once (`mac`).
+pub(crate) struct SealKey(XChaCha20Poly1305, Vec<XChaCha20Poly1305>, [u8; 32]);
 
 impl fmt::Debug for SealKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,7 +66,12 @@ impl SealKey {
     }
 
     pub(crate) fn from_bytes(key: &[u8; 32]) -> SealKey {
-        SealKey(XChaCha20Poly1305::new(key.into()), Vec::new())
+        SealKey(XChaCha20Poly1305::new(key.into()), Vec::new(), *key)
+    }
+
+    /// The MAC key derived from this seal key (never the key itself).
+    pub(crate) fn mac_key(&self) -> super::mac::MacKey {
+        super::mac::MacKey::derive(&self.2)
     }
 
     /// Also open what `previous` sealed (rolling the key).

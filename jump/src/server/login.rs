@@ -235,7 +235,9 @@ impl Connection {
             // The fleet's Redis is down and logins fail closed: ask for the
             // code as from anyone enrolled (its check then says why it is
             // refused); never offer a new enrollment meanwhile.
-            Err(JumpError::StoreUnavailable) => true,
+            // Likewise when what Redis holds is refused (issue 24): a
+            // missing or forged enrollment never opens enrollment.
+            Err(JumpError::StoreUnavailable | JumpError::StoreRefused) => true,
             Err(error) => {
                 warn!(%error, user, "cannot read the TOTP enrollment; refusing");
                 return self.key_rejected(user, &fp, "enrollment unreadable");
@@ -336,7 +338,14 @@ impl Connection {
             Ok(Verdict::NotEnrolled) => (false, "not enrolled".to_owned()),
             Ok(Verdict::Unavailable) => (
                 false,
-                "not checked: the fleet's Redis is unreachable (on_outage: closed)".to_owned(),
+                "not checked: store unreachable (the fleet's Redis is unreachable, and on_outage \
+                 is closed or this host has no copy of the enrollment)"
+                    .to_owned(),
+            ),
+            Ok(Verdict::Untrusted) => (
+                false,
+                "not checked: store refused (a value in the fleet's Redis failed its check)"
+                    .to_owned(),
             ),
             Err(error) => {
                 warn!(%error, user, "TOTP check failed");

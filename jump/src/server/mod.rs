@@ -162,7 +162,7 @@ impl Shared {
         self.tracker.spawn(async move {
             let made = if made.is_empty() {
                 match fleet.count_failure(source, policy.within.as_secs()).await {
-                    Ok(n) if n >= policy.after.get() => bans.fleet_reached(source, &policy),
+                    Ok(Some(n)) if n >= policy.after.get() => bans.fleet_reached(source, &policy),
                     _ => Vec::new(),
                 }
             } else {
@@ -242,13 +242,19 @@ pub async fn serve(
         .collect();
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&shared), config.clone()));
     if let Some(fleet) = shared.fleet.clone() {
-        let (adopting, ours) = (Arc::clone(&shared.bans), Arc::clone(&shared.bans));
-        let stop = shared.shutdown.clone();
-        tokio::spawn(async move {
-            fleet
-                .follow_bans(|ban| adopting.adopt(ban), || ours.in_force(), stop)
-                .await;
-        });
+        let (keeper, stop, live) = (
+            Arc::clone(&shared.bans),
+            shared.shutdown.clone(),
+            config.clone(),
+        );
+        // Whatever a ban message says, it ends within the policy's max.
+        let max = move || {
+            live.borrow()
+                .jump
+                .as_ref()
+                .map_or(Duration::from_secs(24 * 3600), |j| j.limits.ban.max)
+        };
+        tokio::spawn(async move { fleet.follow_bans(keeper, max, stop).await });
     }
     // The ban writer outlives the connections, so that failures counted
     // while they end still reach the file.

@@ -14,6 +14,7 @@ use std::fmt;
 
 use gatehouse_config::TotpSettings;
 
+mod seen;
 mod shared;
 mod store;
 mod verify;
@@ -142,8 +143,13 @@ pub enum Verdict {
     /// The user has no enrollment.
     NotEnrolled,
     /// Not checked: the fleet's Redis does not answer and logins fail
-    /// closed (`state.redis.on_outage: closed`).
+    /// closed (`state.redis.on_outage: closed`), or this host has no copy
+    /// of its own (`on_outage: local`): unknown, never "not enrolled".
     Unavailable,
+    /// Not accepted: a value read from the fleet's Redis was refused (no
+    /// valid MAC, an older generation, an unexplained deletion; audited
+    /// `store_refused`).
+    Untrusted,
 }
 
 /// What `gatehouse totp status` shows.

@@ -3,19 +3,24 @@
 //! `on_outage: local`. Secrets provisioned by `totp_secret_file` are the
 //! same on every host and stay in files.
 //!
-//! Owns the choice between the two for each call, and what an outage means
-//! for it; must not check codes (`verify`) nor touch Redis keys itself
-//! (`fleet`).
+//! Owns the choice between the two for each call, and what an outage or a
+//! refused value means for it: never "not enrolled" (issue 24). Must not
+//! check codes (`verify`) nor touch Redis keys itself (`fleet`).
 
 use std::path::Path;
 
 use gatehouse_config::{Config, OnOutage, StateConfig};
 use tracing::warn;
 
-use super::{Enrollment, Status, TotpStore, store::blocking};
+use super::{
+    Enrollment, Status, TotpStore,
+    seen::{Belief, Seen, Shown, believe},
+    store::blocking,
+};
 use crate::{
+    clock::unix_now,
     error::JumpError,
-    fleet::{Fleet, Stored},
+    fleet::{Fleet, Mark, Stored},
 };
 
 /// Where a loaded enrollment came from: what a login then writes back.
@@ -24,8 +29,8 @@ pub(super) enum Source {
     /// This host's file (local state, a provisioned secret, or the cache
     /// during an outage with `on_outage: local`).
     Files,
-    /// The fleet's Redis.
-    Fleet,
+    /// The fleet's Redis: the enrollment of this generation.
+    Fleet(u64),
 }
 
 /// An enrollment looked up for a login.
@@ -33,8 +38,11 @@ pub(super) enum Source {
 pub(super) enum Loaded {
     Found(Enrollment, Source),
     Absent,
-    /// The fleet's Redis does not answer and logins fail closed.
+    /// Unknown: the fleet's Redis does not answer, and logins fail closed
+    /// or this host has no copy of its own.
     Unavailable,
+    /// What the fleet's Redis holds is not believed (audited).
+    Refused,
 }
 
 impl TotpStore {
@@ -68,26 +76,48 @@ impl TotpStore {
                 .await
                 .map(from_files);
         };
-        match fleet.load_enrollment(user).await {
-            Ok(Stored::Enrolled(enrollment)) => {
-                self.cache(user, &enrollment).await;
-                Ok(Loaded::Found(enrollment, Source::Fleet))
+        let stored = match fleet.load_enrollment(user).await {
+            Ok(stored) => stored,
+            Err(outage) => {
+                return match fleet.on_outage() {
+                    OnOutage::Closed => Ok(Loaded::Unavailable),
+                    OnOutage::Local => {
+                        warn!(user, error = %outage, "reading the enrollment from this host's cache (on_outage: local)");
+                        // No copy here is "unknown", never "not enrolled":
+                        // she may well be enrolled through another host.
+                        Ok(self
+                            .load_file_async(user, None)
+                            .await?
+                            .map_or(Loaded::Unavailable, |e| Loaded::Found(e, Source::Files)))
+                    }
+                };
             }
-            Ok(Stored::None) => {
-                // Reset on another host: the cache goes too.
+        };
+        let shown = match &stored {
+            Stored::None => Shown::Nothing,
+            Stored::Reset(mark) => Shown::Reset(*mark),
+            Stored::Enrolled(_, mark) => Shown::Enrolled(*mark),
+            Stored::Refused(_) => return Ok(Loaded::Refused),
+        };
+        let (belief, remember) = believe(shown, self.seen.get(user).await?);
+        if let Some(seen) = remember {
+            self.seen.set(user, seen).await?;
+        }
+        match (belief, stored) {
+            (Belief::Enrolled, Stored::Enrolled(enrollment, mark)) => {
+                self.cache(user, &enrollment).await;
+                Ok(Loaded::Found(enrollment, Source::Fleet(mark.generation)))
+            }
+            (Belief::Absent, _) => {
+                // Reset (signed) on another host: the cache goes too.
                 let _ = self.forget_file(user).await;
                 Ok(Loaded::Absent)
             }
-            Ok(Stored::Unreadable) => Err(JumpError::Fleet(format!(
-                "{user}'s enrollment in Redis does not open with this host's seal_key_file"
-            ))),
-            Err(outage) => match fleet.on_outage() {
-                OnOutage::Closed => Ok(Loaded::Unavailable),
-                OnOutage::Local => {
-                    warn!(user, error = %outage, "reading the enrollment from this host's cache (on_outage: local)");
-                    self.load_file_async(user, None).await.map(from_files)
-                }
-            },
+            (Belief::Refused(why), _) | (Belief::Enrolled, Stored::Refused(why)) => {
+                fleet.refused("enrollment", user, why);
+                Ok(Loaded::Refused)
+            }
+            (Belief::Enrolled, _) => Ok(Loaded::Refused),
         }
     }
 
@@ -126,6 +156,7 @@ impl TotpStore {
             Loaded::Found(e, _) => Ok(Some(e)),
             Loaded::Absent => Ok(None),
             Loaded::Unavailable => Err(JumpError::StoreUnavailable),
+            Loaded::Refused => Err(JumpError::StoreRefused),
         }
     }
 
@@ -141,11 +172,41 @@ impl TotpStore {
         let Some(fleet) = self.fleet_for(false) else {
             return self.create_file_async(user, enrollment).await;
         };
+        // Past everything Redis shows and this host remembers: a later
+        // generation, created no earlier than the last reset (whatever
+        // this host's clock says).
+        let next = fleet
+            .next(user)
+            .await
+            .map_err(|_| JumpError::StoreUnavailable)?;
+        let remembered = self.seen.get(user).await?.map(|s| s.last);
+        let mark = Mark {
+            at: enrollment
+                .created
+                .max(next.at)
+                .max(remembered.map_or(0, |m| m.at)),
+            generation: next
+                .generation
+                .max(remembered.map_or(0, |m| m.generation.saturating_add(1))),
+        };
+        let enrollment = &Enrollment {
+            created: mark.at,
+            ..enrollment.clone()
+        };
         let stored = fleet
-            .create_enrollment(user, enrollment)
+            .create_enrollment(user, enrollment, mark.generation)
             .await
             .map_err(|_| JumpError::StoreUnavailable)?;
         if stored {
+            self.seen
+                .set(
+                    user,
+                    Seen {
+                        last: mark,
+                        reset: false,
+                    },
+                )
+                .await?;
             let _ = self.forget_file(user).await;
             self.cache(user, enrollment).await;
         }
@@ -167,7 +228,7 @@ impl TotpStore {
         let here = self.forget_file(user).await?;
         match self.fleet_for(false) {
             Some(fleet) => fleet
-                .remove_enrollment(user)
+                .remove_enrollment(user, unix_now(), self.seen.get(user).await?.map(|s| s.last))
                 .await
                 .map_err(|_| JumpError::StoreUnavailable),
             None => Ok(here),

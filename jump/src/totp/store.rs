@@ -42,6 +42,8 @@ pub struct TotpStore {
     pub(super) code_limit: Mutex<UserCodeLimit>,
     /// A fleet's Redis: steps used and wrong codes, shared by every host.
     pub(super) fleet: Option<Arc<Fleet>>,
+    /// What this host has seen of the fleet's enrollments.
+    pub(super) seen: super::seen::SeenFile,
 }
 
 /// The files themselves: blocking I/O, run on a blocking thread by the
@@ -160,6 +162,7 @@ impl TotpStore {
             locks: Mutex::default(),
             code_limit: Mutex::default(),
             fleet: None,
+            seen: super::seen::SeenFile::new(state_dir),
         }
     }
 

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     error::JumpError,
-    fleet::{Fleet, Outage},
+    fleet::{Claim, Counter, Fleet, Outage},
     limits::{CODE_FAILURES, CODE_WINDOW},
     recovery,
 };
@@ -62,9 +62,16 @@ impl TotpStore {
             return Ok(Verdict::Limited);
         }
         if let Some(fleet) = &self.fleet {
-            match fleet.wrong_codes(user).await {
-                Ok(n) if n >= CODE_FAILURES => return Ok(Verdict::Limited),
-                Ok(_) => {}
+            let wrong = Counter {
+                kind: "wrong-codes",
+                subject: user,
+            };
+            match fleet.count(wrong).await {
+                Ok(Some(n)) if n >= CODE_FAILURES => return Ok(Verdict::Limited),
+                Ok(Some(_)) => {}
+                // A count someone wrote without the seal key: refused
+                // (audited), and so is the login it was read for.
+                Ok(None) => return Ok(Verdict::Untrusted),
                 Err(outage) => {
                     if let Some(refused) = Self::outage(fleet, user, &outage) {
                         return Ok(refused);
@@ -76,6 +83,7 @@ impl TotpStore {
             Loaded::Found(enrollment, source) => (enrollment, source),
             Loaded::Absent => return Ok(Verdict::NotEnrolled),
             Loaded::Unavailable => return Ok(Verdict::Unavailable),
+            Loaded::Refused => return Ok(Verdict::Untrusted),
         };
         let verdict = match recovery::normalize(typed) {
             Some(code) => {
@@ -92,8 +100,8 @@ impl TotpStore {
                         let left = enrollment.recovery.len();
                         match (&self.fleet, source) {
                             // One use across the fleet: Redis removes it once.
-                            (Some(fleet), Source::Fleet) => {
-                                match fleet.use_recovery(user, &hash).await {
+                            (Some(fleet), Source::Fleet(generation)) => {
+                                match fleet.use_recovery(user, generation, &hash).await {
                                     Ok(true) => Verdict::Recovery { left },
                                     Ok(false) => Verdict::Refused(CodeRefusal::Wrong),
                                     Err(outage) => Self::outage(fleet, user, &outage)
@@ -123,8 +131,9 @@ impl TotpStore {
         // Across the fleet, the step must not have been used on another host.
         let verdict = match (&self.fleet, verdict) {
             (Some(fleet), Verdict::Code { step }) => match fleet.claim_step(user, step).await {
-                Ok(true) => Verdict::Code { step },
-                Ok(false) => Verdict::Refused(CodeRefusal::Replayed),
+                Ok(Claim::Claimed) => Verdict::Code { step },
+                Ok(Claim::Used) => Verdict::Refused(CodeRefusal::Replayed),
+                Ok(Claim::Refused) => Verdict::Untrusted,
                 Err(outage) => Self::outage(fleet, user, &outage).unwrap_or(Verdict::Code { step }),
             },
             (_, verdict) => verdict,
@@ -147,10 +156,15 @@ impl TotpStore {
                     .failed(user, clock);
                 if let Some(fleet) = &self.fleet {
                     // Best effort: this host's own count holds regardless.
-                    let _ = fleet.count_wrong(user, CODE_WINDOW.as_secs()).await;
+                    let wrong = Counter {
+                        kind: "wrong-codes",
+                        subject: user,
+                    };
+                    let _ = fleet.raise(wrong, CODE_WINDOW.as_secs()).await;
                 }
             }
-            Verdict::Limited | Verdict::NotEnrolled | Verdict::Unavailable => {}
+            Verdict::Limited | Verdict::NotEnrolled | Verdict::Unavailable | Verdict::Untrusted => {
+            }
         }
         Ok(verdict)
     }

@@ -1,0 +1,146 @@
+//! The fleet's scripts against a real redis-server (on a Unix socket in a
+//! temporary directory: no port to race for), where a race between hosts
+//! can be set up step by step.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use gatehouse_config::{OnOutage, RedisState};
+
+use super::{Fleet, Mark, Stored};
+use crate::totp::{Enrollment, Secret};
+
+/// redis-server on `dir/redis.sock`, killed on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server(dir: &Path) -> Server {
+    let socket = dir.join("redis.sock");
+    let child = Command::new("redis-server")
+        .args(["--port", "0", "--save", "", "--appendonly", "no"])
+        .arg("--unixsocket")
+        .arg(&socket)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (tests/run installs it)");
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    server
+}
+
+fn key_file(dir: &Path, name: &str, byte: u8) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, [byte; 32]).expect("write key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
+async fn fleet(dir: &Path, key: u8, previous: Option<u8>) -> Fleet {
+    let state = RedisState {
+        url: format!("redis+unix://{}", dir.join("redis.sock").display()),
+        password_file: None,
+        ca_file: None,
+        key_prefix: "t:".into(),
+        seal_key_file: Some(key_file(dir, &format!("{key}.key"), key)),
+        previous_seal_key_files: previous
+            .map(|p| key_file(dir, &format!("{p}.key"), p))
+            .into_iter()
+            .collect(),
+        on_outage: OnOutage::Closed,
+    };
+    let fleet = Fleet::new(&state).expect("fleet");
+    fleet.connect_once().await.expect("connected");
+    fleet
+}
+
+fn enrollment() -> Enrollment {
+    Enrollment {
+        secret: Secret(vec![7; 20]),
+        created: 5,
+        last_step: Some(3),
+        recovery: vec!["hash-1".into(), "hash-2".into()],
+    }
+}
+
+/// Issue 24: re-sealing was a plain HSET, so a host re-sealing what it had
+/// just read brought back an enrollment `totp reset` removed meanwhile.
+#[tokio::test]
+async fn a_reseal_never_brings_back_an_enrollment_reset_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _redis = server(dir.path());
+    let old = fleet(dir.path(), 1, None).await;
+    assert!(
+        old.create_enrollment("ana", &enrollment(), 1)
+            .await
+            .expect("create")
+    );
+    let rolled = fleet(dir.path(), 2, Some(1)).await;
+    // What the rolling host read, then the reset, then its re-seal.
+    let mut conn = rolled.connection().expect("conn");
+    let read: Option<String> = redis::AsyncCommands::hget(&mut conn, "t:enrollment:ana", "mac")
+        .await
+        .expect("hget");
+    let read = read.expect("a MAC");
+    assert!(old.remove_enrollment("ana", 10, None).await.expect("reset"));
+    rolled
+        .reseal("ana", "t:enrollment:ana", &read, &[7; 20], 5, 1)
+        .await;
+    let exists: bool = redis::AsyncCommands::exists(&mut conn, "t:enrollment:ana")
+        .await
+        .expect("exists");
+    assert!(!exists, "the reset enrollment came back");
+    assert!(matches!(
+        rolled.load_enrollment("ana").await.expect("load"),
+        Stored::Reset(Mark {
+            at: 10,
+            generation: 1
+        })
+    ));
+
+    // Without a reset in between, reading re-seals (and signs again, the
+    // recovery codes and the used step too) under the new key: the old key
+    // alone no longer opens it, the new one alone does.
+    let after_reset = Enrollment {
+        created: 20,
+        ..enrollment()
+    };
+    assert!(
+        old.create_enrollment("ana", &after_reset, 2)
+            .await
+            .expect("create")
+    );
+    assert!(matches!(
+        rolled.load_enrollment("ana").await.expect("load"),
+        Stored::Enrolled(_, Mark { generation: 2, .. })
+    ));
+    assert!(matches!(
+        old.load_enrollment("ana").await.expect("load"),
+        Stored::Refused(_)
+    ));
+    let newest = fleet(dir.path(), 2, None).await;
+    let Stored::Enrolled(read, Mark { generation: 2, .. }) =
+        newest.load_enrollment("ana").await.expect("load")
+    else {
+        panic!("not readable with the new key alone");
+    };
+    let mut codes = read.recovery.clone();
+    codes.sort();
+    assert_eq!(codes, ["hash-1", "hash-2"]);
+    assert_eq!(read.last_step, Some(3));
+}
