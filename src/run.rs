@@ -43,12 +43,14 @@ pub fn config_or_dev(path: Option<&Path>, announce: bool) -> anyhow::Result<(Con
 
 pub fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let (config, watch_file) = config_or_dev(path, true)?;
-    // Like sshd's StrictModes: a state folder others can write to (or a
-    // symlink, or another owner's) stops the start before "ready", naming it.
-    if config.jump.is_some() {
-        gatehouse_jump::check_state_dir(&config.state_dir)?;
-    }
     logging::init(config.log);
+    // Like sshd's StrictModes: a state folder others can write to (or a
+    // symlink, or another owner's) stops the start before "ready", naming
+    // it. The host key exists before "ready" too: a recipe that reads it
+    // right after the start (a host certificate) finds it.
+    if config.jump.is_some() {
+        gatehouse_jump::prepare_state(&config.state_dir)?;
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

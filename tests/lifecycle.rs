@@ -326,3 +326,28 @@ fn a_state_folder_others_can_write_stops_the_start_naming_it() {
         )
     );
 }
+
+/// The README's host-certificate recipe reads the host key right after the
+/// start: it exists before gatehouse says `ready` (it came 100–200 ms
+/// after, issue 25).
+#[test]
+fn the_host_key_exists_when_ready_is_said() {
+    let client = SshClient::new();
+    let g = Gatehouse::start(&crate::jump::config(
+        "required",
+        &[("sean", &client, &["dev"])],
+        &[("dev", vec!["127.0.0.1/32:22".to_owned()])],
+    ));
+    // Gatehouse::start returned on the `ready` line: nothing waited since.
+    let key = g.dir.path().join("state/host_keys/ssh_host_ed25519_key");
+    assert!(key.is_file(), "{} missing at ready", key.display());
+    // And the log says so in that order.
+    let events = g.events();
+    let at = |event: &str| {
+        events
+            .iter()
+            .position(|v| v["event"] == event)
+            .unwrap_or_else(|| panic!("no {event} line"))
+    };
+    assert!(at("host_key_generated") < at("ready"), "{events:?}");
+}

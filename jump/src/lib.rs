@@ -87,4 +87,11 @@ pub use server::{
     PROCESS_WINDOWS, SHUTDOWN_GRACE, USER_WINDOWS, serve,
 };
 pub use store::check_state_dir;
+
+/// Check the state folder ([`check_state_dir`]) and generate the host key
+/// if there is none yet, before anything says ready. Blocking.
+pub fn prepare_state(state_dir: &std::path::Path) -> Result<(), JumpError> {
+    check_state_dir(state_dir)?;
+    hostkey::load_or_generate(state_dir).map(drop)
+}
 pub use totp::{Status, TotpStore};

@@ -129,6 +129,34 @@ async fn a_wrong_code_is_refused() {
     assert_eq!(echo.accepted(), 0);
 }
 
+/// libssh2's `userauth_list` sends `none` after the key's partial
+/// success: the answer names the methods that can still continue, as
+/// OpenSSH's does, so a client that follows it sends the code (issue 25).
+#[tokio::test]
+async fn none_names_the_method_that_can_continue() {
+    let key = new_key();
+    let jump = Jump::start(&config_yaml("required", &key, &[grant(9)], ""));
+    let secret = jump.enroll("sean").await;
+    let mut client = Client::connect(&jump).await;
+    let none = client.handle.authenticate_none("sean").await.expect("none");
+    assert_eq!(rejected(&none), Some(vec![MethodKind::PublicKey]));
+    assert!(partial(&client.key("sean", &key).await));
+    let none = client.handle.authenticate_none("sean").await.expect("none");
+    assert_eq!(rejected(&none), Some(vec![MethodKind::KeyboardInteractive]));
+    // Another user's `none` on the same connection: their key comes first.
+    let none = client.handle.authenticate_none("kim").await.expect("none");
+    assert_eq!(rejected(&none), Some(vec![MethodKind::PublicKey]));
+    // And the code still completes the login.
+    let KeyboardInteractiveAuthResponse::InfoRequest { .. } = client.start_code("sean").await
+    else {
+        panic!("no prompt for the code");
+    };
+    assert!(matches!(
+        client.answer(&[&code_now(&secret)]).await,
+        KeyboardInteractiveAuthResponse::Success
+    ));
+}
+
 #[tokio::test]
 async fn unknown_users_and_wrong_keys_are_rejected_alike() {
     let key = new_key();

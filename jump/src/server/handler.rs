@@ -28,7 +28,7 @@ impl russh::server::Handler for Connection {
     async fn auth_none(&mut self, user: &str) -> Result<Auth, Self::Error> {
         debug!(conn = self.who.conn, user = %crate::audit::bounded(user), "auth none");
         self.state.asked();
-        Ok(Step::Reject(Some(russh::MethodKind::PublicKey)).into_auth())
+        Ok(self.check_none(user).into_auth())
     }
 
     async fn auth_password(&mut self, user: &str, _password: &str) -> Result<Auth, Self::Error> {

@@ -87,6 +87,17 @@ pub(super) fn provisioned(config: &Config, user: &str) -> Option<PathBuf> {
 }
 
 impl Connection {
+    /// `none` (a probe, or libssh2's `userauth_list`): the methods that can
+    /// still continue, as OpenSSH answers — the code once this user's key
+    /// was proven on this connection, else a key. Proves and changes nothing.
+    pub(super) fn check_none(&self, user: &str) -> Step {
+        if self.progress.may_check_code(user) {
+            Step::Reject(Some(MethodKind::KeyboardInteractive))
+        } else {
+            Step::Reject(Some(MethodKind::PublicKey))
+        }
+    }
+
     pub(super) fn check_password(&mut self, user: &str) -> Step {
         self.state.tried();
         // A password proves nothing and changes no credential: a key proven
