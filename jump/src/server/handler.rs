@@ -9,10 +9,7 @@ use russh::{
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::{
-    connection::Connection,
-    login::{Step, padded},
-};
+use super::{connection::Connection, login::padded};
 use crate::audit::Request;
 
 impl russh::server::Handler for Connection {
