@@ -12,7 +12,7 @@ use gatehouse_config::{OnOutage, TotpSettings};
 use tracing::warn;
 
 use super::{
-    CodeRefusal, TotpStore, Verdict, check_code,
+    CodeRefusal, TotpStore, Verdict, check_code, floor,
     shared::{Loaded, Source},
     store::blocking,
 };
@@ -85,6 +85,12 @@ impl TotpStore {
             Loaded::Unavailable => return Ok(Verdict::Unavailable),
             Loaded::Refused => return Ok(Verdict::Untrusted),
         };
+        if self.fleet.is_some() {
+            // A failover may have lost the last step claimed in Redis: not
+            // below what this host saw used.
+            let floor = self.floor.get(user).await?;
+            enrollment.last_step = floor::last_used(enrollment.last_step, floor);
+        }
         let verdict = match recovery::normalize(typed) {
             Some(code) => {
                 let hashes = enrollment.recovery.clone();
@@ -138,6 +144,10 @@ impl TotpStore {
             },
             (_, verdict) => verdict,
         };
+        if let (Some(_), Verdict::Code { step }) = (&self.fleet, &verdict) {
+            // On disk before the login proceeds.
+            self.floor.raise(user, *step).await?;
+        }
         match verdict {
             Verdict::Code { .. } | Verdict::Recovery { .. } => {
                 // On disk before the login proceeds (the lock is still held),
