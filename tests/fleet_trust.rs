@@ -13,7 +13,7 @@ use crate::{
 
 /// `gatehouse totp enroll USER` through host `g`: the secret and the
 /// recovery codes.
-fn enroll(g: &Gatehouse, user: &str) -> (String, Vec<String>) {
+pub(crate) fn enroll(g: &Gatehouse, user: &str) -> (String, Vec<String>) {
     let out = g.totp("enroll", user);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");

@@ -1,0 +1,182 @@
+//! Redis Sentinel (issue 24 part 3), with the real engines: a primary, a
+//! replica and three `redis-sentinel` processes on loopback. A host finds
+//! the primary through the Sentinels and follows a failover (the primary
+//! killed with SIGKILL while logins run); a TOTP step Redis lost is still
+//! refused by the host that saw it used (its replay floor).
+
+use std::time::{Duration, Instant};
+
+use crate::{
+    fleet::{Fleet, code_details, fleet_with},
+    fleet_trust::enroll,
+    jump::code_at,
+    util::{Sentinels, run},
+};
+
+/// `ssh -W` through `alias` with what the askpass answers: whether it got
+/// through, and how long the whole login took.
+fn through(f: &Fleet, alias: &str) -> (bool, Duration) {
+    let to = format!("127.0.0.1:{}", f.echo.port());
+    let started = Instant::now();
+    let out = run(f.client.ssh().args(["-W", &to, alias]), b"hello\n");
+    let ok = out.status.success() && out.stdout() == "hello\n";
+    (ok, started.elapsed())
+}
+
+/// The YAML with users `u0`..: copies of `sean` (same key, same
+/// provisioned secret), so that each login in a loop is a user's first
+/// in this step.
+fn with_users(yaml: String, n: usize) -> String {
+    let start = yaml.find("    sean:\n").expect("sean in the YAML");
+    let end = yaml.find("    ana:\n").expect("ana in the YAML");
+    let copies: String = (0..n)
+        .map(|i| yaml[start..end].replacen("    sean:", &format!("    u{i}:"), 1))
+        .collect();
+    format!("{}{copies}{}", &yaml[..end], &yaml[end..])
+}
+
+/// Logins as `u0`, `u1`, ... through the first host, each answering the
+/// current code.
+struct Logins {
+    next: usize,
+    users: usize,
+}
+
+impl Logins {
+    fn new(f: &mut Fleet, users: usize) -> Logins {
+        let jump = f.hosts[0].jump();
+        for i in 0..users {
+            f.client.add_host(&format!("u{i}"), jump, &format!("u{i}"));
+        }
+        Logins { next: 0, users }
+    }
+
+    fn one(&mut self, f: &Fleet) -> (bool, Duration) {
+        assert!(self.next < self.users, "all {} users logged in", self.users);
+        let alias = format!("u{}", self.next);
+        self.next += 1;
+        f.client.answer_with_totp(&f.secret);
+        through(f, &alias)
+    }
+}
+
+fn p50(mut took: Vec<Duration>) -> Duration {
+    took.sort();
+    took[took.len() / 2]
+}
+
+#[test]
+fn a_step_redis_lost_is_still_refused_by_the_host_that_saw_it_used() {
+    let mut f = fleet_with(1, "closed", "\"127.0.0.0/8\"", |y| with_users(y, 9));
+    // Login time with one Redis (no Sentinel): the comparison below.
+    let mut logins = Logins::new(&mut f, 9);
+    let took: Vec<Duration> = (0..9)
+        .map(|_| {
+            let (ok, took) = logins.one(&f);
+            assert!(ok, "a login failed");
+            took
+        })
+        .collect();
+    eprintln!("login p50 with one Redis: {:?} (9 logins)", p50(took));
+
+    // ana enrolls in the fleet's Redis and uses a code.
+    let (secret, _) = enroll(&f.hosts[0], "ana");
+    let code = code_at(&secret, "now");
+    f.client.answer_with(&code);
+    assert!(through(&f, "ana1").0, "ana's first login failed");
+    // What a failover that lost the claim leaves: no used step in Redis.
+    assert_eq!(f.redis.cli(&["DEL", "test:totp-step:ana"]).trim(), "1");
+    // The same code on the same host: refused, as a replay.
+    assert!(
+        !through(&f, "ana1").0,
+        "a code Redis forgot was taken again"
+    );
+    let details = code_details(&f.hosts[0]);
+    assert!(
+        details.last().is_some_and(|d| d.contains("replay")),
+        "{details:?}"
+    );
+    // Redis alone would have taken it: the step was not there.
+    assert_eq!(
+        f.redis.cli(&["EXISTS", "test:totp-step:ana"]).trim(),
+        "0",
+        "the refusal came from Redis, not from the host's floor"
+    );
+}
+
+#[test]
+fn logins_resume_after_the_primary_is_killed_and_a_used_code_stays_used() {
+    const USERS: usize = 120;
+    let mut set = Sentinels::start();
+    let sentinel = format!("    {}\n", set.yaml());
+    let mut f = fleet_with(1, "closed", "\"127.0.0.0/8\"", |yaml| {
+        let yaml = with_users(yaml, USERS);
+        let at = yaml.find("    url: ").expect("url in the YAML");
+        let end = at + yaml[at..].find('\n').expect("end of line") + 1;
+        format!("{}{sentinel}{}", &yaml[..at], &yaml[end..])
+    });
+    let mut logins = Logins::new(&mut f, USERS);
+    // ana's enrollment: in the primary, replicated.
+    let (ana, _) = enroll(&f.hosts[0], "ana");
+
+    // Before: every login works.
+    let before: Vec<Duration> = (0..9)
+        .map(|_| {
+            let (ok, took) = logins.one(&f);
+            assert!(ok, "a login failed before the kill");
+            took
+        })
+        .collect();
+    // ana's code, used just before the kill.
+    let code = code_at(&ana, "now");
+    f.client.answer_with(&code);
+    assert!(through(&f, "ana1").0, "ana's login before the kill failed");
+
+    set.kill_primary();
+    let killed = Instant::now();
+    // Refused (fail closed) until the Sentinels promote the replica and
+    // the host asks them again; bounded by the users left, not a clock.
+    let mut refused = 0;
+    let gap = loop {
+        if logins.one(&f).0 {
+            break killed.elapsed();
+        }
+        refused += 1;
+    };
+    // After: every login works again.
+    for _ in 0..5 {
+        assert!(logins.one(&f).0, "a login failed after the promotion");
+    }
+    set.await_promotion();
+
+    // ana's code again: refused as a replay, on the new primary's host.
+    f.client.answer_with(&code);
+    assert!(
+        !through(&f, "ana1").0,
+        "a code used before the failover was taken after it"
+    );
+    let details = code_details(&f.hosts[0]);
+    assert!(
+        details.last().is_some_and(|d| d.contains("replay")),
+        "{details:?}"
+    );
+    // Nothing else failed: every other refusal was the outage.
+    let failures: Vec<&String> = details
+        .iter()
+        .filter(|d| !d.starts_with("\"accepted\""))
+        .collect();
+    assert_eq!(failures.len(), refused + 1, "{details:?}");
+    assert!(
+        failures[..refused]
+            .iter()
+            .all(|d| d.contains("not checked: store unreachable")),
+        "{failures:?}"
+    );
+    eprintln!(
+        "failover: first login through {gap:?} after the kill, {refused} logins refused \
+         meanwhile; login p50 with Sentinel before the kill: {:?} (9 logins); replica {} \
+         promoted",
+        p50(before),
+        set.replica
+    );
+}
