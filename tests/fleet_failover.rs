@@ -132,6 +132,16 @@ fn logins_resume_after_the_primary_is_killed_and_a_used_code_stays_used() {
     f.client.answer_with(&code);
     assert!(through(&f, "ana1").0, "ana's login before the kill failed");
 
+    // Each claim waited for the replica (`WAIT 1 100`): 9 + ana's.
+    let stats = set.primary_cli(&["INFO", "commandstats"]);
+    let waits: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_wait:calls="))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no WAIT in {stats}"));
+    assert_eq!(waits, 10, "{stats}");
+
     set.kill_primary();
     let killed = Instant::now();
     // Refused (fail closed) until the Sentinels promote the replica and
@@ -148,6 +158,15 @@ fn logins_resume_after_the_primary_is_killed_and_a_used_code_stays_used() {
         assert!(logins.one(&f).0, "a login failed after the promotion");
     }
     set.await_promotion();
+    // The new primary has no replica: claims stop waiting, said once.
+    let logged = f.hosts[0].lines().join("\n");
+    assert_eq!(
+        logged
+            .matches("no replica held a claimed TOTP step")
+            .count(),
+        1,
+        "{logged}"
+    );
 
     // ana's code again: refused as a replay, on the new primary's host.
     f.client.answer_with(&code);

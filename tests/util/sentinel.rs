@@ -137,6 +137,18 @@ impl Sentinels {
         )
     }
 
+    /// `redis-cli ARGS...` against the primary (while it lives); its stdout.
+    pub fn primary_cli(&self, args: &[&str]) -> String {
+        let out = super::run(
+            tool("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &self.primary.port().to_string()])
+                .args(args),
+            b"",
+        );
+        out.success();
+        out.stdout()
+    }
+
     /// SIGKILL the primary (the Sentinels then promote the replica).
     pub fn kill_primary(&mut self) {
         self.primary_daemon = None;
