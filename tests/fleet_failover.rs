@@ -2,15 +2,16 @@
 //! replica and three `redis-sentinel` processes on loopback. A host finds
 //! the primary through the Sentinels and follows a failover (the primary
 //! killed with SIGKILL while logins run); a TOTP step Redis lost is still
-//! refused by the host that saw it used (its replay floor).
+//! refused by the host that saw it used (its replay floor); the Redis ACL
+//! the README recommends is all a fleet needs.
 
 use std::time::{Duration, Instant};
 
 use crate::{
-    fleet::{Fleet, code_details, fleet_with},
-    fleet_trust::enroll,
+    fleet::{Fleet, code_details, fleet_of, fleet_with, unknown_key_from},
+    fleet_trust::{bans, enroll},
     jump::code_at,
-    util::{Sentinels, run},
+    util::{Sentinels, SshClient, run, tool},
 };
 
 /// `ssh -W` through `alias` with what the askpass answers: whether it got
@@ -198,4 +199,92 @@ fn logins_resume_after_the_primary_is_killed_and_a_used_code_stays_used() {
         p50(before),
         set.replica
     );
+}
+
+/// The Redis ACL the README recommends, for key prefix `test:`: the keys
+/// and channel under the prefix, the commands gatehouse uses, no other.
+pub(crate) const ACL: &[&str] = &[
+    "resetkeys",
+    "~test:*",
+    "resetchannels",
+    "&test:*",
+    "-@all",
+    "+get",
+    "+set",
+    "+del",
+    "+exists",
+    "+type",
+    "+hget",
+    "+hmget",
+    "+hset",
+    "+hdel",
+    "+hscan",
+    "+sadd",
+    "+srem",
+    "+smembers",
+    "+eval",
+    "+evalsha",
+    "+script|load",
+    "+publish",
+    "+subscribe",
+    "+wait",
+    "+role",
+    "+ping",
+];
+
+#[test]
+fn the_recommended_acl_is_all_gatehouse_needs() {
+    let f = fleet_of(2, "closed", "");
+    let port = f.redis.addr.port().to_string();
+    let admin = |args: &[&str]| {
+        let out = run(
+            tool("redis-cli")
+                .args(["-h", "127.0.0.1", "-p", &port])
+                .args(["--user", "admin", "--pass", "admin", "--no-auth-warning"])
+                .args(args),
+            b"",
+        );
+        out.success();
+        out.stdout()
+    };
+    // An admin for the test, then the hosts' user (`default`) limited.
+    f.redis.cli(&[
+        "ACL", "SETUSER", "admin", "on", ">admin", "~*", "&*", "+@all",
+    ]);
+    let set = admin(&[&["ACL", "SETUSER", "default"][..], ACL].concat());
+    assert_eq!(set.trim(), "OK");
+    assert!(
+        f.redis.cli(&["SET", "other:x", "1"]).contains("NOPERM"),
+        "a key outside the prefix was writable"
+    );
+    assert_eq!(admin(&["ACL", "LOG", "RESET"]).trim(), "OK");
+
+    // Everything a fleet does: enrollment, a login, a replay refused, a
+    // wrong code counted, failures and a ban shared, a lift, a reset.
+    let g = &f.hosts[0];
+    let (secret, _) = enroll(g, "ana");
+    let code = code_at(&secret, "now");
+    f.client.answer_with(&code);
+    assert!(through(&f, "ana1").0, "ana's login failed");
+    assert!(!through(&f, "ana2").0, "ana's code was taken twice");
+    f.client.answer_with("000000");
+    assert!(!through(&f, "ana1").0);
+    let details = code_details(&f.hosts[1]);
+    assert!(details.iter().any(|d| d.contains("replay")), "{details:?}");
+    let mut stranger = SshClient::new();
+    stranger.add_host("x", g.jump(), "sean");
+    for _ in 0..5 {
+        unknown_key_from(&f, &stranger, "127.0.0.77", "jump1");
+    }
+    g.audit("ban", |v| v["source"] == "127.0.0.77");
+    f.hosts[1].audit("ban_adopted", |v| v["source"] == "127.0.0.77");
+    let (status, text) = bans(&f.hosts[1], &["lift", "127.0.0.77"]);
+    assert_eq!(status, Some(0), "{text}");
+    assert!(g.totp("reset", "ana").status.success());
+
+    // Nothing was denied.
+    assert_eq!(admin(&["ACL", "LOG"]).trim(), "", "denied by the ACL");
+    // The replay and the wrong code, counted in Redis.
+    let wrong = admin(&["GET", "test:wrong-codes:ana"]);
+    assert!(wrong.starts_with("2:"), "{wrong}");
 }

@@ -241,7 +241,7 @@ fn a_forged_ban_message_or_record_is_refused_and_nothing_is_banned() {
 }
 
 /// `gatehouse bans ARGS --config FILE` on host `g`: exit code and stdout.
-fn bans(g: &Gatehouse, args: &[&str]) -> (Option<i32>, String) {
+pub(crate) fn bans(g: &Gatehouse, args: &[&str]) -> (Option<i32>, String) {
     let config = g.config.to_str().expect("UTF-8 config path");
     let mut all = vec!["bans"];
     all.extend_from_slice(args);
