@@ -1,9 +1,11 @@
 //! A fleet's shared state in Redis (or Valkey), for gatehouses behind one
 //! balancer: TOTP steps used (a code works once across the fleet) and the
 //! per-user wrong-code limit. The `redis` crate's connection manager keeps
-//! one multiplexed connection and reconnects by itself; every command here
-//! has a deadline ([`OP_TIMEOUT`]) so a stalled Redis never holds a login
-//! longer than that.
+//! one multiplexed connection and reconnects by itself; behind Redis
+//! Sentinel (`target`) an error drops it and the Sentinels are asked for
+//! the primary again, and a claimed step waits for a replica (`replicas`).
+//! Every command here has a deadline ([`OP_TIMEOUT`]) so a stalled Redis
+//! never holds a login longer than that.
 //!
 //! Owns the keys and their scripts, and whether Redis answers; must not
 //! decide what a login does during an outage (`totp::store` does, from
