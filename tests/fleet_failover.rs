@@ -67,7 +67,7 @@ fn p50(mut took: Vec<Duration>) -> Duration {
 }
 
 #[test]
-fn a_step_redis_lost_is_still_refused_by_the_host_that_saw_it_used() {
+fn codes_redis_lost_are_still_refused_by_the_host_that_saw_them_used() {
     let mut f = fleet_with(1, "closed", "\"127.0.0.0/8\"", |y| with_users(y, 9));
     // Login time with one Redis (no Sentinel): the comparison below.
     let mut logins = Logins::new(&mut f, 9);
@@ -81,7 +81,7 @@ fn a_step_redis_lost_is_still_refused_by_the_host_that_saw_it_used() {
     eprintln!("login p50 with one Redis: {:?} (9 logins)", p50(took));
 
     // ana enrolls in the fleet's Redis and uses a code.
-    let (secret, _) = enroll(&f.hosts[0], "ana");
+    let (secret, recovery) = enroll(&f.hosts[0], "ana");
     let code = code_at(&secret, "now");
     f.client.answer_with(&code);
     assert!(through(&f, "ana1").0, "ana's first login failed");
@@ -103,6 +103,38 @@ fn a_step_redis_lost_is_still_refused_by_the_host_that_saw_it_used() {
         "0",
         "the refusal came from Redis, not from the host's floor"
     );
+
+    // A recovery code: used, then put back in Redis as it was (what a
+    // failover that lost its removal leaves), then refused on this host.
+    let members = |f: &Fleet| -> Vec<String> {
+        let mut all: Vec<String> = f
+            .redis
+            .cli(&["SMEMBERS", "test:recovery:ana"])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        all.sort();
+        all
+    };
+    let before = members(&f);
+    f.client.answer_with(&recovery[0]);
+    assert!(through(&f, "ana1").0, "ana's recovery code failed");
+    let after = members(&f);
+    let gone: Vec<&String> = before.iter().filter(|m| !after.contains(m)).collect();
+    assert_eq!(gone.len(), 1, "{before:?} -> {after:?}");
+    f.redis.cli(&["SADD", "test:recovery:ana", gone[0]]);
+    assert_eq!(members(&f), before);
+    assert!(
+        !through(&f, "ana1").0,
+        "a recovery code Redis got back was taken again"
+    );
+    let last = code_details(&f.hosts[0]);
+    assert!(
+        last.last().is_some_and(|d| d.starts_with("\"rejected\"")),
+        "{last:?}"
+    );
+    // Redis alone would have taken it: it is there.
+    assert_eq!(members(&f), before, "the member was removed this time");
 }
 
 #[test]

@@ -326,8 +326,9 @@ impl Fleet {
     }
 
     /// Behind Sentinels: wait (at most [`WAIT_REPLICA`]) for a replica to
-    /// hold the claim just made on `conn`. None in time: the login goes on
-    /// (see `replicas`), logged when that starts and stops.
+    /// hold the claim (a step, a recovery code) just made on `conn`. None
+    /// in time: the login goes on (see `replicas`), logged when that starts
+    /// and stops.
     async fn replicated(&self, conn: &mut ConnectionManager) -> Result<(), Outage> {
         let lock = || self.replicas.lock().unwrap_or_else(|p| p.into_inner());
         if !self.target.fails_over() || !lock().should_wait(Instant::now()) {
