@@ -133,7 +133,7 @@ fn healthz(g: &Gatehouse) -> String {
 }
 
 /// The `detail` of host `g`'s keyboard-interactive audit lines.
-fn code_details(g: &Gatehouse) -> Vec<String> {
+pub(crate) fn code_details(g: &Gatehouse) -> Vec<String> {
     g.audits("auth")
         .into_iter()
         .filter(|v| v["method"] == "keyboard-interactive")

@@ -13,7 +13,7 @@ use crate::{
 
 /// `gatehouse totp enroll USER` through host `g`: the secret and the
 /// recovery codes.
-fn enroll(g: &Gatehouse, user: &str) -> (String, Vec<String>) {
+pub(crate) fn enroll(g: &Gatehouse, user: &str) -> (String, Vec<String>) {
     let out = g.totp("enroll", user);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
@@ -241,7 +241,7 @@ fn a_forged_ban_message_or_record_is_refused_and_nothing_is_banned() {
 }
 
 /// `gatehouse bans ARGS --config FILE` on host `g`: exit code and stdout.
-fn bans(g: &Gatehouse, args: &[&str]) -> (Option<i32>, String) {
+pub(crate) fn bans(g: &Gatehouse, args: &[&str]) -> (Option<i32>, String) {
     let config = g.config.to_str().expect("UTF-8 config path");
     let mut all = vec!["bans"];
     all.extend_from_slice(args);

@@ -213,6 +213,70 @@ admin:
     }
 
     #[test]
+    fn sentinel_is_the_other_way_to_find_redis() {
+        let base = example().lines().count();
+        let good = format!(
+            "{}state:\n  redis:\n    sentinel: {{ master: gatehouse, addresses: [\"10.0.0.5:26379\", \"[fd00::7]:26379\"] }}\n    seal_key_file: seal.key\n",
+            example()
+        );
+        let config = parse(Path::new("/etc/gatehouse/gatehouse.yaml"), &good).expect("valid");
+        let crate::StateConfig::Redis(redis) = config.state else {
+            panic!("not redis: {:?}", config.state);
+        };
+        assert_eq!(
+            redis.target,
+            crate::RedisTarget::Sentinel {
+                master: "gatehouse".into(),
+                addresses: vec![("10.0.0.5".into(), 26379), ("fd00::7".into(), 26379)],
+            }
+        );
+        let both = format!(
+            "{}state:\n  redis:\n    url: \"redis://h:6379/0\"\n    sentinel:\n      master: gatehouse\n      addresses: [\"h:26379\"]\n    seal_key_file: k\n",
+            example()
+        );
+        assert_eq!(
+            errors(&both),
+            [format!(
+                "{}:10: state.redis.url: url and sentinel exclude each other: keep one",
+                base + 3
+            )]
+        );
+        let neither = format!("{}state:\n  redis:\n    seal_key_file: k\n", example());
+        assert_eq!(
+            errors(&neither),
+            [format!(
+                "{}:18: state.redis: expected url (one Redis) or sentinel (Redis Sentinel: master, addresses)",
+                base + 3
+            )]
+        );
+        let bad = format!(
+            "{}state:\n  redis:\n    sentinel:\n      master: \"two words\"\n      addresses:\n        - \"h:26379\"\n        - \"h:0\"\n        - \"nohost\"\n    ca_file: ca.pem\n    seal_key_file: k\n",
+            example()
+        );
+        assert_eq!(
+            errors(&bad),
+            [
+                format!(
+                    "{}:15: state.redis.sentinel.master: \"two words\": expected 1 to 64 characters, no spaces",
+                    base + 4
+                ),
+                format!(
+                    "{}:11: state.redis.sentinel.addresses[1]: \"h:0\": expected HOST:PORT, e.g. \"10.0.0.5:26379\"",
+                    base + 7
+                ),
+                format!(
+                    "{}:11: state.redis.sentinel.addresses[2]: \"nohost\": expected HOST:PORT, e.g. \"10.0.0.5:26379\"",
+                    base + 8
+                ),
+                format!(
+                    "{}:14: state.redis.ca_file: TLS through Sentinel is not supported yet: use url: rediss://... for TLS",
+                    base + 9
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn proxy_protocol_needs_the_balancers_addresses() {
         let empty = example_with("  users:\n", "  proxy_protocol: { from: [] }\n  users:\n");
         assert!(

@@ -54,8 +54,8 @@ pub enum StateConfig {
 /// A fleet's Redis.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisState {
-    /// `redis://HOST:PORT/DB` or `rediss://` (TLS); no password in it.
-    pub url: String,
+    /// Where the primary is: one server, or whichever the Sentinels name.
+    pub target: RedisTarget,
     /// The password (`AUTH`), read at start; owner-only mode.
     pub password_file: Option<PathBuf>,
     /// For `rediss://`: the CA certificates (PEM) that sign Redis's
@@ -71,6 +71,21 @@ pub struct RedisState {
     pub previous_seal_key_files: Vec<PathBuf>,
     /// What TOTP logins do while Redis is unreachable.
     pub on_outage: OnOutage,
+}
+
+/// How to find the fleet's Redis primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// `redis://HOST:PORT/DB` or `rediss://` (TLS); no password in it.
+    Url(String),
+    /// Redis Sentinel: the primary of `master`, asked of these Sentinels
+    /// (database 0), asked again after every error (a failover).
+    Sentinel {
+        /// The name Sentinel monitors the primary under.
+        master: String,
+        /// The Sentinels: host (no brackets) and port.
+        addresses: Vec<(String, u16)>,
+    },
 }
 
 /// TOTP logins while the fleet's Redis is unreachable.

@@ -26,7 +26,8 @@ pub(crate) struct RawState {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRedis {
-    pub url: String,
+    pub url: Option<String>,
+    pub sentinel: Option<RawSentinel>,
     pub password_file: Option<String>,
     pub ca_file: Option<String>,
     pub key_prefix: Option<String>,
@@ -34,6 +35,13 @@ pub(crate) struct RawRedis {
     #[serde(default)]
     pub previous_seal_key_files: Vec<String>,
     pub on_outage: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSentinel {
+    pub master: String,
+    pub addresses: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,6 +15,7 @@ use ssh_key::{Algorithm, PublicKey};
 
 mod dns;
 mod records;
+mod redis;
 
 use crate::{
     error::Problem,
@@ -22,9 +23,9 @@ use crate::{
     locate::{Location, Locator, join_key},
     model::{
         AdminConfig, BanPolicy, Config, Group, JumpConfig, Limits, LogConfig, LogFormat, LogLevel,
-        Mfa, OnOutage, RedisState, StateConfig, TotpSettings, User, UserCa,
+        Mfa, StateConfig, TotpSettings, User, UserCa,
     },
-    raw::{RawBan, RawConfig, RawJump, RawLimits, RawRedis, RawTotp, RawUser, RawUserCa},
+    raw::{RawBan, RawConfig, RawJump, RawLimits, RawTotp, RawUser, RawUserCa},
     values::{Rate, UserName, parse_cidr, parse_duration},
 };
 
@@ -157,7 +158,7 @@ pub(crate) fn config(
     });
     let state = match raw.state.and_then(|s| s.redis) {
         None => StateConfig::Local,
-        Some(redis) => StateConfig::Redis(redis_state(&mut c, redis)),
+        Some(raw) => StateConfig::Redis(redis::redis_state(&mut c, raw)),
     };
     if jump.is_none() && dns.is_none() {
         c.problem(
@@ -177,71 +178,6 @@ pub(crate) fn config(
         })
     } else {
         Err(c.problems)
-    }
-}
-
-fn redis_state(c: &mut Checker<'_>, raw: RawRedis) -> RedisState {
-    let p = "state.redis";
-    let scheme_ok = ["redis://", "rediss://"]
-        .iter()
-        .any(|s| raw.url.starts_with(s) && raw.url.len() > s.len());
-    if !scheme_ok {
-        c.problem(
-            &format!("{p}.url"),
-            format!(
-                "{:?}: expected redis://HOST:PORT/DB or rediss://HOST:PORT/DB",
-                raw.url
-            ),
-        );
-    } else if raw.url.contains('@') {
-        c.problem(
-            &format!("{p}.url"),
-            "holds credentials: put the password in password_file",
-        );
-    }
-    if raw.ca_file.is_some() && !raw.url.starts_with("rediss://") {
-        c.problem(
-            &format!("{p}.ca_file"),
-            "is for TLS: use a rediss:// url with it",
-        );
-    }
-    let key_prefix = raw.key_prefix.unwrap_or_else(|| "gatehouse:".to_owned());
-    if key_prefix.is_empty() || key_prefix.len() > 64 || key_prefix.contains(char::is_whitespace) {
-        c.problem(
-            &format!("{p}.key_prefix"),
-            "expected 1 to 64 characters, no spaces",
-        );
-    }
-    let on_outage = match raw.on_outage.as_deref() {
-        None | Some("closed") => OnOutage::Closed,
-        Some("local") => OnOutage::Local,
-        Some(other) => {
-            c.problem(
-                &format!("{p}.on_outage"),
-                format!("{other:?}: expected closed or local"),
-            );
-            OnOutage::Closed
-        }
-    };
-    if raw.seal_key_file.is_none() {
-        c.problem(
-            &format!("{p}.seal_key_file"),
-            "is required: 32 bytes (e.g. `openssl rand -hex 32`), the same file on every host, \
-             sealing the TOTP secrets kept in Redis",
-        );
-    }
-    RedisState {
-        url: raw.url,
-        password_file: raw.password_file.map(|f| c.path(&f)),
-        ca_file: raw.ca_file.map(|f| c.path(&f)),
-        key_prefix,
-        seal_key_file: raw.seal_key_file.map(|f| c.path(&f)),
-        previous_seal_key_files: raw
-            .previous_seal_key_files
-            .iter()
-            .map(|f| c.path(f))
-            .collect(),
-        on_outage,
     }
 }
 

@@ -24,6 +24,7 @@ mod haproxy;
 mod net;
 mod process;
 mod redis;
+mod sentinel;
 mod ssh;
 mod terminal;
 
@@ -33,6 +34,7 @@ pub use haproxy::Haproxy;
 pub use net::{Hello, TcpServer, connect_from, free_port, hello, read_hello};
 pub use process::{Daemon, Output, eventually, run, tool};
 pub use redis::Redis;
+pub use sentinel::Sentinels;
 pub use ssh::{SshClient, Sshd};
 pub use terminal::Terminal;
 

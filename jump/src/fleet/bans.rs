@@ -308,7 +308,7 @@ impl Fleet {
 
     async fn follow_once(&self, keeper: &BanKeeper, max: &impl Fn() -> Duration) {
         let subscribed = async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
+            let mut pubsub = self.target.primary().await?.get_async_pubsub().await?;
             pubsub.subscribe(self.ban_channel()).await?;
             Ok::<_, redis::RedisError>(pubsub)
         };

@@ -455,6 +455,10 @@ impl Fleet {
                     .query_async(&mut conn),
             )
             .await?;
+        if removed == 1 {
+            // Behind Sentinels: on a replica before the login goes on.
+            self.replicated(&mut conn).await?;
+        }
         Ok(removed == 1)
     }
 

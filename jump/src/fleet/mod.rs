@@ -1,9 +1,11 @@
 //! A fleet's shared state in Redis (or Valkey), for gatehouses behind one
 //! balancer: TOTP steps used (a code works once across the fleet) and the
 //! per-user wrong-code limit. The `redis` crate's connection manager keeps
-//! one multiplexed connection and reconnects by itself; every command here
-//! has a deadline ([`OP_TIMEOUT`]) so a stalled Redis never holds a login
-//! longer than that.
+//! one multiplexed connection and reconnects by itself; behind Redis
+//! Sentinel (`target`) an error drops it and the Sentinels are asked for
+//! the primary again, and a claimed step waits for a replica (`replicas`).
+//! Every command here has a deadline ([`OP_TIMEOUT`]) so a stalled Redis
+//! never holds a login longer than that.
 //!
 //! Owns the keys and their scripts, and whether Redis answers; must not
 //! decide what a login does during an outage (`totp::store` does, from
@@ -14,8 +16,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gatehouse_config::{Limit, OnOutage, RedisState};
-use redis::{IntoConnectionInfo, aio::ConnectionManager};
+use gatehouse_config::{OnOutage, RedisState};
+use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -29,7 +31,9 @@ mod bans;
 mod counters;
 mod enrollments;
 mod mac;
+mod replicas;
 mod seal;
+mod target;
 #[cfg(test)]
 mod tests;
 
@@ -49,6 +53,13 @@ struct RefusalLimit {
 
 /// The most one Redis command may take before it counts as an outage.
 pub(crate) const OP_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Behind Sentinels, how often the primary is asked for while none answers.
+const RELOOKUP_EVERY: Duration = Duration::from_millis(250);
+
+/// How long a claim waits for a replica to hold it (`WAIT 1`), behind
+/// Sentinels; within [`OP_TIMEOUT`].
+const WAIT_REPLICA: Duration = Duration::from_millis(100);
 
 /// How long a used step is remembered: well past any code's window.
 const STEP_TTL_SECS: u64 = 24 * 3600;
@@ -97,8 +108,12 @@ pub(crate) struct Outage(String);
 pub(crate) struct Fleet {
     prefix: String,
     on_outage: OnOutage,
-    client: redis::Client,
+    target: target::Target,
     conn: Mutex<Option<ConnectionManager>>,
+    /// Behind Sentinels: an error was seen, ask them for the primary again.
+    lost: tokio::sync::Notify,
+    /// Whether claims lately reached a replica (`WAIT`).
+    replicas: Mutex<replicas::Replicas>,
     claim: redis::Script,
     /// Seals TOTP secrets stored in Redis.
     seal: seal::SealKey,
@@ -122,39 +137,7 @@ impl Fleet {
     /// start). Connects in the background ([`Fleet::connect`]).
     pub(crate) fn new(state: &RedisState) -> Result<Fleet, JumpError> {
         let bad = |why: String| JumpError::Fleet(why);
-        let mut info = state
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|e| bad(format!("url: {e}")))?;
-        if let Some(file) = &state.password_file {
-            let password = gatehouse_config::read_bounded_text(file, &Limit::PASSWORD_FILE)
-                .map_err(|e| bad(format!("password_file {}: {e}", file.display())))?;
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_password(password.trim_end_matches(['\r', '\n']));
-            info = info.set_redis_settings(settings);
-        }
-        let client = if state.url.starts_with("rediss://") {
-            // rustls needs one crypto provider for the process: aws-lc-rs,
-            // which russh already uses. Installing twice is harmless.
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            let root_cert = match &state.ca_file {
-                Some(file) => Some(
-                    gatehouse_config::read_bounded(file, &Limit::CA_FILE)
-                        .map_err(|e| bad(format!("ca_file {}: {e}", file.display())))?,
-                ),
-                None => None,
-            };
-            let certs = redis::TlsCertificates {
-                client_tls: None,
-                root_cert,
-            };
-            redis::Client::build_with_tls(info, certs).map_err(|e| bad(e.to_string()))?
-        } else {
-            redis::Client::open(info).map_err(|e| bad(e.to_string()))?
-        };
+        let target = target::Target::new(state)?;
         let mut seal = match &state.seal_key_file {
             Some(file) => seal::SealKey::read(file)?,
             None => return Err(bad("seal_key_file is required".into())),
@@ -169,8 +152,10 @@ impl Fleet {
         Ok(Fleet {
             prefix: state.key_prefix.clone(),
             on_outage: state.on_outage,
-            client,
+            target,
             conn: Mutex::new(None),
+            lost: tokio::sync::Notify::new(),
+            replicas: Mutex::new(replicas::Replicas::default()),
             claim: redis::Script::new(CLAIM_STEP),
             seal,
             macs: mac::Macs {
@@ -206,12 +191,18 @@ impl Fleet {
             .set_max_delay(Duration::from_secs(1))
     }
 
+    /// A connection manager to the primary (with Sentinels, the one they
+    /// name now).
+    async fn open(&self) -> redis::RedisResult<ConnectionManager> {
+        let client = self.target.primary().await?;
+        client
+            .get_connection_manager_with_config(Self::manager_config())
+            .await
+    }
+
     /// Connect once (the CLI's way): an error if Redis does not answer.
     pub(crate) async fn connect_once(&self) -> Result<(), JumpError> {
-        let attempt = self
-            .client
-            .get_connection_manager_with_config(Self::manager_config());
-        match tokio::time::timeout(OP_TIMEOUT * 4, attempt).await {
+        match tokio::time::timeout(OP_TIMEOUT * 4, self.open()).await {
             Ok(Ok(manager)) => {
                 *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(manager);
                 Ok(())
@@ -220,33 +211,51 @@ impl Fleet {
         }
     }
 
-    /// Connect, retrying every second until it works or `shutdown`; the
-    /// connection manager then reconnects by itself.
+    /// Connect, retrying until it works or `shutdown`; the connection
+    /// manager then reconnects by itself. Behind Sentinels, after an error
+    /// ([`Fleet::timed`]) the connection is dropped and the Sentinels are
+    /// asked for the primary again: the crate does not follow a failover.
     pub(crate) async fn connect(self: Arc<Self>, shutdown: CancellationToken) {
-        let config = Self::manager_config();
+        // Sentinels answer at once; a lone Redis is not hurried.
+        let retry = if self.target.fails_over() {
+            RELOOKUP_EVERY
+        } else {
+            Duration::from_secs(1)
+        };
         loop {
-            let attempt = self
-                .client
-                .get_connection_manager_with_config(config.clone());
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                made = attempt => match made {
-                    Ok(manager) => {
+                made = tokio::time::timeout(OP_TIMEOUT * 4, self.open()) => match made {
+                    Ok(Ok(manager)) => {
                         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(manager);
                         self.set_up(true);
                         info!("connected to the fleet's Redis");
-                        return;
+                        if !self.target.fails_over() {
+                            return;
+                        }
+                        tokio::select! {
+                            () = shutdown.cancelled() => return,
+                            () = self.lost.notified() => {}
+                        }
+                        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        info!("asking the Sentinels for the primary again");
+                        continue;
                     }
-                    Err(error) => {
+                    Ok(Err(error)) => {
                         if self.set_up(false) {
                             warn!(%error, "the fleet's Redis is unreachable");
+                        }
+                    }
+                    Err(_) => {
+                        if self.set_up(false) {
+                            warn!("the fleet's Redis is unreachable: no answer in time");
                         }
                     }
                 },
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(retry) => {}
             }
         }
     }
@@ -282,6 +291,9 @@ impl Fleet {
             Err(e) if was_up => warn!(error = %e, "the fleet's Redis stopped answering"),
             Err(_) => {}
         }
+        if result.is_err() && self.target.fails_over() {
+            self.lost.notify_one();
+        }
         result
     }
 
@@ -301,6 +313,7 @@ impl Fleet {
         let (claimed, stored): (i64, Option<String>) =
             self.timed(call.invoke_async(&mut conn)).await?;
         if claimed == 1 {
+            self.replicated(&mut conn).await?;
             return Ok(Claim::Claimed);
         }
         match stored.and_then(|v| self.step_of(user, &v)) {
@@ -310,6 +323,32 @@ impl Fleet {
                 Ok(Claim::Refused)
             }
         }
+    }
+
+    /// Behind Sentinels: wait (at most [`WAIT_REPLICA`]) for a replica to
+    /// hold the claim (a step, a recovery code) just made on `conn`. None
+    /// in time: the login goes on (see `replicas`), logged when that starts
+    /// and stops.
+    async fn replicated(&self, conn: &mut ConnectionManager) -> Result<(), Outage> {
+        let lock = || self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.target.fails_over() || !lock().should_wait(Instant::now()) {
+            return Ok(());
+        }
+        let ms = u64::try_from(WAIT_REPLICA.as_millis()).unwrap_or(u64::MAX);
+        let acked: i64 = self
+            .timed(redis::cmd("WAIT").arg(1).arg(ms).query_async(conn))
+            .await?;
+        match lock().answered(acked, Instant::now()) {
+            Some(replicas::Change::Lost) => warn!(
+                "no replica held a claimed TOTP step within {WAIT_REPLICA:?}: a failover now \
+                 could lose it (this host's replay floor still holds); claims stop waiting \
+                 for {:?}",
+                replicas::DEGRADED_FOR
+            ),
+            Some(replicas::Change::Back) => info!("claimed TOTP steps reach a replica again"),
+            None => {}
+        }
+        Ok(())
     }
 
     /// Audit (and count) a value read from Redis and refused. At most

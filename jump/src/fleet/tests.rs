@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use gatehouse_config::{OnOutage, RedisState};
+use gatehouse_config::{OnOutage, RedisState, RedisTarget};
 
 use super::{Fleet, Mark, Stored};
 use crate::totp::{Enrollment, Secret};
@@ -53,7 +53,7 @@ fn key_file(dir: &Path, name: &str, byte: u8) -> std::path::PathBuf {
 
 async fn fleet(dir: &Path, key: u8, previous: Option<u8>) -> Fleet {
     let state = RedisState {
-        url: format!("redis+unix://{}", dir.join("redis.sock").display()),
+        target: RedisTarget::Url(format!("redis+unix://{}", dir.join("redis.sock").display())),
         password_file: None,
         ca_file: None,
         key_prefix: "t:".into(),

@@ -14,6 +14,7 @@ use std::fmt;
 
 use gatehouse_config::TotpSettings;
 
+mod floor;
 mod seen;
 mod shared;
 mod store;

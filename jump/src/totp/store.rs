@@ -44,6 +44,8 @@ pub struct TotpStore {
     pub(super) fleet: Option<Arc<Fleet>>,
     /// What this host has seen of the fleet's enrollments.
     pub(super) seen: super::seen::SeenFile,
+    /// The highest step used per user on this host (with a fleet).
+    pub(super) floor: super::floor::FloorFile,
 }
 
 /// The files themselves: blocking I/O, run on a blocking thread by the
@@ -163,6 +165,7 @@ impl TotpStore {
             code_limit: Mutex::default(),
             fleet: None,
             seen: super::seen::SeenFile::new(state_dir),
+            floor: super::floor::FloorFile::new(state_dir),
         }
     }
 

@@ -13,6 +13,7 @@ use tracing::warn;
 
 use super::{
     CodeRefusal, TotpStore, Verdict, check_code,
+    floor::{self, Used},
     shared::{Loaded, Source},
     store::blocking,
 };
@@ -85,18 +86,28 @@ impl TotpStore {
             Loaded::Unavailable => return Ok(Verdict::Unavailable),
             Loaded::Refused => return Ok(Verdict::Untrusted),
         };
+        // A failover may have lost the last step claimed or the last
+        // recovery code removed in Redis: not what this host saw used.
+        let floor = match self.fleet {
+            Some(_) => self.floor.get(user).await?,
+            None => floor::Floor::default(),
+        };
+        enrollment.last_step = floor::last_used(enrollment.last_step, floor.step);
+        let mut used_recovery = None;
         let verdict = match recovery::normalize(typed) {
             Some(code) => {
-                let hashes = enrollment.recovery.clone();
-                let used = tokio::task::spawn_blocking(move || {
-                    hashes.iter().position(|h| recovery::matches(h, &code))
+                // Not one this host saw used, whatever Redis still holds.
+                let candidates = floor::unused(&enrollment.recovery, &floor);
+                let matched = tokio::task::spawn_blocking(move || {
+                    candidates.into_iter().find(|h| recovery::matches(h, &code))
                 })
                 .await
                 .ok()
                 .flatten();
-                match used {
+                match matched.and_then(|h| enrollment.recovery.iter().position(|x| *x == h)) {
                     Some(i) => {
                         let hash = enrollment.recovery.remove(i);
+                        used_recovery = Some(hash.clone());
                         let left = enrollment.recovery.len();
                         match (&self.fleet, source) {
                             // One use across the fleet: Redis removes it once.
@@ -138,6 +149,16 @@ impl TotpStore {
             },
             (_, verdict) => verdict,
         };
+        if self.fleet.is_some() {
+            // On disk before the login proceeds.
+            match (&verdict, used_recovery) {
+                (Verdict::Code { step }, _) => self.floor.raise(user, Used::Step(*step)).await?,
+                (Verdict::Recovery { .. }, Some(hash)) => {
+                    self.floor.raise(user, Used::Recovery(hash)).await?;
+                }
+                _ => {}
+            }
+        }
         match verdict {
             Verdict::Code { .. } | Verdict::Recovery { .. } => {
                 // On disk before the login proceeds (the lock is still held),
