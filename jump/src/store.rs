@@ -28,6 +28,9 @@ pub(crate) const HOST_KEY: Limit = Limit::new("host key", 64 * 1024);
 pub(crate) const ENROLLMENT: Limit = Limit::new("TOTP enrollment", 64 * 1024);
 /// `state_dir/bans.json`: up to `MAX_BANS` (65,536) bans of ~130 bytes.
 pub(crate) const BANS: Limit = Limit::new("ban file", 16 * 1024 * 1024);
+/// `fleet-seen.json` and `fleet-steps.json`: a few hundred bytes a
+/// configured user.
+pub(crate) const FLEET_MEMORY: Limit = Limit::new("fleet memory file", 16 * 1024 * 1024);
 
 /// What a folder or file under `state_dir` must be: not a symlink, a
 /// folder (`dir`) or not, owned by `euid`, not group- or world-writable.

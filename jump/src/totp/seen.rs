@@ -103,17 +103,16 @@ impl SeenFile {
         }
     }
 
+    /// Read as every state file is: a trusted folder and file, a cap.
     fn read(path: &Path) -> Result<BTreeMap<String, Seen>, JumpError> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| JumpError::StateFormat {
-                path: path.to_owned(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-            Err(source) => Err(JumpError::State {
-                path: path.to_owned(),
-                source,
-            }),
+        match crate::store::read_trusted(path, &crate::store::FLEET_MEMORY)? {
+            Some((bytes, _)) => {
+                serde_json::from_slice(&bytes).map_err(|source| JumpError::StateFormat {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+            None => Ok(BTreeMap::new()),
         }
     }
 
