@@ -9,14 +9,12 @@
 //! functions); must not read Redis (`fleet` does) nor check codes
 //! (`verify`).
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{error::JumpError, store};
+use super::user_map::UserMap;
+use crate::error::JumpError;
 
 /// Recovery codes remembered per user: an enrollment has 8, and a new
 /// enrollment's hashes (salted) never match an old one's.
@@ -76,60 +74,24 @@ pub(crate) fn last_used(fleet: Option<u64>, floor: Option<u64>) -> Option<u64> {
 
 /// `state_dir/fleet-steps.json`: user -> what was used on this host.
 #[derive(Debug)]
-pub(crate) struct FloorFile {
-    path: PathBuf,
-    /// One writer at a time: read, change, write.
-    lock: tokio::sync::Mutex<()>,
-}
+pub(crate) struct FloorFile(UserMap<Floor>);
 
 impl FloorFile {
     pub(crate) fn new(state_dir: &Path) -> FloorFile {
-        FloorFile {
-            path: state_dir.join("fleet-steps.json"),
-            lock: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// Read as every state file is: a trusted folder and file, a cap.
-    fn read(path: &Path) -> Result<BTreeMap<String, Floor>, JumpError> {
-        match crate::store::read_trusted(path, &crate::store::FLEET_MEMORY)? {
-            Some((bytes, _)) => {
-                serde_json::from_slice(&bytes).map_err(|source| JumpError::StateFormat {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-            None => Ok(BTreeMap::new()),
-        }
+        FloorFile(UserMap::new(state_dir.join("fleet-steps.json")))
     }
 
     /// What `user` used on this host (on a blocking thread).
     pub(crate) async fn get(&self, user: &str) -> Result<Floor, JumpError> {
-        let (path, user) = (self.path.clone(), user.to_owned());
-        tokio::task::spawn_blocking(move || {
-            Ok(Self::read(&path)?.remove(&user).unwrap_or_default())
-        })
-        .await
-        .map_err(JumpError::Blocking)?
+        Ok(self.0.get(user).await?.unwrap_or_default())
     }
 
     /// Raise `user`'s floor by `used`, written atomically before this
     /// returns.
     pub(crate) async fn raise(&self, user: &str, used: Used) -> Result<(), JumpError> {
-        let _held = self.lock.lock().await;
-        let (path, user) = (self.path.clone(), user.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let mut all = Self::read(&path)?;
-            all.entry(user).or_default().raise(used);
-            let json =
-                serde_json::to_vec_pretty(&all).map_err(|source| JumpError::StateFormat {
-                    path: path.clone(),
-                    source,
-                })?;
-            store::write_atomic(&path, &json).map_err(|source| JumpError::State { path, source })
-        })
-        .await
-        .map_err(JumpError::Blocking)?
+        self.0
+            .update(user, move |floor| floor.get_or_insert_default().raise(used))
+            .await
     }
 }
 

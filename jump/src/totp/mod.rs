@@ -18,6 +18,7 @@ mod floor;
 mod seen;
 mod shared;
 mod store;
+mod user_map;
 mod verify;
 
 pub use store::TotpStore;

@@ -9,14 +9,12 @@
 //! read Redis (`fleet` does) nor decide what a login does with the answer
 //! (`shared`).
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{error::JumpError, fleet::Mark, store};
+use super::user_map::UserMap;
+use crate::{error::JumpError, fleet::Mark};
 
 /// One user's memory: the latest enrollment or reset seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,57 +87,21 @@ pub(crate) fn believe(shown: Shown, seen: Option<Seen>) -> (Belief, Option<Seen>
 
 /// `state_dir/fleet-seen.json`.
 #[derive(Debug)]
-pub(crate) struct SeenFile {
-    path: PathBuf,
-    /// One writer at a time: read, change, write.
-    lock: tokio::sync::Mutex<()>,
-}
+pub(crate) struct SeenFile(UserMap<Seen>);
 
 impl SeenFile {
     pub(crate) fn new(state_dir: &Path) -> SeenFile {
-        SeenFile {
-            path: state_dir.join("fleet-seen.json"),
-            lock: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    /// Read as every state file is: a trusted folder and file, a cap.
-    fn read(path: &Path) -> Result<BTreeMap<String, Seen>, JumpError> {
-        match crate::store::read_trusted(path, &crate::store::FLEET_MEMORY)? {
-            Some((bytes, _)) => {
-                serde_json::from_slice(&bytes).map_err(|source| JumpError::StateFormat {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
-            None => Ok(BTreeMap::new()),
-        }
+        SeenFile(UserMap::new(state_dir.join("fleet-seen.json")))
     }
 
     /// What this host has seen of `user` (on a blocking thread).
     pub(crate) async fn get(&self, user: &str) -> Result<Option<Seen>, JumpError> {
-        let (path, user) = (self.path.clone(), user.to_owned());
-        tokio::task::spawn_blocking(move || Ok(Self::read(&path)?.get(&user).copied()))
-            .await
-            .map_err(JumpError::Blocking)?
+        self.0.get(user).await
     }
 
     /// Remember `seen` for `user`, written atomically before this returns.
     pub(crate) async fn set(&self, user: &str, seen: Seen) -> Result<(), JumpError> {
-        let _held = self.lock.lock().await;
-        let (path, user) = (self.path.clone(), user.to_owned());
-        tokio::task::spawn_blocking(move || {
-            let mut all = Self::read(&path)?;
-            all.insert(user, seen);
-            let json =
-                serde_json::to_vec_pretty(&all).map_err(|source| JumpError::StateFormat {
-                    path: path.clone(),
-                    source,
-                })?;
-            store::write_atomic(&path, &json).map_err(|source| JumpError::State { path, source })
-        })
-        .await
-        .map_err(JumpError::Blocking)?
+        self.0.update(user, move |entry| *entry = Some(seen)).await
     }
 }
 
