@@ -13,7 +13,7 @@ use super::{attack, bystander, rss_kib, said, source};
 use crate::{
     defence::{check_master, control_path, ping, via_master},
     jump::{config, loopback},
-    util::{Gatehouse, SshClient, TcpServer, Terminal, eventually, run},
+    util::{Gatehouse, Output, SshClient, TcpServer, Terminal, eventually, run},
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -25,14 +25,16 @@ fn number(text: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no `{key}` number in: {text}"))
 }
 
-#[test]
-fn unread_session_channels_get_no_window_at_all() {
+/// The attack of a key alone: under `mfa: required`, mallory (not
+/// enrolled: her key alone opens the enrollment screen, nothing else) runs
+/// the attack script's `subcommand` from 127.0.0.`from` while sean
+/// (enrolled) logs in beside it as a bystander. Returns the server, the
+/// script's output, and the server's RSS (KiB) before and during the flood.
+fn key_alone_flood(subcommand: &str, from: u8, what: &str) -> (Gatehouse, Output, u64, u64) {
     let echo = TcpServer::echo();
     let to = loopback(echo.port());
     let mut sean = SshClient::new();
     let mallory = SshClient::new();
-    // mfa required and mallory not enrolled: the key alone lets mallory
-    // in to enroll, and to open session channels (the attack).
     let g = Gatehouse::start(&config(
         "required",
         &[("sean", &sean, &["dev"]), ("mallory", &mallory, &[])],
@@ -43,8 +45,8 @@ fn unread_session_channels_get_no_window_at_all() {
     let rss_before = rss_kib(g.pid());
     let stop = mallory.dir().join("stop");
     let mut flood = Terminal::start(
-        attack("channel-flood", g.jump().port())
-            .args(["--user", "mallory", "--source", "127.0.0.31"])
+        attack(subcommand, g.jump().port())
+            .args(["--user", "mallory", "--source", &source(from).to_string()])
             .arg("--key")
             .arg(&mallory.key)
             .arg("--stop")
@@ -52,9 +54,17 @@ fn unread_session_channels_get_no_window_at_all() {
     );
     flood.expect("flooded: yes");
     let rss_flooded = rss_kib(g.pid());
-    bystander(&sean, source(32), &to, "during the flood");
+    bystander(&sean, source(from + 1), &to, what);
     std::fs::write(&stop, "").expect("write stop");
     let out = flood.finish();
+    (g, out, rss_before, rss_flooded)
+}
+
+#[test]
+fn unread_session_channels_get_no_window_at_all() {
+    // The attack: session channels opened with the key alone.
+    let (g, out, rss_before, rss_flooded) =
+        key_alone_flood("channel-flood", 31, "during the flood");
     let text = out.stdout();
     out.success();
     let (channels, written, taken) = (
@@ -81,33 +91,8 @@ fn unread_session_channels_get_no_window_at_all() {
 
 #[test]
 fn typing_into_the_enrollment_screen_without_reading_its_echo_holds_a_window_at_most() {
-    let echo = TcpServer::echo();
-    let to = loopback(echo.port());
-    let mut sean = SshClient::new();
-    let mallory = SshClient::new();
-    // A stolen key of a user who has not enrolled: the enrollment screen.
-    let g = Gatehouse::start(&config(
-        "required",
-        &[("sean", &sean, &["dev"]), ("mallory", &mallory, &[])],
-        &[("dev", vec![format!("127.0.0.0/8:{}", echo.port())])],
-    ));
-    sean.add_host("jump", g.jump(), "sean");
-    sean.answer_with_totp(&g.enroll("sean"));
-    let rss_before = rss_kib(g.pid());
-    let stop = mallory.dir().join("stop");
-    let mut flood = Terminal::start(
-        attack("enroll-flood", g.jump().port())
-            .args(["--user", "mallory", "--source", "127.0.0.34"])
-            .arg("--key")
-            .arg(&mallory.key)
-            .arg("--stop")
-            .arg(&stop),
-    );
-    flood.expect("flooded: yes");
-    let rss_flooded = rss_kib(g.pid());
-    bystander(&sean, source(35), &to, "during the typing");
-    std::fs::write(&stop, "").expect("write stop");
-    let out = flood.finish();
+    let (g, out, rss_before, rss_flooded) =
+        key_alone_flood("enroll-flood", 34, "during the typing");
     let text = out.stdout();
     out.success();
     let (written, taken) = (number(&text, "written"), number(&text, "taken"));
