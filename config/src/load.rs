@@ -228,7 +228,53 @@ admin:
             crate::RedisTarget::Sentinel {
                 master: "gatehouse".into(),
                 addresses: vec![("10.0.0.5".into(), 26379), ("fd00::7".into(), 26379)],
+                tls: false,
             }
+        );
+        let tls = format!(
+            "{}state:\n  redis:\n    sentinel: {{ master: gatehouse, addresses: [\"10.0.0.5:26379\"], tls: true }}\n    ca_file: ca.pem\n    seal_key_file: seal.key\n",
+            example()
+        );
+        let config = parse(Path::new("/etc/gatehouse/gatehouse.yaml"), &tls).expect("valid");
+        let crate::StateConfig::Redis(redis) = config.state else {
+            panic!("not redis: {:?}", config.state);
+        };
+        assert_eq!(
+            redis.target,
+            crate::RedisTarget::Sentinel {
+                master: "gatehouse".into(),
+                addresses: vec![("10.0.0.5".into(), 26379)],
+                tls: true,
+            }
+        );
+        assert_eq!(
+            redis.ca_file.as_deref(),
+            Some(Path::new("/etc/gatehouse/ca.pem"))
+        );
+        // TLS without a ca_file: the system's roots, as with rediss://.
+        let roots = tls.replace("    ca_file: ca.pem\n", "");
+        assert!(parse(Path::new("/etc/gatehouse/gatehouse.yaml"), &roots).is_ok());
+        let off = format!(
+            "{}state:\n  redis:\n    sentinel:\n      master: gatehouse\n      addresses: [\"h:26379\"]\n      tls: false\n    ca_file: ca.pem\n    seal_key_file: k\n",
+            example()
+        );
+        assert_eq!(
+            errors(&off),
+            [format!(
+                "{}:14: state.redis.ca_file: is for TLS: set sentinel.tls: true with it",
+                base + 7
+            )]
+        );
+        let plain_url = format!(
+            "{}state:\n  redis:\n    url: \"redis://h:6379/0\"\n    ca_file: ca.pem\n    seal_key_file: k\n",
+            example()
+        );
+        assert_eq!(
+            errors(&plain_url),
+            [format!(
+                "{}:14: state.redis.ca_file: is for TLS: use a rediss:// url with it",
+                base + 4
+            )]
         );
         let both = format!(
             "{}state:\n  redis:\n    url: \"redis://h:6379/0\"\n    sentinel:\n      master: gatehouse\n      addresses: [\"h:26379\"]\n    seal_key_file: k\n",
@@ -269,7 +315,7 @@ admin:
                     base + 8
                 ),
                 format!(
-                    "{}:14: state.redis.ca_file: TLS through Sentinel is not supported yet: use url: rediss://... for TLS",
+                    "{}:14: state.redis.ca_file: is for TLS: set sentinel.tls: true with it",
                     base + 9
                 ),
             ]

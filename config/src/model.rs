@@ -58,8 +58,9 @@ pub struct RedisState {
     pub target: RedisTarget,
     /// The password (`AUTH`), read at start; owner-only mode.
     pub password_file: Option<PathBuf>,
-    /// For `rediss://`: the CA certificates (PEM) that sign Redis's
-    /// certificate, instead of the system's.
+    /// For TLS (`rediss://`, `sentinel.tls`): the CA certificates (PEM)
+    /// that sign Redis's (and the Sentinels') certificates, instead of the
+    /// system's.
     pub ca_file: Option<PathBuf>,
     /// Every key starts with this.
     pub key_prefix: String,
@@ -85,6 +86,8 @@ pub enum RedisTarget {
         master: String,
         /// The Sentinels: host (no brackets) and port.
         addresses: Vec<(String, u16)>,
+        /// TLS to the Sentinels and to the servers they name.
+        tls: bool,
     },
 }
 

@@ -42,6 +42,8 @@ pub(crate) struct RawRedis {
 pub(crate) struct RawSentinel {
     pub master: String,
     pub addresses: Vec<String>,
+    #[serde(default)]
+    pub tls: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -59,15 +59,16 @@ fn target(c: &mut Checker<'_>, raw: &RawRedis) -> RedisTarget {
                     ),
                 }
             }
-            if raw.ca_file.is_some() {
+            if raw.ca_file.is_some() && !sentinel.tls {
                 c.problem(
                     &format!("{p}.ca_file"),
-                    "TLS through Sentinel is not supported yet: use url: rediss://... for TLS",
+                    "is for TLS: set sentinel.tls: true with it",
                 );
             }
             RedisTarget::Sentinel {
                 master: master.clone(),
                 addresses,
+                tls: sentinel.tls,
             }
         }
         (Some(_), Some(_)) => {

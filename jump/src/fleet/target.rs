@@ -3,12 +3,13 @@
 //! client does not follow a master switch by itself (redis-rs issue 1438):
 //! `Fleet` asks [`Target::primary`] again after every error.
 //!
-//! Owns building the clients (password, TLS) and asking the Sentinels; must
+//! Owns building the clients (password, TLS: to one server, or to the
+//! Sentinels and the servers they name) and asking the Sentinels; must
 //! not keep connections (`Fleet` does) nor decide anything about logins.
 
 use gatehouse_config::{Limit, RedisState, RedisTarget};
 use redis::{
-    ConnectionAddr, IntoConnectionInfo,
+    ConnectionAddr, IntoConnectionInfo, TlsCertificates, TlsMode,
     sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
 };
 
@@ -20,6 +21,25 @@ pub(super) enum Target {
     Direct(redis::Client),
     /// The Sentinels' current primary, asked each time (one asker at a time).
     Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+/// What TLS to Redis verifies against: `ca_file` (read now, blocking: at
+/// start), or the system's roots.
+fn certificates(state: &RedisState) -> Result<TlsCertificates, JumpError> {
+    // rustls needs one crypto provider for the process: aws-lc-rs, which
+    // russh already uses. Installing twice is harmless.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let root_cert = match &state.ca_file {
+        Some(file) => Some(
+            gatehouse_config::read_bounded(file, &Limit::CA_FILE)
+                .map_err(|e| JumpError::Fleet(format!("ca_file {}: {e}", file.display())))?,
+        ),
+        None => None,
+    };
+    Ok(TlsCertificates {
+        client_tls: None,
+        root_cert,
+    })
 }
 
 impl Target {
@@ -38,15 +58,38 @@ impl Target {
         };
         let url = match &state.target {
             RedisTarget::Url(url) => url,
-            RedisTarget::Sentinel { master, addresses } => {
-                let sentinels = addresses
-                    .iter()
-                    .map(|(host, port)| ConnectionAddr::Tcp(host.clone(), *port));
+            RedisTarget::Sentinel {
+                master,
+                addresses,
+                tls,
+            } => {
+                let sentinels = addresses.iter().map(|(host, port)| {
+                    if *tls {
+                        ConnectionAddr::TcpTls {
+                            host: host.clone(),
+                            port: *port,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    } else {
+                        ConnectionAddr::Tcp(host.clone(), *port)
+                    }
+                });
                 let mut builder =
                     SentinelClientBuilder::new(sentinels, master, SentinelServerType::Master)
                         .map_err(|e| bad(format!("sentinel: {e}")))?;
                 if let Some(password) = &password {
                     builder = builder.set_client_to_redis_password(password);
+                }
+                if *tls {
+                    // The Sentinels and the servers they name: verified
+                    // against the same CA (or the system's roots).
+                    let certs = certificates(state)?;
+                    builder = builder
+                        .set_client_to_sentinel_tls_mode(TlsMode::Secure)
+                        .set_client_to_sentinel_certificates(certs.clone())
+                        .set_client_to_redis_tls_mode(TlsMode::Secure)
+                        .set_client_to_redis_certificates(certs);
                 }
                 let client = builder.build().map_err(|e| bad(format!("sentinel: {e}")))?;
                 return Ok(Target::Sentinel(tokio::sync::Mutex::new(client)));
@@ -61,20 +104,7 @@ impl Target {
             info = info.set_redis_settings(settings);
         }
         let client = if url.starts_with("rediss://") {
-            // rustls needs one crypto provider for the process: aws-lc-rs,
-            // which russh already uses. Installing twice is harmless.
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-            let root_cert = match &state.ca_file {
-                Some(file) => Some(
-                    gatehouse_config::read_bounded(file, &Limit::CA_FILE)
-                        .map_err(|e| bad(format!("ca_file {}: {e}", file.display())))?,
-                ),
-                None => None,
-            };
-            let certs = redis::TlsCertificates {
-                client_tls: None,
-                root_cert,
-            };
+            let certs = certificates(state)?;
             redis::Client::build_with_tls(info, certs).map_err(|e| bad(e.to_string()))?
         } else {
             redis::Client::open(info).map_err(|e| bad(e.to_string()))?
