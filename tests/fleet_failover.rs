@@ -61,6 +61,13 @@ impl Logins {
     }
 }
 
+/// The YAML with `set`'s `sentinel:` (and `ca_file:`) instead of `url:`.
+fn through_sentinels(yaml: String, set: &Sentinels) -> String {
+    let at = yaml.find("    url: ").expect("url in the YAML");
+    let end = at + yaml[at..].find('\n').expect("end of line") + 1;
+    format!("{}    {}\n{}", &yaml[..at], set.yaml(), &yaml[end..])
+}
+
 fn p50(mut took: Vec<Duration>) -> Duration {
     took.sort();
     took[took.len() / 2]
@@ -141,12 +148,8 @@ fn codes_redis_lost_are_still_refused_by_the_host_that_saw_them_used() {
 fn logins_resume_after_the_primary_is_killed_and_a_used_code_stays_used() {
     const USERS: usize = 120;
     let mut set = Sentinels::start();
-    let sentinel = format!("    {}\n", set.yaml());
     let mut f = fleet_with(1, "closed", "\"127.0.0.0/8\"", |yaml| {
-        let yaml = with_users(yaml, USERS);
-        let at = yaml.find("    url: ").expect("url in the YAML");
-        let end = at + yaml[at..].find('\n').expect("end of line") + 1;
-        format!("{}{sentinel}{}", &yaml[..at], &yaml[end..])
+        through_sentinels(with_users(yaml, USERS), &set)
     });
     let mut logins = Logins::new(&mut f, USERS);
     // ana's enrollment: in the primary, replicated.
@@ -229,6 +232,59 @@ fn logins_resume_after_the_primary_is_killed_and_a_used_code_stays_used() {
          meanwhile; login p50 with Sentinel before the kill: {:?} (9 logins); replica {} \
          promoted",
         p50(before),
+        set.replica
+    );
+}
+
+#[test]
+fn through_tls_sentinels_a_code_works_once_and_logins_resume_after_a_failover() {
+    const USERS: usize = 120;
+    // TLS only: no process of the set has a plain TCP port.
+    let mut set = Sentinels::start_with(true);
+    let mut f = fleet_with(2, "closed", "\"127.0.0.0/8\"", |yaml| {
+        through_sentinels(with_users(yaml, USERS), &set)
+    });
+    assert!(set.yaml().contains("tls: true"), "{}", set.yaml());
+    // sean's code: taken on one host, refused as a replay on the other
+    // (what refuses it is the fleet's state, reached through TLS).
+    let code = code_at(&f.secret, "now");
+    f.client.answer_with(&code);
+    assert!(through(&f, "jump1").0, "sean's login through TLS failed");
+    assert!(!through(&f, "jump2").0, "sean's code was taken twice");
+    let details = code_details(&f.hosts[1]);
+    assert!(
+        details.last().is_some_and(|d| d.contains("replay")),
+        "{details:?}"
+    );
+    // The claim is in the primary (asked over TLS, as the hosts do).
+    let step = set.primary_cli(&["EXISTS", "test:totp-step:sean"]);
+    assert_eq!(step.trim(), "1", "no claimed step in the primary");
+
+    // A failover, through TLS: the Sentinels name the replica's TLS port.
+    let mut logins = Logins::new(&mut f, USERS);
+    assert!(logins.one(&f).0, "a login failed before the kill");
+    set.kill_primary();
+    let mut refused = 0;
+    while !logins.one(&f).0 {
+        refused += 1;
+    }
+    for _ in 0..3 {
+        assert!(logins.one(&f).0, "a login failed after the promotion");
+    }
+    set.await_promotion();
+    // sean's code again, on the new primary: still refused.
+    f.client.answer_with(&code);
+    assert!(
+        !through(&f, "jump1").0,
+        "a code used before the failover was taken after it"
+    );
+    let details = code_details(&f.hosts[0]);
+    assert!(
+        details.last().is_some_and(|d| d.contains("replay")),
+        "{details:?}"
+    );
+    eprintln!(
+        "TLS failover: {refused} logins refused until the replica {} was promoted",
         set.replica
     );
 }

@@ -21,6 +21,71 @@ pub struct Redis {
     pub ca: Option<std::path::PathBuf>,
 }
 
+/// In `dir`: a CA (`ca.crt`) and, signed by it, a certificate for
+/// 127.0.0.1 (`redis.crt`, `redis.key`), both valid two days.
+pub fn make_certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        super::run(tool("openssl").args(args).current_dir(dir), b"").success();
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=gatehouse test CA",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "redis.key",
+                "-out",
+                "redis.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(dir.join("san"), "subjectAltName=IP:127.0.0.1\n").expect("write");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "redis.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "redis.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san",
+    ]);
+}
+
 impl Redis {
     /// Start one on a free port.
     pub fn start() -> Redis {
@@ -45,66 +110,7 @@ impl Redis {
     pub fn start_tls() -> Redis {
         let _ = tool("redis-server");
         let dir = tempfile::tempdir().expect("tempdir");
-        let openssl = |args: &[&str]| {
-            super::run(tool("openssl").args(args).current_dir(dir.path()), b"").success();
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.crt",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=gatehouse test CA",
-                ],
-            ]
-            .concat(),
-        );
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-keyout",
-                    "redis.key",
-                    "-out",
-                    "redis.csr",
-                    "-subj",
-                    "/CN=127.0.0.1",
-                ],
-            ]
-            .concat(),
-        );
-        std::fs::write(dir.path().join("san"), "subjectAltName=IP:127.0.0.1\n").expect("write");
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "redis.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "redis.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "san",
-        ]);
+        make_certificates(dir.path());
         let mut redis = Redis {
             addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
             daemon: None,

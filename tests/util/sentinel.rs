@@ -2,7 +2,9 @@
 //! (`replicaof`) and three `redis-sentinel` processes monitoring them as
 //! `gatehouse` (quorum 2, `down-after-milliseconds` 1000), ports picked
 //! here. The primary can be killed (SIGKILL, through its process handle):
-//! a failover.
+//! a failover. The set can speak TLS only (`tls-port`, `port 0`,
+//! `tls-replication yes`), every process with one certificate for
+//! 127.0.0.1 from a CA made here.
 
 use std::{
     net::SocketAddr,
@@ -23,6 +25,8 @@ pub struct Sentinels {
     pub replica: SocketAddr,
     /// The Sentinels' addresses.
     pub sentinels: Vec<SocketAddr>,
+    /// TLS only, with certificates signed by the CA in this PEM file.
+    pub ca: Option<std::path::PathBuf>,
     primary_daemon: Option<Daemon>,
     _replica_daemon: Daemon,
     sentinel_daemons: Vec<Daemon>,
@@ -48,19 +52,48 @@ fn await_log(daemon: &mut Daemon, what: &str, needle: &str, count: usize) {
 }
 
 impl Sentinels {
-    /// Start them all and wait until every Sentinel knows the replica and
-    /// the two other Sentinels (a failover needs both).
+    /// Start them all, speaking plain TCP: [`Sentinels::start_with`].
     pub fn start() -> Sentinels {
+        Sentinels::start_with(false)
+    }
+
+    /// Start them all (TLS only if `tls`) and wait until every Sentinel
+    /// knows the replica and the two other Sentinels (a failover needs
+    /// both).
+    pub fn start_with(tls: bool) -> Sentinels {
         let _ = tool("redis-server");
         let _ = tool("redis-sentinel");
         let dir = tempfile::tempdir().expect("tempdir");
+        let ca = tls.then(|| {
+            super::redis::make_certificates(dir.path());
+            dir.path().join("ca.crt")
+        });
+        // The same options for servers (`--name value`) and Sentinels
+        // (`name value` lines): the port, and TLS.
+        let options = |port: u16| -> Vec<(&str, String)> {
+            let file = |name: &str| dir.path().join(name).display().to_string();
+            match tls {
+                false => vec![("port", port.to_string())],
+                true => vec![
+                    ("port", "0".into()),
+                    ("tls-port", port.to_string()),
+                    ("tls-cert-file", file("redis.crt")),
+                    ("tls-key-file", file("redis.key")),
+                    ("tls-ca-cert-file", file("ca.crt")),
+                    ("tls-auth-clients", "no".into()),
+                    ("tls-replication", "yes".into()),
+                ],
+            }
+        };
         let (primary, replica) = (loopback(), loopback());
         let server = |name: &str, addr: SocketAddr, extra: &[&str]| {
             let data = dir.path().join(name);
             std::fs::create_dir(&data).expect("mkdir");
             let mut cmd = Command::new("redis-server");
-            cmd.args(["--port", &addr.port().to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            for (option, value) in options(addr.port()) {
+                cmd.arg(format!("--{option}")).arg(value);
+            }
+            cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .arg("--dir")
                 .arg(&data)
                 .args(extra);
@@ -88,16 +121,19 @@ impl Sentinels {
         let mut sentinel_daemons = Vec::new();
         for (i, addr) in sentinels.iter().enumerate() {
             let conf = dir.path().join(format!("sentinel{i}.conf"));
+            let lines: String = options(addr.port())
+                .iter()
+                .map(|(option, value)| format!("{option} {value}\n"))
+                .collect();
             // redis-sentinel rewrites its file: one each, writable.
             std::fs::write(
                 &conf,
                 format!(
-                    "port {}\nbind 127.0.0.1\ndir {}\n\
+                    "{lines}bind 127.0.0.1\ndir {}\n\
                      sentinel monitor gatehouse 127.0.0.1 {} 2\n\
                      sentinel down-after-milliseconds gatehouse 1000\n\
                      sentinel failover-timeout gatehouse 5000\n\
                      sentinel parallel-syncs gatehouse 1\n",
-                    addr.port(),
                     dir.path().display(),
                     primary.port()
                 ),
@@ -121,6 +157,7 @@ impl Sentinels {
             primary,
             replica,
             sentinels,
+            ca,
             primary_daemon: Some(primary_daemon),
             _replica_daemon: replica_daemon,
             sentinel_daemons,
@@ -128,23 +165,29 @@ impl Sentinels {
         }
     }
 
-    /// `sentinel: { master: gatehouse, addresses: [...] }` for the YAML.
+    /// `sentinel: { master: gatehouse, addresses: [...] }` for the YAML
+    /// (with TLS: `tls: true` and, on the next line, the `ca_file`).
     pub fn yaml(&self) -> String {
         let addresses: Vec<String> = self.sentinels.iter().map(|a| format!("\"{a}\"")).collect();
-        format!(
-            "sentinel: {{ master: gatehouse, addresses: [{}] }}",
-            addresses.join(", ")
-        )
+        let addresses = addresses.join(", ");
+        match &self.ca {
+            None => format!("sentinel: {{ master: gatehouse, addresses: [{addresses}] }}"),
+            Some(ca) => format!(
+                "sentinel: {{ master: gatehouse, addresses: [{addresses}], tls: true }}\n    \
+                 ca_file: \"{}\"",
+                ca.display()
+            ),
+        }
     }
 
     /// `redis-cli ARGS...` against the primary (while it lives); its stdout.
     pub fn primary_cli(&self, args: &[&str]) -> String {
-        let out = super::run(
-            tool("redis-cli")
-                .args(["-h", "127.0.0.1", "-p", &self.primary.port().to_string()])
-                .args(args),
-            b"",
-        );
+        let mut cli = tool("redis-cli");
+        cli.args(["-h", "127.0.0.1", "-p", &self.primary.port().to_string()]);
+        if let Some(ca) = &self.ca {
+            cli.arg("--tls").arg("--cacert").arg(ca);
+        }
+        let out = super::run(cli.args(args), b"");
         out.success();
         out.stdout()
     }
