@@ -11,7 +11,7 @@ use crate::{
     fleet::{Fleet, code_details, fleet_of, fleet_with, unknown_key_from},
     fleet_trust::{bans, enroll},
     jump::code_at,
-    util::{Sentinels, SshClient, run, tool},
+    util::{Gatehouse, Sentinels, SshClient, run, tool},
 };
 
 /// `ssh -W` through `alias` with what the askpass answers: whether it got
@@ -241,10 +241,22 @@ fn through_tls_sentinels_a_code_works_once_and_logins_resume_after_a_failover() 
     const USERS: usize = 120;
     // TLS only: no process of the set has a plain TCP port.
     let mut set = Sentinels::start_with(true);
+    let config = std::cell::OnceCell::new();
     let mut f = fleet_with(2, "closed", "\"127.0.0.0/8\"", |yaml| {
-        through_sentinels(with_users(yaml, USERS), &set)
+        config
+            .get_or_init(|| through_sentinels(with_users(yaml, USERS), &set))
+            .clone()
     });
-    assert!(set.yaml().contains("tls: true"), "{}", set.yaml());
+    let config = config.into_inner().expect("the fleet's YAML");
+    // Without the set's CA, the system's roots do not trust the Sentinels:
+    // that host fails closed.
+    let ca_line = config
+        .lines()
+        .find(|l| l.starts_with("    ca_file: "))
+        .expect("ca_file in the YAML");
+    assert!(config.contains("tls: true }"), "{config}");
+    let stranger = Gatehouse::start(&config.replace(&format!("{ca_line}\n"), ""));
+    f.client.add_host("stranger", stranger.jump(), "sean");
     // sean's code: taken on one host, refused as a replay on the other
     // (what refuses it is the fleet's state, reached through TLS).
     let code = code_at(&f.secret, "now");
@@ -259,15 +271,25 @@ fn through_tls_sentinels_a_code_works_once_and_logins_resume_after_a_failover() 
     // The claim is in the primary (asked over TLS, as the hosts do).
     let step = set.primary_cli(&["EXISTS", "test:totp-step:sean"]);
     assert_eq!(step.trim(), "1", "no claimed step in the primary");
+    assert!(!through(&f, "stranger").0, "a host without the CA let in");
+    let closed = stranger.audit("auth", |v| v["result"] == "rejected");
+    assert!(
+        closed["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("unreachable")),
+        "{closed}"
+    );
 
     // A failover, through TLS: the Sentinels name the replica's TLS port.
     let mut logins = Logins::new(&mut f, USERS);
     assert!(logins.one(&f).0, "a login failed before the kill");
     set.kill_primary();
+    let killed = Instant::now();
     let mut refused = 0;
     while !logins.one(&f).0 {
         refused += 1;
     }
+    let gap = killed.elapsed();
     for _ in 0..3 {
         assert!(logins.one(&f).0, "a login failed after the promotion");
     }
@@ -284,7 +306,8 @@ fn through_tls_sentinels_a_code_works_once_and_logins_resume_after_a_failover() 
         "{details:?}"
     );
     eprintln!(
-        "TLS failover: {refused} logins refused until the replica {} was promoted",
+        "TLS failover: first login through {gap:?} after the kill, {refused} logins refused \
+         meanwhile; replica {} promoted",
         set.replica
     );
 }
