@@ -2,8 +2,9 @@
 //! replica and three `redis-sentinel` processes on loopback. A host finds
 //! the primary through the Sentinels and follows a failover (the primary
 //! killed with SIGKILL while logins run); a TOTP step Redis lost is still
-//! refused by the host that saw it used (its replay floor); the Redis ACL
-//! the README recommends is all a fleet needs.
+//! refused by the host that saw it used (its replay floor); the same
+//! through a TLS-only set (`sentinel.tls`); the Redis ACL the README
+//! recommends is all a fleet needs.
 
 use std::time::{Duration, Instant};
 
@@ -279,6 +280,8 @@ fn through_tls_sentinels_a_code_works_once_and_logins_resume_after_a_failover() 
             .is_some_and(|d| d.contains("unreachable")),
         "{closed}"
     );
+    let logged = stranger.lines().join("\n");
+    assert!(logged.contains("UnknownIssuer"), "{logged}");
 
     // A failover, through TLS: the Sentinels name the replica's TLS port.
     let mut logins = Logins::new(&mut f, USERS);
