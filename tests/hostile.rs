@@ -113,6 +113,8 @@ fn server_closes(stream: &mut TcpStream) -> bool {
         match stream.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => {}
+            // A signal may interrupt the read: that is no close.
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {
                 return !matches!(
                     e.kind(),
