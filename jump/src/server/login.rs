@@ -171,15 +171,7 @@ impl Connection {
             return Step::Accept;
         };
         // A probe, not yet a failure: OpenSSH offers each key it has.
-        audit::auth(
-            &self.who,
-            user,
-            Method::Publickey,
-            Some(&fp()),
-            AuthResult::Rejected,
-            &format!("{why} (probe)"),
-        );
-        Step::Reject(None)
+        self.key_rejected(user, &fp(), &format!("{why} (probe)"))
     }
 
     /// A proven key (or certificate) refused after all: audited, rejected.

@@ -43,11 +43,6 @@ impl WindowPool {
         self.used.load(Ordering::Relaxed)
     }
 
-    /// The pool's size.
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
     /// Take up to `want` bytes; returns what was taken.
     fn take_up_to(&self, want: usize) -> usize {
         let mut used = self.used.load(Ordering::Relaxed);
