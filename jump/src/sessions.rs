@@ -33,6 +33,9 @@ pub(crate) enum Factors {
     Key,
     /// The key and a TOTP or recovery code.
     KeyAndCode,
+    /// A `verify-required` security key that verified its user (PIN or
+    /// fingerprint): two factors in one signature, no code.
+    VerifiedSecurityKey,
 }
 
 /// One login, as registered.

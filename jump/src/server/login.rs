@@ -12,7 +12,7 @@ use gatehouse_config::Config;
 use russh::{
     MethodKind, MethodSet,
     keys::HashAlg,
-    server::{Auth, PublicKeyOffer, Response, VerifiedPublicKey},
+    server::{Auth, PublicKeyOffer, Response, SecurityKeySignature, VerifiedPublicKey},
 };
 use tracing::warn;
 
@@ -22,6 +22,7 @@ use crate::{
     auth::{self, Access, AfterKey, Credential},
     clock::unix_now,
     error::JumpError,
+    fido::{self, SecurityKeyVerdict},
     sessions::{self, Factors, Login},
     totp::{CodeRefusal, Verdict},
 };
@@ -209,24 +210,117 @@ impl Connection {
         if let Some(why) = auth::key_refusal(jump, user, key.public_key.key_data(), &revoked) {
             return self.key_rejected(user, &fp, why);
         }
+        let options = jump
+            .user(user)
+            .and_then(|u| {
+                u.keys
+                    .iter()
+                    .find(|k| k.key_data() == key.public_key.key_data())
+            })
+            .map(|k| k.options)
+            .unwrap_or_default();
+        let whole = match self.security_key(
+            user,
+            &fp,
+            key.public_key.algorithm(),
+            fido::Required::of_key(options),
+            key.security_key,
+        ) {
+            Ok(whole) => whole,
+            Err(refused) => return refused,
+        };
         let credential = Credential::Key(key.public_key.key_data().clone());
-        self.proven(user, fp, credential, &config).await
+        self.proven(user, fp, credential, &config, whole).await
+    }
+
+    /// A security key's signature (`sk-` key or certificate): judged by
+    /// `fido`, its counter compared with the last one seen, audited. `Ok`:
+    /// whether it is a whole login (false for any other key); `Err`: the
+    /// refusal, audited.
+    pub(super) fn security_key(
+        &self,
+        user: &str,
+        fp: &str,
+        algorithm: russh::keys::Algorithm,
+        required: fido::Required,
+        signed: Option<SecurityKeySignature>,
+    ) -> Result<bool, Step> {
+        let sk = gatehouse_config::is_security_key(algorithm);
+        let signed = match (sk, signed) {
+            (false, _) => return Ok(false),
+            (true, Some(signed)) => signed,
+            // Not reached: russh hands the flags of every sk- signature.
+            (true, None) => return Err(self.key_rejected(user, fp, "security key: no flags")),
+        };
+        let verdict = fido::judge(required, signed);
+        let config = Arc::clone(&self.config.borrow());
+        let configured = |u: &str| config.jump.as_ref().is_some_and(|j| j.user(u).is_some());
+        let seen = self
+            .shared
+            .fido_counters
+            .observe(user, fp, signed.counter, configured);
+        audit::security_key(
+            &self.who,
+            user,
+            &audit::SecurityKeyUse {
+                fingerprint: fp,
+                flags: signed.flags,
+                counter: signed.counter,
+                verdict,
+                last_counter: seen.last,
+                possible_clone: matches!(seen.check, fido::CounterCheck::PossibleClone { .. }),
+            },
+        );
+        match verdict {
+            SecurityKeyVerdict::FirstFactor => Ok(false),
+            SecurityKeyVerdict::WholeLogin => Ok(true),
+            SecurityKeyVerdict::NoTouch => Err(self.key_rejected(
+                user,
+                fp,
+                "security key: no touch (signed without user presence; \
+                 the key does not say no-touch-required)",
+            )),
+            SecurityKeyVerdict::NotVerified => Err(self.key_rejected(
+                user,
+                fp,
+                "security key: not verified (signed without PIN or fingerprint; \
+                 verify-required)",
+            )),
+        }
     }
 
     /// A configured user's key (or a certificate for them) was proven:
     /// the TOTP step next, or in without one.
+    /// `whole`: a verified `verify-required` security key, two factors in
+    /// one: logged in without a code, enrolled or not.
     pub(super) async fn proven(
         &mut self,
         user: &str,
         fp: String,
         credential: Credential,
         config: &Config,
+        whole: bool,
     ) -> Step {
         let Some(jump) = config.jump.as_ref() else {
             return Step::Reject(None);
         };
         let certificate = matches!(credential, Credential::Certificate(_));
         self.progress.key_proven(user, fp.clone(), credential);
+        if whole {
+            self.state.key_proven();
+            if !self.finish(user, Factors::VerifiedSecurityKey, Access::Tunnels) {
+                return Step::Reject(None);
+            }
+            audit::auth(
+                &self.who,
+                user,
+                Method::Publickey,
+                Some(&fp),
+                AuthResult::Accepted,
+                "security key verified (verify-required): a whole login, no code",
+            );
+            return Step::Accept;
+        }
         let secret_file = provisioned(config, user);
         let enrolled = match self
             .shared
@@ -269,7 +363,7 @@ impl Connection {
                     Access::EnrollOnly => AuthResult::EnrollOnly,
                     Access::Tunnels => AuthResult::Accepted,
                 };
-                if !self.finish(user, Method::Publickey, access) {
+                if !self.finish(user, Factors::Key, access) {
                     return Step::Reject(None);
                 }
                 audit::auth(
@@ -370,7 +464,7 @@ impl Connection {
         } else {
             AuthResult::Rejected
         };
-        if accepted && !self.finish(user, method, Access::Tunnels) {
+        if accepted && !self.finish(user, Factors::KeyAndCode, Access::Tunnels) {
             return Step::Reject(None);
         }
         audit::auth(&self.who, user, method, fp.as_deref(), result, &detail);
@@ -390,7 +484,7 @@ impl Connection {
     /// Logged in with `access`: register the session for offboarding (at
     /// most `max_connections_per_user` per user; false, audited, when the
     /// user has that many already) and free the pre-auth slot.
-    fn finish(&mut self, user: &str, method: Method, access: Access) -> bool {
+    fn finish(&mut self, user: &str, factors: Factors, access: Access) -> bool {
         // What the latest attempt proved: the credential that completes
         // this login, and the one offboarding will judge.
         let Some((proven, credential)) = self.progress.credential() else {
@@ -404,9 +498,9 @@ impl Connection {
         let cap = config.jump.as_ref().map_or(usize::MAX, |j| {
             super::count(j.limits.max_connections_per_user)
         });
-        let factors = match method {
-            Method::KeyboardInteractive => Factors::KeyAndCode,
-            Method::Publickey | Method::Password => Factors::Key,
+        let method = match factors {
+            Factors::KeyAndCode => Method::KeyboardInteractive,
+            Factors::Key | Factors::VerifiedSecurityKey => Method::Publickey,
         };
         let login = Login {
             who: self.who.clone(),

@@ -112,6 +112,8 @@ pub(crate) struct Shared {
     headers: Arc<std::sync::Mutex<crate::header_wait::HeaderWait>>,
     /// `jump.user_ca.revoked_keys_file`, as last read.
     revoked: certificate::Revoked,
+    /// The highest security-key counter seen per user and key.
+    fido_counters: crate::fido_counters::FidoCounters,
     /// Each user's [`ssh_config::USER_WINDOWS`], while they have a session
     /// drawing from it (so at most one per configured user).
     user_windows: Mutex<HashMap<String, Weak<WindowPool>>>,
@@ -229,6 +231,7 @@ pub async fn serve(
         headers: accept::header_wait(),
         user_windows: Mutex::default(),
         revoked,
+        fido_counters: Default::default(),
     });
     let accepting: Vec<_> = accepting
         .into_iter()
