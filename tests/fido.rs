@@ -241,3 +241,57 @@ fn certificates_on_security_keys_carry_the_same_rules() {
     security_key(&g, "first factor");
     assert!(asked_for_a_code(&untouched));
 }
+
+#[test]
+fn check_says_which_keys_are_a_whole_login() {
+    let touch = SshClient::security_key("ed25519-sk", &[]);
+    let verified = SshClient::security_key("ed25519-sk", &["verify-required"]);
+    let untouched = SshClient::security_key("ecdsa-sk", &["no-touch-required"]);
+    let laptop = SshClient::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = format!(
+        "jump:\n  listen: [\"127.0.0.1:0\"]\n  mfa: required\n  users:\n    sean:\n      keys:\n        \
+         - \"{}\"\n        - \"verify-required {}\"\n        - \"no-touch-required {}\"\n        \
+         - \"{}\"\n",
+        touch.public_key(),
+        verified.public_key(),
+        untouched.public_key(),
+        laptop.public_key()
+    );
+    std::fs::write(dir.path().join("g.yaml"), yaml).expect("write");
+    let out = crate::util::gatehouse(&["check", "--config", "g.yaml"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = |client: &SshClient, what: &str| {
+        format!(
+            "    {} {} gatehouse-test: {what}\n",
+            client.public_key().split(' ').next().expect("type"),
+            fingerprint(client)
+        )
+    };
+    assert!(
+        stdout.contains("  user sean: 4 keys, groups []\n"),
+        "{stdout}"
+    );
+    for expected in [
+        line(&touch, "touch, then the code"),
+        line(
+            &verified,
+            "a whole login (verify-required: touch + PIN or fingerprint, no code)",
+        ),
+        line(
+            &untouched,
+            "no touch required (no-touch-required), then the code",
+        ),
+    ] {
+        assert!(stdout.contains(&expected), "{expected:?} in\n{stdout}");
+    }
+    assert!(
+        !stdout.contains(&fingerprint(&laptop)),
+        "an ordinary key is not listed: {stdout}"
+    );
+}

@@ -7,7 +7,7 @@
 //! grant more than its author meant. Owns the parsing; must not judge a
 //! signature (that is `gatehouse_jump::fido`).
 
-use ssh_key::{Algorithm, PublicKey, public::KeyData};
+use ssh_key::{Algorithm, HashAlg, PublicKey, public::KeyData};
 
 /// What a key line's options ask of a security key's signature.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,6 +33,14 @@ impl UserKey {
     /// The key's data, as signatures are matched against it.
     pub fn key_data(&self) -> &KeyData {
         self.key.key_data()
+    }
+
+    /// `type SHA256:… comment`, as `ssh-keygen -l` names the key.
+    pub fn describe(&self) -> String {
+        let fp = self.key.fingerprint(HashAlg::Sha256);
+        let comment = self.key.comment();
+        let sep = if comment.is_empty() { "" } else { " " };
+        format!("{} {fp}{sep}{comment}", self.key.algorithm().as_str())
     }
 
     /// Is a signature of this key, made as its line requires, a whole
