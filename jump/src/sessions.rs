@@ -52,10 +52,24 @@ pub(crate) struct Login {
 
 /// Why a session no longer stands under `jump`, beyond its user and key:
 /// `mfa: required` now, and it tunnels on the key alone.
+/// Also: a login that a `verify-required` key made whole, whose key line
+/// no longer says so (it would need the code now). A certificate's
+/// `verify-required` cannot change.
 fn lost_by_policy(jump: Option<&JumpConfig>, login: &Login) -> Option<&'static str> {
     let required = jump.is_some_and(|j| j.mfa == Mfa::Required);
-    (required && login.factors == Factors::Key && login.access == Access::Tunnels)
-        .then_some("mfa is now required and this session has no second factor")
+    if required && login.factors == Factors::Key && login.access == Access::Tunnels {
+        return Some("mfa is now required and this session has no second factor");
+    }
+    let still_whole = || match &login.credential {
+        Credential::Key(key) => jump.and_then(|j| j.user(&login.user)).is_some_and(|u| {
+            u.keys
+                .iter()
+                .any(|k| k.key_data() == key && k.whole_login())
+        }),
+        Credential::Certificate(_) => true,
+    };
+    (login.factors == Factors::VerifiedSecurityKey && !still_whole())
+        .then_some("the key line no longer says verify-required and this session gave no code")
 }
 
 /// One open tunnel, as registered.
@@ -420,6 +434,31 @@ mod tests {
         );
         sessions.remove(1);
         assert!(sessions.register(sean(5), 2), "a place came free");
+    }
+
+    #[test]
+    fn a_whole_login_is_lost_when_its_line_drops_verify_required() {
+        const SK: &str = "sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIFvdtQeUWx266KKZfz1vZ6dje6krwWKqC2hegLlhodr1AAAABHNzaDo= sean@yubikey";
+        let verified = jump(&format!(
+            "    sean:\n      keys: [\"verify-required {SK}\"]\n"
+        ));
+        let touch = jump(&format!("    sean:\n      keys: [\"{SK}\"]\n"));
+        let who = Who {
+            conn: 1,
+            peer: "127.0.0.1:1".parse().expect("addr"),
+        };
+        let whole = login(
+            who,
+            "sean",
+            SK,
+            Factors::VerifiedSecurityKey,
+            CancellationToken::new(),
+        );
+        assert_eq!(lost_by_policy(verified.jump.as_ref(), &whole), None);
+        assert_eq!(
+            lost_by_policy(touch.jump.as_ref(), &whole),
+            Some("the key line no longer says verify-required and this session gave no code")
+        );
     }
 
     #[test]
