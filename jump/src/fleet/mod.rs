@@ -33,6 +33,7 @@ mod enrollments;
 mod mac;
 mod replicas;
 mod seal;
+mod sk_counters;
 mod target;
 #[cfg(test)]
 mod tests;

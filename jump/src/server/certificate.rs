@@ -235,7 +235,10 @@ impl Connection {
         audit::certificate(&self.who, user, &info);
         let required = fido::Required::of_certificate(cert);
         let algorithm = cert.public_key().algorithm();
-        let whole = match self.security_key(user, &fp, algorithm, required, signed) {
+        let whole = match self
+            .security_key(user, &fp, algorithm, required, signed)
+            .await
+        {
             Ok(whole) => whole,
             Err(refused) => return refused,
         };

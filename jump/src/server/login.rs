@@ -219,13 +219,16 @@ impl Connection {
             })
             .map(|k| k.options)
             .unwrap_or_default();
-        let whole = match self.security_key(
-            user,
-            &fp,
-            key.public_key.algorithm(),
-            fido::Required::of_key(options),
-            key.security_key,
-        ) {
+        let whole = match self
+            .security_key(
+                user,
+                &fp,
+                key.public_key.algorithm(),
+                fido::Required::of_key(options),
+                key.security_key,
+            )
+            .await
+        {
             Ok(whole) => whole,
             Err(refused) => return refused,
         };
@@ -237,7 +240,7 @@ impl Connection {
     /// `fido`, its counter compared with the last one seen, audited. `Ok`:
     /// whether it is a whole login (false for any other key); `Err`: the
     /// refusal, audited.
-    pub(super) fn security_key(
+    pub(super) async fn security_key(
         &self,
         user: &str,
         fp: &str,
@@ -254,11 +257,12 @@ impl Connection {
         };
         let verdict = fido::judge(required, signed);
         let config = Arc::clone(&self.config.borrow());
-        let configured = |u: &str| config.jump.as_ref().is_some_and(|j| j.user(u).is_some());
+        let configured = move |u: &str| config.jump.as_ref().is_some_and(|j| j.user(u).is_some());
         let seen = self
             .shared
             .fido_counters
-            .observe(user, fp, signed.counter, configured);
+            .observe(user, fp, signed.counter, configured)
+            .await;
         audit::security_key(
             &self.who,
             user,

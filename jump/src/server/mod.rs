@@ -46,8 +46,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::warn;
 
 use crate::{
-    audit::Who, bans::BanKeeper, error::JumpError, fleet::Fleet, gate::Gate, hostkey,
-    sessions::Sessions, store, totp::TotpStore, workers::Workers,
+    audit::Who, bans::BanKeeper, error::JumpError, fido_counters::FidoCounters, fleet::Fleet,
+    gate::Gate, hostkey, sessions::Sessions, store, totp::TotpStore, workers::Workers,
 };
 
 pub(crate) use ssh_config::count;
@@ -113,7 +113,7 @@ pub(crate) struct Shared {
     /// `jump.user_ca.revoked_keys_file`, as last read.
     revoked: certificate::Revoked,
     /// The highest security-key counter seen per user and key.
-    fido_counters: crate::fido_counters::FidoCounters,
+    fido_counters: FidoCounters,
     /// Each user's [`ssh_config::USER_WINDOWS`], while they have a session
     /// drawing from it (so at most one per configured user).
     user_windows: Mutex<HashMap<String, Weak<WindowPool>>>,
@@ -223,6 +223,7 @@ pub async fn serve(
         next_conn: AtomicU64::new(1),
         gate: Mutex::new(Arc::new(Gate::new(&jump.limits))),
         bans,
+        fido_counters: FidoCounters::new(&first.state_dir, fleet.clone()),
         fleet,
         sessions: Sessions::default(),
         ssh: ssh_config::SshSettings::new(jump, host_key, host_cert),
@@ -231,7 +232,6 @@ pub async fn serve(
         headers: accept::header_wait(),
         user_windows: Mutex::default(),
         revoked,
-        fido_counters: Default::default(),
     });
     let accepting: Vec<_> = accepting
         .into_iter()

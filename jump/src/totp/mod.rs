@@ -22,6 +22,7 @@ mod user_map;
 mod verify;
 
 pub use store::TotpStore;
+pub(crate) use user_map::UserMap;
 
 /// A TOTP shared secret. Its `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]
