@@ -295,3 +295,38 @@ fn check_says_which_keys_are_a_whole_login() {
         "an ordinary key is not listed: {stdout}"
     );
 }
+
+#[test]
+fn a_counter_one_host_saw_flags_the_same_counter_on_another() {
+    let echo = TcpServer::echo();
+    let redis = crate::util::Redis::start();
+    let mut client = SshClient::security_key("ed25519-sk", &["verify-required"]);
+    let yaml = format!(
+        "state_dir: state\nlog: {{ format: json }}\nstate:\n  redis:\n    url: \"{}\"\n    \
+         key_prefix: \"test:\"\n    seal_key_file: \"{}\"\njump:\n  listen: [\"127.0.0.1:0\"]\n  \
+         mfa: required\n  users:\n    sean: {{ keys: [\"verify-required {}\"], groups: [dev] }}\n  \
+         groups:\n    dev: {{ allow: [\"127.0.0.0/8:{}\"] }}\n",
+        redis.url(),
+        crate::fleet::seal_key(client.dir()).display(),
+        client.public_key(),
+        echo.port()
+    );
+    let (one, two) = (Gatehouse::start(&yaml), Gatehouse::start(&yaml));
+    client.add_host("jump", one.jump(), "sean");
+    client.answer_with("123456");
+    tunnel(&client, &echo).success();
+    let first = security_key(&one, "whole login");
+    assert_eq!(first["possible_clone"], false, "{first}");
+    assert_eq!(first["last_counter"], Value::Null, "{first}");
+
+    // The other host never saw this key itself: only the fleet's Redis
+    // tells it the counter is not new.
+    client.add_host("jump", two.jump(), "sean");
+    tunnel(&client, &echo).success();
+    let second = security_key(&two, "whole login");
+    assert_eq!(second["possible_clone"], true, "{second}");
+    assert_eq!(second["last_counter"], SK_DUMMY_COUNTER, "{second}");
+    assert_eq!(second["counter"], SK_DUMMY_COUNTER, "{second}");
+    // A possible clone is flagged, not refused.
+    two.audit("auth", |v| v["result"] == "accepted");
+}
