@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::ExitCode};
 
-use gatehouse_config::{Config, Mfa, UserKey, is_security_key};
+use gatehouse_config::{Config, Mfa};
 
 use crate::cli::DEFAULT_CONFIG;
 
@@ -62,18 +62,6 @@ fn public_zone_warnings(config: &Config) -> Vec<String> {
         .collect()
 }
 
-/// What a security key's signature is worth, by its line's options.
-fn security_key_login(key: &UserKey) -> &'static str {
-    match (key.whole_login(), key.options.no_touch_required) {
-        (true, false) => "a whole login (verify-required: touch + PIN or fingerprint, no code)",
-        (true, true) => {
-            "a whole login (verify-required, no-touch-required: PIN or fingerprint, no code)"
-        }
-        (false, false) => "touch, then the code",
-        (false, true) => "no touch required (no-touch-required), then the code",
-    }
-}
-
 fn addrs(list: &[std::net::SocketAddr]) -> String {
     list.iter()
         .map(ToString::to_string)
@@ -102,12 +90,10 @@ pub fn summary(config: &Config) -> String {
                     user.keys.len(),
                     user.groups.join(", ")
                 );
-                for key in user
-                    .keys
-                    .iter()
-                    .filter(|k| is_security_key(k.key.algorithm()))
-                {
-                    out += &format!("    {}: {}\n", key.describe(), security_key_login(key));
+                for key in &user.keys {
+                    if let Some(login) = key.security_key_login() {
+                        out += &format!("    {}: {login}\n", key.describe());
+                    }
                 }
             }
             for (name, group) in &jump.groups {

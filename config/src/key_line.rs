@@ -43,6 +43,22 @@ impl UserKey {
         format!("{} {fp}{sep}{comment}", self.key.algorithm().as_str())
     }
 
+    /// For a security key: what its signature is worth under its line's
+    /// options, in words (`gatehouse check`, `gatehouse ssh-config`).
+    pub fn security_key_login(&self) -> Option<&'static str> {
+        if !is_security_key(self.key.algorithm()) {
+            return None;
+        }
+        Some(match (self.whole_login(), self.options.no_touch_required) {
+            (true, false) => "a whole login (verify-required: touch + PIN or fingerprint, no code)",
+            (true, true) => {
+                "a whole login (verify-required, no-touch-required: PIN or fingerprint, no code)"
+            }
+            (false, false) => "touch, then the code",
+            (false, true) => "no touch required (no-touch-required), then the code",
+        })
+    }
+
     /// Is a signature of this key, made as its line requires, a whole
     /// login? Only for a `verify-required` security key: the token and its
     /// PIN or fingerprint are two factors.
