@@ -86,5 +86,23 @@ pub(crate) fn check_counter(last: Option<u32>, counter: u32) -> CounterCheck {
     }
 }
 
+/// A signature as it travels (`string algorithm, string signature`, and
+/// for `sk-` algorithms `byte flags, uint32 counter`), decoded as russh
+/// decodes it (ssh-key), its flags read as patch 0008 reads them, then
+/// judged for a key line with these options. `None`: it does not decode
+/// exactly, or it is no security key's signature. The signature itself is
+/// not verified here (russh does that first). Public for the fuzz target
+/// (`fuzz/fuzz_targets/sk_signature.rs`): these bytes are the client's.
+pub fn judge_signature_blob(blob: &[u8], options: KeyOptions) -> Option<SecurityKeyVerdict> {
+    use russh::keys::{ssh_encoding::Decode, ssh_key::Signature};
+    let mut reader = blob;
+    let signature = Signature::decode(&mut reader).ok()?;
+    if !reader.is_empty() {
+        return None;
+    }
+    let signed = SecurityKeySignature::of(&signature)?;
+    Some(judge(Required::of_key(options), signed))
+}
+
 #[cfg(test)]
 mod tests;

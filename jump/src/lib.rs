@@ -84,6 +84,9 @@ pub use error::{JumpError, Untrusted};
 /// The `exec nc HOST PORT` parser, public for the fuzz target (`fuzz/`):
 /// an authenticated user's command line is hostile input too.
 pub use exec::{NcCommand, parse_nc};
+/// A security key's signature blob, decoded and judged: public for the
+/// fuzz target (`fuzz/`), the client chooses these bytes.
+pub use fido::judge_signature_blob;
 pub use fleet::lift_fleet_ban;
 pub use laptop::{known_hosts_line, ssh_config};
 pub use metrics::{register_metrics, state_store_health};

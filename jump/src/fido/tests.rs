@@ -259,3 +259,86 @@ fn counters_going_backwards_are_possible_clones() {
         CounterCheck::PossibleClone { last: 0x1234_5678 }
     );
 }
+
+#[test]
+fn the_fuzz_entry_point_judges_what_the_server_judges() {
+    let token = Token::p256();
+    let verify = KeyOptions {
+        no_touch_required: false,
+        verify_required: true,
+    };
+    let wire = token.sign_wire(MESSAGE, VERIFIED, 1);
+    assert_eq!(
+        judge_signature_blob(&wire, verify),
+        Some(SecurityKeyVerdict::WholeLogin)
+    );
+    let wire = token.sign_wire(MESSAGE, 0, 1);
+    assert_eq!(
+        judge_signature_blob(&wire, KeyOptions::default()),
+        Some(SecurityKeyVerdict::NoTouch)
+    );
+    // Cut short, or one byte too many: nothing judged.
+    assert_eq!(judge_signature_blob(&wire[..wire.len() - 1], verify), None);
+    let mut long = wire.clone();
+    long.push(0);
+    assert_eq!(judge_signature_blob(&long, verify), None);
+    // Not a security key's signature.
+    let plain: Signature = Ed25519Keypair::from_seed(&[7; 32])
+        .try_sign(MESSAGE)
+        .expect("sign");
+    let mut blob = Vec::new();
+    plain.encode(&mut blob).expect("encode");
+    assert_eq!(judge_signature_blob(&blob, verify), None);
+}
+
+#[test]
+fn the_fuzz_seeds_are_judged_by_their_flags() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/sk_signature");
+    let verify = KeyOptions {
+        no_touch_required: false,
+        verify_required: true,
+    };
+    let mut judged = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("fuzz/corpus/sk_signature (python3 fuzz/seed.py)") {
+        let path = entry.expect("entry").path();
+        let blob = std::fs::read(&path).expect("seed");
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        if let Some(verdict) = judge_signature_blob(&blob, verify) {
+            judged.push((name, verdict));
+        }
+    }
+    judged.sort_by(|a, b| a.0.cmp(&b.0));
+    let verdict = |name: &str| judged.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(
+        verdict("ed25519-flags-05"),
+        Some(SecurityKeyVerdict::WholeLogin)
+    );
+    assert_eq!(
+        verdict("ecdsa-flags-05"),
+        Some(SecurityKeyVerdict::WholeLogin)
+    );
+    assert_eq!(
+        verdict("ed25519-flags-01"),
+        Some(SecurityKeyVerdict::NotVerified)
+    );
+    assert_eq!(verdict("ecdsa-flags-00"), Some(SecurityKeyVerdict::NoTouch));
+    assert_eq!(
+        verdict("ed25519-flags-04"),
+        Some(SecurityKeyVerdict::NoTouch)
+    );
+    for malformed in [
+        "cut-in-trailer",
+        "trailing-byte",
+        "inner-63-bytes",
+        "plain-ed25519",
+        "huge-length",
+        "ecdsa-not-integers",
+    ] {
+        assert_eq!(verdict(malformed), None, "{malformed}");
+    }
+    assert_eq!(judged.len(), 14, "12 flag seeds and 2 counters: {judged:?}");
+}
