@@ -153,6 +153,20 @@ jump:
   groups:
     dev: {{ allow: ["127.0.0.1/32:4242", "*.internal.example.net:22", "[fd00::]/8:22-2222"] }}
 """)
+    # Security keys with authorized_keys options (config/src/key_line.rs).
+    sk = ("sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIFvdtQeUWx266KKZ"
+          "fz1vZ6dje6krwWKqC2hegLlhodr1AAAABHNzaDo= sean@yubikey")
+    write(t, "security-keys.yaml", f"""jump:
+  listen: ["127.0.0.1:0"]
+  users:
+    sean:
+      keys:
+        - "verify-required {sk}"
+        - "no-touch-required,verify-required {sk}"
+        - "{sk}"
+    kim:
+      keys: ["verify-required {KEY}", "from=\\"10.0.0.1\\" {sk}"]
+""")
     # The error cases of load.rs's tests.
     write(t, "overlapping-zones.yaml",
           'dns:\n  listen: ["127.0.0.1:53"]\n  zones:\n    sean: {}\n    dev.sean: {}\n')
