@@ -131,7 +131,9 @@ fn a_verify_required_key_is_a_whole_login() {
     let echo = TcpServer::echo();
     let mut client = SshClient::security_key("ed25519-sk", &["verify-required"]);
     let (g, _secret) = jump_for(&mut client, "verify-required ", &echo);
-    // The PIN prompt comes through askpass (sk-dummy takes any PIN).
+    // A real token asks for its PIN through askpass, as for a code;
+    // sk-dummy asks none (askpass only shows ssh's "Confirm user presence"
+    // notice). Anything but a code prompt gets this answer.
     client.answer_with("123456");
     let out = tunnel(&client, &echo);
     out.success();

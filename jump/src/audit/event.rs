@@ -458,7 +458,7 @@ pub enum AuditEvent {
     /// is missing with no signed reset to say why. Never taken as absent.
     StoreRefused {
         /// What it was: `enrollment`, `recovery`, `totp-step`, `reset`,
-        /// `ban`, `ban-lift`.
+        /// `ban`, `ban-lift`, `sk-counter`.
         kind: String,
         /// Its user or source (as Redis named it, bounded).
         subject: String,
