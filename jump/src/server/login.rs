@@ -12,7 +12,7 @@ use gatehouse_config::Config;
 use russh::{
     MethodKind, MethodSet,
     keys::HashAlg,
-    server::{Auth, PublicKeyOffer, Response, SecurityKeySignature, VerifiedPublicKey},
+    server::{Auth, PublicKeyOffer, Response, VerifiedPublicKey},
 };
 use tracing::warn;
 
@@ -22,7 +22,7 @@ use crate::{
     auth::{self, Access, AfterKey, Credential},
     clock::unix_now,
     error::JumpError,
-    fido::{self, SecurityKeyVerdict},
+    fido,
     sessions::{self, Factors, Login},
     totp::{CodeRefusal, Verdict},
 };
@@ -176,7 +176,7 @@ impl Connection {
     }
 
     /// A proven key (or certificate) refused after all: audited, rejected.
-    fn key_rejected(&self, user: &str, fp: &str, detail: &str) -> Step {
+    pub(super) fn key_rejected(&self, user: &str, fp: &str, detail: &str) -> Step {
         audit::auth(
             &self.who,
             user,
@@ -234,63 +234,6 @@ impl Connection {
         };
         let credential = Credential::Key(key.public_key.key_data().clone());
         self.proven(user, fp, credential, &config, whole).await
-    }
-
-    /// A security key's signature (`sk-` key or certificate): judged by
-    /// `fido`, its counter compared with the last one seen, audited. `Ok`:
-    /// whether it is a whole login (false for any other key); `Err`: the
-    /// refusal, audited.
-    pub(super) async fn security_key(
-        &self,
-        user: &str,
-        fp: &str,
-        algorithm: russh::keys::Algorithm,
-        required: fido::Required,
-        signed: Option<SecurityKeySignature>,
-    ) -> Result<bool, Step> {
-        let sk = gatehouse_config::is_security_key(algorithm);
-        let signed = match (sk, signed) {
-            (false, _) => return Ok(false),
-            (true, Some(signed)) => signed,
-            // Not reached: russh hands the flags of every sk- signature.
-            (true, None) => return Err(self.key_rejected(user, fp, "security key: no flags")),
-        };
-        let verdict = fido::judge(required, signed);
-        let config = Arc::clone(&self.config.borrow());
-        let configured = move |u: &str| config.jump.as_ref().is_some_and(|j| j.user(u).is_some());
-        let seen = self
-            .shared
-            .fido_counters
-            .observe(user, fp, signed.counter, configured)
-            .await;
-        audit::security_key(
-            &self.who,
-            user,
-            &audit::SecurityKeyUse {
-                fingerprint: fp,
-                flags: signed.flags,
-                counter: signed.counter,
-                verdict,
-                last_counter: seen.last,
-                possible_clone: matches!(seen.check, fido::CounterCheck::PossibleClone { .. }),
-            },
-        );
-        match verdict {
-            SecurityKeyVerdict::FirstFactor => Ok(false),
-            SecurityKeyVerdict::WholeLogin => Ok(true),
-            SecurityKeyVerdict::NoTouch => Err(self.key_rejected(
-                user,
-                fp,
-                "security key: no touch (signed without user presence; \
-                 the key does not say no-touch-required)",
-            )),
-            SecurityKeyVerdict::NotVerified => Err(self.key_rejected(
-                user,
-                fp,
-                "security key: not verified (signed without PIN or fingerprint; \
-                 verify-required)",
-            )),
-        }
     }
 
     /// A configured user's key (or a certificate for them) was proven:

@@ -8,6 +8,8 @@
 //!   (login grace, idle, offboarding cut, shutdown);
 //! - `handler`: the russh `Handler`, a few lines per method that delegate;
 //! - `login`: the key and code checks and the rejection padding;
+//! - `security_key`: an `sk-` signature's flags judged, its counter
+//!   compared, both audited;
 //! - `channels`: session channels, exec, pty, shell and every refusal;
 //! - `tunnel`: checking, dialling and pumping one tunnel;
 //! - `ssh_config`: russh's settings, rebuilt when the limits change;
@@ -25,6 +27,7 @@ mod connection;
 mod handler;
 mod login;
 mod own;
+mod security_key;
 mod severable;
 mod ssh_config;
 mod tunnel;
