@@ -332,3 +332,26 @@ fn a_counter_one_host_saw_flags_the_same_counter_on_another() {
     // A possible clone is flagged, not refused.
     two.audit("auth", |v| v["result"] == "accepted");
 }
+
+#[test]
+fn a_whole_login_is_cut_when_its_line_drops_verify_required() {
+    let echo = TcpServer::echo();
+    let mut client = SshClient::security_key("ed25519-sk", &["verify-required"]);
+    let line = format!("verify-required {}", client.public_key());
+    let g = Gatehouse::start(&config(Some(&line), None, &echo));
+    client.add_host("jump", g.jump(), "sean");
+    client.answer_with("123456");
+    let to = format!("127.0.0.1:{}", echo.port());
+    let mut live = crate::util::Terminal::start(client.ssh().args(["-W", &to, "jump"]));
+    live.send(b"ping\n");
+    live.expect("ping\n");
+    security_key(&g, "whole login");
+    // The same key, now touch-only: this session gave no code.
+    g.replace_config(&config(Some(&client.public_key()), None, &echo));
+    let off = g.audit("offboarded", |_| true);
+    assert_eq!(
+        off["reason"], "the key line no longer says verify-required and this session gave no code",
+        "{off}"
+    );
+    live.finish().failure();
+}
