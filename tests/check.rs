@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use crate::{dns::zone_config, util::gatehouse};
 
 #[test]
@@ -82,28 +84,42 @@ fn run_refuses_an_invalid_config_with_the_same_message() {
     );
 }
 
+/// The config shown first on the front page (ten lines) and the whole one
+/// of the operator's reference both pass `check`.
 #[test]
-fn the_readme_example_is_valid() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let start = readme
-        .find("```yaml\n")
-        .expect("a yaml block in the README")
-        + 8;
-    let len = readme[start..].find("```").expect("end of the yaml block");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("gatehouse.yaml"),
-        &readme[start..start + len],
-    )
-    .expect("write");
-    let out = gatehouse(&["check", "--config", "gatehouse.yaml"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("mfa required"));
+fn the_documented_examples_are_valid() {
+    for doc in ["README.md", "docs/operator.md"] {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))
+            .expect("the doc");
+        let start = text.find("```yaml\n").expect("a yaml block") + 8;
+        let len = text[start..].find("```").expect("end of the yaml block");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("gatehouse.yaml"), &text[start..start + len])
+            .expect("write");
+        let out = gatehouse(&["check", "--config", "gatehouse.yaml"], dir.path());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{doc}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("mfa required"), "{doc}: {stdout}");
+        assert!(
+            stdout.contains("zone sean: saxophone.sean"),
+            "{doc}: {stdout}"
+        );
+        // Where the doc shows what `check` printed for it, that is what it prints.
+        let shown = "$ gatehouse check --config gatehouse.yaml\n";
+        if let Some(at) = text.find(shown) {
+            let rest = &text[at + shown.len()..];
+            let end = [rest.find("\n\n$ "), rest.find("\n```")]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("end of the output shown");
+            assert_eq!(&rest[..end + 1], stdout, "{doc}: the output shown");
+        }
+    }
 }
 
 /// `check --against RUNNING`: configuration management learns whether the
