@@ -272,8 +272,4 @@ fn ansible_a_port_not_granted_is_told_apart_from_a_wrong_code() {
     println!("ssh -J by hand, a port not granted:\n{}", by_hand.stderr);
     let line = g.audit("tunnel_refused", |v| v["port"] == sshd.addr.port());
     println!("the audit line: {line}");
-    println!(
-        "the audit line: {}",
-        g.audit("tunnel_refused", |v| v["port"] == sshd.addr.port())
-    );
 }
