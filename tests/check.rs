@@ -250,3 +250,69 @@ fn a_keys_file_that_is_a_device_a_fifo_or_too_big_is_refused_naming_it() {
         "/dev/zero: cannot read: not a regular file (a character device)"
     );
 }
+
+/// GitHub's anchor for a heading: lower case, spaces to dashes, other
+/// punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every relative link of the front page and the docs names a file that
+/// exists, and a heading in it where it names one.
+#[test]
+fn the_docs_links_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        docs.push(entry.expect("entry").path());
+    }
+    let headings = |path: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut fenced = false;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("```") {
+                fenced = !fenced;
+            } else if !fenced && line.starts_with('#') {
+                out.push(anchor(line.trim_start_matches('#')));
+            }
+        }
+        out
+    };
+    let mut links = 0;
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).expect("read doc");
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let target = &rest[..rest.find(')').expect("closing parenthesis")];
+            if target.starts_with("http") {
+                continue;
+            }
+            let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let file = if file.is_empty() {
+                doc.clone()
+            } else {
+                doc.parent().expect("folder").join(file)
+            };
+            assert!(file.exists(), "{}: {target}: no such file", doc.display());
+            if !fragment.is_empty() {
+                assert!(
+                    headings(&file).iter().any(|h| h == fragment),
+                    "{}: {target}: no such heading",
+                    doc.display()
+                );
+            }
+            links += 1;
+        }
+    }
+    assert!(links >= 10, "only {links} links found");
+}

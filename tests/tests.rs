@@ -26,7 +26,7 @@ mod enroll;
 mod fleet;
 // Someone with write access to the fleet's Redis and no seal key (issue 24): each attack refused, audited and counted; outages as "unknown"; bans lifted fleet-wide.
 mod fleet_trust;
-// Redis Sentinel with the real engines (issue 24 part 3): the primary killed while logins run, logins resume after the promotion, a used code stays used; a step Redis lost stays used on the host that saw it; the README's ACL is all a fleet needs.
+// Redis Sentinel with the real engines (issue 24 part 3): the primary killed while logins run, logins resume after the promotion, a used code stays used; a step Redis lost stays used on the host that saw it; docs/fleet.md's ACL is all a fleet needs.
 mod fleet_failover;
 // Three hosts on one Redis behind a real HAProxy (PROXY v2): codes once, bans everywhere, the client's address.
 mod fleet_balanced;

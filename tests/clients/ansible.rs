@@ -1,4 +1,4 @@
-//! Ansible through the jump host, the two recipes the README gives: the
+//! Ansible through the jump host, the two recipes docs/laptop.md gives: the
 //! OpenSSH connection plugin with `ProxyJump` in `ansible_ssh_common_args`
 //! (the code from an askpass helper, once per ControlPersist connection),
 //! and the paramiko plugin with a `proxy_command` riding a ControlMaster
