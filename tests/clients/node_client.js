@@ -4,10 +4,11 @@
 // keyboard-interactive; a direct-tcpip tunnel (forwardOut) to the granted
 // echo server with --data written and read back into --out; a tunnel to
 // the port not granted; a second connection with --wrong-code. Prints
-// `key: value` lines for the test. Loopback only, bounded in time; it
-// decides nothing: the test asserts.
+// `key: value` lines for the test (the host key it saw among them).
+// Loopback only, bounded in time; it decides nothing: the test asserts.
 'use strict';
 
+const crypto = require('crypto');
 const fs = require('fs');
 const { parseArgs } = require('util');
 const { Client } = require('ssh2');
@@ -51,6 +52,12 @@ function login(code) {
         port: Number(args.port),
         username: args.user,
         readyTimeout: 30000,
+        // Shown for the test to compare with the jump host's own.
+        hostVerifier(key) {
+          const digest = crypto.createHash('sha256').update(key).digest('base64');
+          say('host key', `SHA256:${digest.replace(/=+$/, '')}`);
+          return true;
+        },
         authHandler(methodsLeft, partialSuccess, next) {
           asked += 1;
           if (asked === 1) return next({ type: 'publickey', username: args.user, key });

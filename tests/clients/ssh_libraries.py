@@ -8,7 +8,8 @@
   libssh   (ssh-python) key (SSH_AUTH_PARTIAL), `userauth_list`, then the
            code through libssh's kbdint prompt loop.
 
-Each, on one login: a `direct-tcpip` channel to the granted echo server
+Each prints the jump host's key as it saw it (the test compares). On one
+login: a `direct-tcpip` channel to the granted echo server
 with the bytes of --data written and read back into --out, and a channel
 to the port not granted (the refusal printed as the library gives it);
 then a second connection with the right key and --wrong-code.
@@ -19,6 +20,8 @@ Loopback only, bounded in time (30 s socket and library timeouts).
 """
 
 import argparse
+import base64
+import hashlib
 import socket
 import sys
 
@@ -31,6 +34,11 @@ def say(key, value):
 
 def text(value):
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def fingerprint(digest):
+    """OpenSSH's form of a SHA-256 digest of a host key."""
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def error(e):
@@ -54,6 +62,10 @@ def libssh2_login(args, code):
     session = Session()
     session.set_timeout(30_000)
     session.handshake(sock)
+    # The key itself, hashed here: the binding's hostkey_hash() reads the
+    # digest as a C string (cut at a zero byte, or running past its end).
+    blob, _kind = session.hostkey()
+    say("host key", fingerprint(hashlib.sha256(blob).digest()))
     try:
         session.userauth_publickey_fromfile(args.user, args.key)
     except AuthenticationError:
@@ -137,6 +149,8 @@ def libssh_login(args, code):
     session.options_set(options.TIMEOUT, "30")
     session.set_socket(sock)
     session.connect()
+    blob = base64.b64decode(session.get_server_publickey().export_pubkey_base64())
+    say("host key", fingerprint(hashlib.sha256(blob).digest()))
     try:
         session.userauth_publickey(import_privkey_file(args.key))
         say("key", "success")

@@ -3,8 +3,9 @@
 // then the code answered through keyboard-interactive; a direct-tcpip
 // tunnel to the granted echo server with --data written and read back
 // into --out; a tunnel to the port not granted; a second connection with
-// --wrong-code. Prints `key: value` lines for the test. Loopback only,
-// bounded in time; it decides nothing: the test asserts.
+// --wrong-code. Prints `key: value` lines for the test (the host key it
+// saw among them). Loopback only, bounded in time; it decides nothing:
+// the test asserts.
 package main
 
 import (
@@ -43,9 +44,12 @@ func login(addr, user string, signer ssh.Signer, code string) (*ssh.Client, erro
 	config := &ssh.ClientConfig{
 		User: user,
 		Auth: []ssh.AuthMethod{ssh.PublicKeys(signer), ssh.KeyboardInteractive(answer)},
-		// The jump host's key is fresh per test run; nothing to pin.
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(),
-		Timeout:         30 * time.Second,
+		// Shown for the test to compare with the jump host's own.
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			say("host key", ssh.FingerprintSHA256(key))
+			return nil
+		},
+		Timeout: 30 * time.Second,
 	}
 	return ssh.Dial("tcp", addr, config)
 }
