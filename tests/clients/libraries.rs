@@ -28,7 +28,7 @@ use crate::{
 /// The bytes pushed through each tunnel and back.
 const PAYLOAD: usize = 1 << 20;
 
-/// The npm `ssh2` that `tests/run` installs, and where.
+/// The npm `ssh2` version `tests/run` installs; its cache is keyed by it.
 const NODE_SSH2: &str = "1.17.0";
 
 /// A jump host granting `sean` (key + code, enrolled) an echo server and
