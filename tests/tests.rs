@@ -12,7 +12,7 @@ mod certs;
 mod check;
 // Which credential a session stands on: a certificate then another user's key on one connection, plain keys in the KRL (at probe, at signature, live).
 mod credentials;
-// Every client people use through the jump host to a real sshd: paramiko, asyncssh, PuTTY, dropbear, scp/sftp/rsync/git, two jumps, agent forwarding, Ansible.
+// Every client people use through the jump host to a real sshd: paramiko, asyncssh, Go's x/crypto/ssh, Node's ssh2, libssh2, libssh, PuTTY, dropbear, scp/sftp/rsync/git, two jumps, agent forwarding, Ansible.
 mod clients;
 // Defences: bans before any SSH byte, rate and pre-auth limits, login grace, idle cut, max_channels, offboarding, ssh-audit.
 mod defence;
