@@ -1,15 +1,16 @@
 //! Real resolvers in front of gatehouse (issue 25): unbound, Knot Resolver
-//! and dnsmasq, each validating DNSSEC and forwarding only the private TLD,
-//! get every kind of answer through (A, a deep name, NODATA, NXDOMAIN, and
-//! a big answer gatehouse only sends whole over TCP). The validating ones
-//! answer SERVFAIL for the TLD without the insecure mark the README asks
-//! for. dig asks the resolver; gatehouse's debug log shows what the
-//! resolver asked it (the case of each name, UDP or TCP). This file must
-//! not configure the resolvers: `tests/util/resolver.rs` does.
+//! and dnsmasq, each validating DNSSEC from a signed test root (which, like
+//! the real one, proves the private TLD does not exist) and forwarding only
+//! the TLD, get every kind of answer through (A, a deep name, NODATA,
+//! NXDOMAIN, and a big answer gatehouse only sends whole over TCP). The
+//! validating ones answer SERVFAIL for the TLD without the insecure mark
+//! the README asks for. dig asks the resolver; gatehouse's debug log shows
+//! what the resolver asked it (the case of each name, UDP or TCP). This
+//! file must not configure the resolvers: `tests/util/resolver.rs` does.
 
 use crate::{
     dns::zone_config,
-    util::{Dig, Gatehouse, Resolver, ResolverKind, ResolverSetup, dig, eventually},
+    util::{Dig, Gatehouse, Resolver, ResolverKind, ResolverSetup, Root, dig, eventually},
 };
 
 /// What one resolver asked gatehouse: the name as sent, and the transport.
@@ -23,21 +24,13 @@ fn gatehouse() -> Gatehouse {
     Gatehouse::start(&zone_config("").replace("level: info", "level: debug"))
 }
 
-/// The rest of the DNS, root included, as the resolvers see it: a server
-/// that refuses every name (gatehouse outside its zones). The tests have
-/// no internet and must not need it.
-fn rest_of_the_dns() -> Gatehouse {
-    Gatehouse::start(
-        "log: { format: json }\ndns:\n  listen: [\"127.0.0.1:0\"]\n  zones:\n    other:\n      records:\n        www: 10.9.9.9\n",
-    )
-}
-
-fn setup(g: &Gatehouse, rest: &Gatehouse, insecure: bool) -> ResolverSetup {
+/// The resolver set up as the README says: the TLD marked insecure.
+fn as_the_readme_says<'a>(g: &Gatehouse, root: &'a Root) -> ResolverSetup<'a> {
     ResolverSetup {
         tld: "sean",
         gatehouse: g.dns(),
-        rest: rest.dns(),
-        insecure,
+        root,
+        insecure: true,
     }
 }
 
@@ -65,12 +58,13 @@ fn soa_of_sean(d: &Dig) {
 
 /// `kind`, set up as the README says, answers every kind of query through
 /// gatehouse; returns it, and what it asked gatehouse.
-fn answers_everything(
-    kind: ResolverKind,
-    g: &Gatehouse,
-    rest: &Gatehouse,
-) -> (Resolver, Vec<Asked>) {
-    let r = Resolver::start(kind, &setup(g, rest, true));
+fn answers_everything(kind: ResolverKind, g: &Gatehouse, root: &Root) -> (Resolver, Vec<Asked>) {
+    let r = Resolver::start(kind, &as_the_readme_says(g, root));
+    // Validation is on: the root's proof that a TLD does not exist is
+    // authentic (AD). It is the proof that `sean` does not exist either.
+    let missing = dig(r.addr, &["seaside", "A"]);
+    assert_eq!(missing.status, "NXDOMAIN", "{}\n{}", missing.raw, r.log());
+    assert!(missing.has_flag("ad"), "validated: {}", missing.raw);
     let ask = |args: &[&str]| {
         let d = dig(r.addr, args);
         assert!(
@@ -160,9 +154,14 @@ fn mixed_case(g: &Gatehouse, asked: &[Asked]) {
     );
 }
 
-/// The same resolver without the insecure mark: SERVFAIL for the TLD.
-fn servfails_unmarked(kind: ResolverKind, g: &Gatehouse, rest: &Gatehouse) -> Resolver {
-    let r = Resolver::start(kind, &setup(g, rest, false));
+/// The same resolver without the insecure mark: SERVFAIL for the TLD, with
+/// the Extended DNS Error `ede` (RFC 8914) it gives.
+fn servfails_unmarked(kind: ResolverKind, g: &Gatehouse, root: &Root, ede: &str) -> Resolver {
+    let setup = ResolverSetup {
+        insecure: false,
+        ..as_the_readme_says(g, root)
+    };
+    let r = Resolver::start(kind, &setup);
     let a = dig(r.addr, &["saxophone.sean", "A"]);
     assert_eq!(
         (a.status.as_str(), a.answer.len()),
@@ -171,34 +170,37 @@ fn servfails_unmarked(kind: ResolverKind, g: &Gatehouse, rest: &Gatehouse) -> Re
         a.raw,
         r.log()
     );
+    assert!(
+        a.raw
+            .lines()
+            .any(|l| l.starts_with(&format!("; EDE: {ede}"))),
+        "EDE {ede}: {}",
+        a.raw
+    );
     eprintln!("{} without the mark:\n{}", kind.binary(), a.raw);
     r
 }
 
 #[test]
 fn unbound_validating_with_0x20() {
-    let (g, rest) = (gatehouse(), rest_of_the_dns());
-    let (_, asked) = answers_everything(ResolverKind::Unbound, &g, &rest);
+    let (g, root) = (gatehouse(), Root::start());
+    let (_, asked) = answers_everything(ResolverKind::Unbound, &g, &root);
     mixed_case(&g, &asked);
-    let r = servfails_unmarked(ResolverKind::Unbound, &g, &rest);
-    eventually("unbound logs why", || {
-        r.log()
-            .contains("validation failure <saxophone.sean. A IN>")
-    });
+    servfails_unmarked(ResolverKind::Unbound, &g, &root, "9 (DNSKEY Missing)");
 }
 
 #[test]
 fn knot_resolver_validating_with_0x20() {
-    let (g, rest) = (gatehouse(), rest_of_the_dns());
-    let (_, asked) = answers_everything(ResolverKind::Kresd, &g, &rest);
+    let (g, root) = (gatehouse(), Root::start());
+    let (_, asked) = answers_everything(ResolverKind::Kresd, &g, &root);
     mixed_case(&g, &asked);
-    servfails_unmarked(ResolverKind::Kresd, &g, &rest);
+    servfails_unmarked(ResolverKind::Kresd, &g, &root, "12 (NSEC Missing)");
 }
 
 #[test]
 fn dnsmasq_validating_without_0x20() {
-    let (g, rest) = (gatehouse(), rest_of_the_dns());
-    let (r, asked) = answers_everything(ResolverKind::Dnsmasq, &g, &rest);
+    let (g, root) = (gatehouse(), Root::start());
+    let (r, asked) = answers_everything(ResolverKind::Dnsmasq, &g, &root);
     // dnsmasq 2.90 has no 0x20: names go as the client wrote them.
     eprintln!(
         "dnsmasq asked gatehouse: {:?}",
@@ -210,10 +212,11 @@ fn dnsmasq_validating_without_0x20() {
     let log = r.log();
     assert!(log.contains("DNSSEC validation enabled"), "{log}");
     assert!(log.contains("for domain sean (no DNSSEC)"), "{log}");
-    // The TLD through the general upstream is validated, and fails: the
-    // proof that `sean` has no DS cannot be had.
-    let r = servfails_unmarked(ResolverKind::Dnsmasq, &g, &rest);
+    // The TLD through the general upstream is validated, and fails:
+    // gatehouse's answer to "DS sean?" is unsigned, with no NSEC.
+    let r = servfails_unmarked(ResolverKind::Dnsmasq, &g, &root, "6 (DNSSEC Bogus)");
     eventually("dnsmasq logs why", || {
-        r.log().contains("validation saxophone.sean is BOGUS")
+        r.log()
+            .contains("validation saxophone.sean is BOGUS (EDE: NSEC(3) missing)")
     });
 }

@@ -1,29 +1,38 @@
 //! Real recursive resolvers in front of gatehouse: [`Resolver`] starts
 //! unbound, Knot Resolver (`kresd`) or dnsmasq in the foreground on a free
 //! loopback port, with a config written to its own folder that forwards
-//! only the TLD to gatehouse and validates DNSSEC from the root trust
-//! anchor; it is killed when dropped. Only the setup lives here: what the
-//! answers should be is for `tests/resolvers.rs` to say.
+//! only the TLD to gatehouse and validates DNSSEC; it is killed when
+//! dropped. Only the setup lives here: what the answers should be is for
+//! `tests/resolvers.rs` to say.
 //!
-//! The tests have no internet, and must not need it: every name outside
-//! the TLD goes to `rest`, a stand-in for the rest of the DNS that refuses
-//! (the root's DNSKEY included), so a resolver that needs the root to
-//! validate the TLD fails at once instead of waiting on a timeout.
+//! The tests have no internet and must not need it, yet a validating
+//! resolver should meet what it meets there: a signed root that proves the
+//! private TLD does not exist. [`Root`] is that root: a zone signed here
+//! with a fresh key (`ldns-signzone`, NSEC), served by unbound as an
+//! authority, its key the resolvers' only trust anchor and it the only
+//! server they ask for names outside the TLD.
 
 use std::{
     fmt::Write,
     net::{SocketAddr, TcpStream},
     path::Path,
     process::Command,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use super::{Daemon, PATIENCE, free_port, tool};
+use super::{Daemon, PATIENCE, free_port, run, tool};
 
-/// The root trust anchor as DNSKEY records (unbound, kresd's default) and
-/// as DS records (dnsmasq), from Debian's dns-root-data.
-const ROOT_KEY: &str = "/usr/share/dns/root.key";
-const ROOT_DS: &str = "/usr/share/dns/root.ds";
+/// The test root zone. Two TLDs are delegated so that its NSEC chain reads
+/// `. root. se. search.` like the real root's around `sean`: the record
+/// `se. NSEC search.` proves `sean` (and `seaside`) do not exist, and a
+/// resolver learns it from any answer for a missing TLD in that span.
+const ROOT_ZONE: &str = "\
+.\t86400\tIN\tSOA\troot. hostmaster.root. 1 1800 900 604800 86400
+.\t86400\tIN\tNS\troot.
+root.\t86400\tIN\tA\t127.0.0.1
+se.\t86400\tIN\tNS\troot.
+search.\t86400\tIN\tNS\troot.
+";
 
 /// Which resolver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,14 +54,14 @@ impl ResolverKind {
 }
 
 /// How the resolver is set up.
-#[derive(Clone, Debug)]
-pub struct ResolverSetup {
+#[derive(Clone, Copy)]
+pub struct ResolverSetup<'a> {
     /// The private TLD gatehouse serves, without dots (`sean`).
     pub tld: &'static str,
     /// Gatehouse's DNS address.
     pub gatehouse: SocketAddr,
-    /// Where every other name goes (the root).
-    pub rest: SocketAddr,
+    /// The root: the trust anchor, and where every other name goes.
+    pub root: &'a Root,
     /// Mark the TLD insecure, as the README says: unbound's
     /// `domain-insecure`, kresd's `trust_anchors.set_insecure`. dnsmasq has
     /// no such mark: a `server=/tld/` line is not validated at all (its
@@ -70,37 +79,128 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// Start `kind` set up as `setup` on a free port (a few tries, as the
-    /// port is only free "a moment ago"); wait until it accepts TCP.
+    /// Start `kind` set up as `setup` on a free port.
     pub fn start(kind: ResolverKind, setup: &ResolverSetup) -> Resolver {
         let _ = tool(kind.binary());
-        for file in [ROOT_KEY, ROOT_DS] {
-            assert!(
-                Path::new(file).is_file(),
-                "{file} is missing; run tests/run (it installs dns-root-data)"
-            );
-        }
-        for _ in 0..5 {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let log = dir.path().join(format!("{}.log", kind.binary()));
-            let mut cmd = command(kind, setup, addr, dir.path());
-            let mut daemon = Daemon::start(kind.binary(), &mut cmd, &log);
-            if wait_ready(&mut daemon, addr) {
-                return Resolver {
-                    addr,
-                    daemon,
-                    _dir: dir,
-                };
+        let (addr, daemon, dir) = spawn(kind.binary(), |addr, dir| match kind {
+            ResolverKind::Unbound => {
+                let conf = dir.join("unbound.conf");
+                std::fs::write(&conf, unbound_conf(setup, addr, dir)).expect("write");
+                let mut cmd = Command::new("unbound");
+                cmd.arg("-d").arg("-c").arg(conf);
+                cmd
             }
+            ResolverKind::Kresd => {
+                let conf = dir.join("kresd.conf");
+                std::fs::write(&conf, kresd_conf(setup, addr)).expect("write");
+                let mut cmd = Command::new("kresd");
+                // -n: no interactive console on stdin; the folder is its
+                // working directory (the cache lives there).
+                cmd.arg("-n").arg("-c").arg(conf).arg(dir);
+                cmd
+            }
+            ResolverKind::Dnsmasq => {
+                let mut cmd = Command::new("dnsmasq");
+                cmd.args(dnsmasq_args(setup, addr));
+                cmd
+            }
+        });
+        Resolver {
+            addr,
+            daemon,
+            _dir: dir,
         }
-        panic!("{} found no free port in 5 tries", kind.binary());
     }
 
     /// What it logged so far.
     pub fn log(&self) -> String {
         self.daemon.log()
     }
+}
+
+/// The signed test root, served by unbound (`auth-zone`); killed when
+/// dropped.
+pub struct Root {
+    /// Where it answers, UDP and TCP.
+    pub addr: SocketAddr,
+    /// Its key as a DNSKEY record (`. IN DNSKEY 257 3 13 …`).
+    pub dnskey: String,
+    /// The key's digest as a DS record (`. IN DS TAG 13 2 HEX`).
+    pub ds: String,
+    _daemon: Daemon,
+    _dir: tempfile::TempDir,
+    _keys: tempfile::TempDir,
+}
+
+impl Root {
+    /// Make a key, sign [`ROOT_ZONE`] with it and serve it.
+    pub fn start() -> Root {
+        let _ = tool("unbound");
+        let keys = tempfile::tempdir().expect("tempdir");
+        let out = run(
+            tool("ldns-keygen")
+                .args(["-a", "ECDSAP256SHA256", "-k", "."])
+                .current_dir(keys.path()),
+            b"",
+        );
+        let base = out.success().stdout().trim().to_owned();
+        let read = |ext: &str| {
+            let text = std::fs::read_to_string(keys.path().join(format!("{base}.{ext}")))
+                .unwrap_or_else(|e| panic!("{base}.{ext}: {e}"));
+            // ldns writes `;{id = …}` comments after the record.
+            let record = text.lines().find(|l| !l.starts_with(';')).unwrap_or("");
+            record.split(" ;").next().unwrap_or("").trim().to_owned()
+        };
+        let (dnskey, ds) = (read("key"), read("ds"));
+        std::fs::write(keys.path().join("root.zone"), ROOT_ZONE).expect("write root.zone");
+        // Signatures valid from an hour ago: no clock may call them "not yet".
+        let inception = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock")
+            .as_secs()
+            - 3600;
+        run(
+            tool("ldns-signzone")
+                .args(["-i", &inception.to_string(), "root.zone", &base])
+                .current_dir(keys.path()),
+            b"",
+        )
+        .success();
+        let signed = keys.path().join("root.zone.signed");
+        let (addr, daemon, dir) = spawn("unbound (root)", |addr, dir| {
+            let conf = dir.join("root.conf");
+            std::fs::write(&conf, root_conf(addr, dir, &signed)).expect("write");
+            let mut cmd = Command::new("unbound");
+            cmd.arg("-d").arg("-c").arg(conf);
+            cmd
+        });
+        Root {
+            addr,
+            dnskey,
+            ds,
+            _daemon: daemon,
+            _dir: dir,
+            _keys: keys,
+        }
+    }
+}
+
+/// Start what `command` builds for a free port and a new folder; a few
+/// tries, as the port was only free "a moment ago".
+fn spawn(
+    name: &str,
+    command: impl Fn(SocketAddr, &Path) -> Command,
+) -> (SocketAddr, Daemon, tempfile::TempDir) {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let log = dir.path().join("daemon.log");
+        let mut daemon = Daemon::start(name, &mut command(addr, dir.path()), &log);
+        if wait_ready(&mut daemon, addr) {
+            return (addr, daemon, dir);
+        }
+    }
+    panic!("{name} found no free port in 5 tries");
 }
 
 /// Poll until `addr` accepts TCP: true; false if the daemon exited because
@@ -112,7 +212,7 @@ fn wait_ready(daemon: &mut Daemon, addr: SocketAddr) -> bool {
             let log = daemon.log();
             assert!(
                 log.contains("Address already in use"),
-                "resolver exited with {status}:\n{log}"
+                "exited with {status}:\n{log}"
             );
             return false;
         }
@@ -121,37 +221,10 @@ fn wait_ready(daemon: &mut Daemon, addr: SocketAddr) -> bool {
         }
         assert!(
             Instant::now() < deadline,
-            "resolver did not listen on {addr}:\n{}",
+            "nothing listening on {addr}:\n{}",
             daemon.log()
         );
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The command line, its config written into `dir`.
-fn command(kind: ResolverKind, setup: &ResolverSetup, addr: SocketAddr, dir: &Path) -> Command {
-    match kind {
-        ResolverKind::Unbound => {
-            let conf = dir.join("unbound.conf");
-            std::fs::write(&conf, unbound_conf(setup, addr, dir)).expect("write unbound.conf");
-            let mut cmd = Command::new("unbound");
-            cmd.arg("-d").arg("-c").arg(conf);
-            cmd
-        }
-        ResolverKind::Kresd => {
-            let conf = dir.join("kresd.conf");
-            std::fs::write(&conf, kresd_conf(setup, addr)).expect("write kresd.conf");
-            let mut cmd = Command::new("kresd");
-            // -n: no interactive console on stdin; the folder is its
-            // working directory (the cache lives there).
-            cmd.arg("-n").arg("-c").arg(conf).arg(dir);
-            cmd
-        }
-        ResolverKind::Dnsmasq => {
-            let mut cmd = Command::new("dnsmasq");
-            cmd.args(dnsmasq_args(setup, addr));
-            cmd
-        }
     }
 }
 
@@ -160,10 +233,9 @@ fn at(addr: SocketAddr) -> String {
     format!("{}@{}", addr.ip(), addr.port())
 }
 
-/// unbound 1.17: a stub zone for the TLD, 0x20 on, validation from the
-/// root key.
-fn unbound_conf(setup: &ResolverSetup, addr: SocketAddr, dir: &Path) -> String {
-    let mut conf = format!(
+/// The lines every unbound here starts with.
+fn unbound_server(addr: SocketAddr, dir: &Path) -> String {
+    format!(
         r#"server:
   interface: {ip}
   port: {port}
@@ -175,42 +247,68 @@ fn unbound_conf(setup: &ResolverSetup, addr: SocketAddr, dir: &Path) -> String {
   use-syslog: no
   logfile: ""
   verbosity: 1
-  # The reason for every validation failure, in the log.
-  val-log-level: 2
-  # gatehouse is on loopback.
-  do-not-query-localhost: no
-  # 0x20: random case in every query name; an answer in another case is refused.
-  use-caps-for-id: yes
-  trust-anchor-file: "{ROOT_KEY}"
 "#,
         ip = addr.ip(),
         port = addr.port(),
         dir = dir.display(),
-    );
+    )
+}
+
+/// The root's unbound: an authority for `.` and nothing else.
+fn root_conf(addr: SocketAddr, dir: &Path, zonefile: &Path) -> String {
+    format!(
+        "{server}  module-config: \"iterator\"\n\
+         auth-zone:\n  name: \".\"\n  zonefile: \"{zonefile}\"\n  for-downstream: yes\n  for-upstream: no\n",
+        server = unbound_server(addr, dir),
+        zonefile = zonefile.display(),
+    )
+}
+
+/// unbound 1.17: a stub zone for the TLD, 0x20 on, validation from the
+/// root's key, Extended DNS Errors in its answers.
+fn unbound_conf(setup: &ResolverSetup, addr: SocketAddr, dir: &Path) -> String {
+    let mut conf = unbound_server(addr, dir);
+    write!(
+        conf,
+        r#"  # The reason for every validation failure, in the log and the answer.
+  val-log-level: 2
+  ede: yes
+  # gatehouse and the root are on loopback.
+  do-not-query-localhost: no
+  # 0x20: random case in every query name; an answer in another case is refused.
+  use-caps-for-id: yes
+  trust-anchor: "{dnskey}"
+"#,
+        dnskey = setup.root.dnskey,
+    )
+    .expect("write");
     if setup.insecure {
         writeln!(conf, "  domain-insecure: \"{}\"", setup.tld).expect("write");
     }
     write!(
         conf,
-        "stub-zone:\n  name: \"{tld}\"\n  stub-addr: {gatehouse}\nstub-zone:\n  name: \".\"\n  stub-addr: {rest}\n",
+        "stub-zone:\n  name: \"{tld}\"\n  stub-addr: {gatehouse}\nstub-zone:\n  name: \".\"\n  stub-addr: {root}\n",
         tld = setup.tld,
         gatehouse = at(setup.gatehouse),
-        rest = at(setup.rest),
+        root = at(setup.root.addr),
     )
     .expect("write");
     conf
 }
 
 /// Knot Resolver 5.6: FORWARD (validating; STUB would not validate) for
-/// the TLD, everything else to `rest`. Its root trust anchor is the
-/// default one ([`ROOT_KEY`]); 0x20 is on by default (no `NO_0X20` flag).
+/// the TLD, everything else to the root. 0x20 is on by default (no
+/// `NO_0X20` flag).
 fn kresd_conf(setup: &ResolverSetup, addr: SocketAddr) -> String {
     let mut conf = format!(
         "net.listen('{ip}', {port}, {{ kind = 'dns' }})\n\
          cache.size = 10 * MB\n\
-         log_level('info')\n",
+         log_level('info')\n\
+         trust_anchors.remove('.')\n\
+         trust_anchors.add('{ds}')\n",
         ip = addr.ip(),
         port = addr.port(),
+        ds = setup.root.ds,
     );
     if setup.insecure {
         writeln!(conf, "trust_anchors.set_insecure({{'{}'}})", setup.tld).expect("write");
@@ -218,17 +316,17 @@ fn kresd_conf(setup: &ResolverSetup, addr: SocketAddr) -> String {
     write!(
         conf,
         "policy.add(policy.suffix(policy.FORWARD({{'{gatehouse}'}}), {{todname('{tld}.')}}))\n\
-         policy.add(policy.all(policy.FORWARD({{'{rest}'}})))\n",
+         policy.add(policy.all(policy.FORWARD({{'{root}'}})))\n",
         gatehouse = at(setup.gatehouse),
         tld = setup.tld,
-        rest = at(setup.rest),
+        root = at(setup.root.addr),
     )
     .expect("write");
     conf
 }
 
 /// dnsmasq 2.90: no config file, no /etc/hosts or resolv.conf; DNSSEC
-/// from the root DS records; every query in the log (to stderr).
+/// from the root's DS; every query in the log (to stderr).
 fn dnsmasq_args(setup: &ResolverSetup, addr: SocketAddr) -> Vec<String> {
     let hash = |a: SocketAddr| format!("{}#{}", a.ip(), a.port());
     let mut args: Vec<String> = [
@@ -246,36 +344,23 @@ fn dnsmasq_args(setup: &ResolverSetup, addr: SocketAddr) -> Vec<String> {
     .to_vec();
     args.push(format!("--listen-address={}", addr.ip()));
     args.push(format!("--port={}", addr.port()));
-    args.extend(
-        root_trust_anchors()
-            .into_iter()
-            .map(|ta| format!("--trust-anchor={ta}")),
-    );
+    args.push(format!("--trust-anchor={}", trust_anchor(&setup.root.ds)));
     if setup.insecure {
         args.push(format!("--server=/{}/{}", setup.tld, hash(setup.gatehouse)));
-        args.push(format!("--server={}", hash(setup.rest)));
+        args.push(format!("--server={}", hash(setup.root.addr)));
     } else {
         args.push(format!("--server={}", hash(setup.gatehouse)));
     }
     args
 }
 
-/// [`ROOT_DS`] (`. IN DS 20326 8 2 E06D…`) as dnsmasq's `--trust-anchor`
-/// values (`.,20326,8,2,E06D…`).
-fn root_trust_anchors() -> Vec<String> {
-    let text = std::fs::read_to_string(ROOT_DS)
-        .unwrap_or_else(|e| panic!("{ROOT_DS}: {e}; run tests/run (it installs dns-root-data)"));
-    let anchors: Vec<String> = text
-        .lines()
-        .filter_map(
-            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-                [owner, "IN", "DS", tag, alg, digest_type, digest] => {
-                    Some(format!("{owner},{tag},{alg},{digest_type},{digest}"))
-                }
-                _ => None,
-            },
-        )
-        .collect();
-    assert!(!anchors.is_empty(), "no DS record in {ROOT_DS}:\n{text}");
-    anchors
+/// A DS record (`.\tIN\tDS\t56317 13 2 c92b…`) as dnsmasq's
+/// `--trust-anchor` value (`.,56317,13,2,c92b…`).
+fn trust_anchor(ds: &str) -> String {
+    match ds.split_whitespace().collect::<Vec<_>>()[..] {
+        [owner, "IN", "DS", tag, alg, digest_type, digest] => {
+            format!("{owner},{tag},{alg},{digest_type},{digest}")
+        }
+        _ => panic!("not a DS record: {ds:?}"),
+    }
 }
