@@ -42,6 +42,11 @@ pub enum ResolverKind {
     Dnsmasq,
 }
 
+/// The daemons, by full path: /usr/sbin is not on every user's PATH.
+const UNBOUND: &str = "/usr/sbin/unbound";
+const KRESD: &str = "/usr/sbin/kresd";
+const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+
 impl ResolverKind {
     /// Its program's name.
     pub fn binary(self) -> &'static str {
@@ -49,6 +54,14 @@ impl ResolverKind {
             ResolverKind::Unbound => "unbound",
             ResolverKind::Kresd => "kresd",
             ResolverKind::Dnsmasq => "dnsmasq",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            ResolverKind::Unbound => UNBOUND,
+            ResolverKind::Kresd => KRESD,
+            ResolverKind::Dnsmasq => DNSMASQ,
         }
     }
 }
@@ -81,26 +94,26 @@ pub struct Resolver {
 impl Resolver {
     /// Start `kind` set up as `setup` on a free port.
     pub fn start(kind: ResolverKind, setup: &ResolverSetup) -> Resolver {
-        let _ = tool(kind.binary());
+        let _ = tool(kind.path());
         let (addr, daemon, dir) = spawn(kind.binary(), |addr, dir| match kind {
             ResolverKind::Unbound => {
                 let conf = dir.join("unbound.conf");
                 std::fs::write(&conf, unbound_conf(setup, addr, dir)).expect("write");
-                let mut cmd = Command::new("unbound");
+                let mut cmd = Command::new(UNBOUND);
                 cmd.arg("-d").arg("-c").arg(conf);
                 cmd
             }
             ResolverKind::Kresd => {
                 let conf = dir.join("kresd.conf");
                 std::fs::write(&conf, kresd_conf(setup, addr)).expect("write");
-                let mut cmd = Command::new("kresd");
+                let mut cmd = Command::new(KRESD);
                 // -n: no interactive console on stdin; the folder is its
                 // working directory (the cache lives there).
                 cmd.arg("-n").arg("-c").arg(conf).arg(dir);
                 cmd
             }
             ResolverKind::Dnsmasq => {
-                let mut cmd = Command::new("dnsmasq");
+                let mut cmd = Command::new(DNSMASQ);
                 cmd.args(dnsmasq_args(setup, addr));
                 cmd
             }
@@ -135,7 +148,7 @@ pub struct Root {
 impl Root {
     /// Make a key, sign [`ROOT_ZONE`] with it and serve it.
     pub fn start() -> Root {
-        let _ = tool("unbound");
+        let _ = tool(UNBOUND);
         let keys = tempfile::tempdir().expect("tempdir");
         let out = run(
             tool("ldns-keygen")
@@ -170,7 +183,7 @@ impl Root {
         let (addr, daemon, dir) = spawn("unbound (root)", |addr, dir| {
             let conf = dir.join("root.conf");
             std::fs::write(&conf, root_conf(addr, dir, &signed)).expect("write");
-            let mut cmd = Command::new("unbound");
+            let mut cmd = Command::new(UNBOUND);
             cmd.arg("-d").arg("-c").arg(conf);
             cmd
         });
