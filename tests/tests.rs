@@ -36,6 +36,8 @@ mod jump;
 mod hostile;
 // Behind HAProxy: PROXY protocol v1/v2 headers, the client's address audited and banned, bad headers refused.
 mod proxy_protocol;
+// Real resolvers (unbound, kresd, dnsmasq) validating DNSSEC and forwarding only the TLD: every kind of answer, TCP for the big one, 0x20, SERVFAIL without the insecure mark.
+mod resolvers;
 // ssh-config and resolver generators, the vagrant/ files.
 mod laptop;
 // Start, stop, and the no-config dev setup.
