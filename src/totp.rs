@@ -67,7 +67,7 @@ pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
                 // code be replayed within its window.
                 println!(
                     "{user}'s secret is provisioned by totp_secret_file: roll it there \
-                     (see the README); nothing was changed here."
+                     (docs/operator.md); nothing was changed here."
                 );
                 return Ok(ExitCode::from(1));
             }

@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use crate::{dns::zone_config, util::gatehouse};
 
 #[test]
@@ -82,28 +84,42 @@ fn run_refuses_an_invalid_config_with_the_same_message() {
     );
 }
 
+/// The config shown first on the front page (ten lines) and the whole one
+/// of the operator's reference both pass `check`.
 #[test]
-fn the_readme_example_is_valid() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
-    let start = readme
-        .find("```yaml\n")
-        .expect("a yaml block in the README")
-        + 8;
-    let len = readme[start..].find("```").expect("end of the yaml block");
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("gatehouse.yaml"),
-        &readme[start..start + len],
-    )
-    .expect("write");
-    let out = gatehouse(&["check", "--config", "gatehouse.yaml"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("mfa required"));
+fn the_documented_examples_are_valid() {
+    for doc in ["README.md", "docs/operator.md"] {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(doc))
+            .expect("the doc");
+        let start = text.find("```yaml\n").expect("a yaml block") + 8;
+        let len = text[start..].find("```").expect("end of the yaml block");
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("gatehouse.yaml"), &text[start..start + len])
+            .expect("write");
+        let out = gatehouse(&["check", "--config", "gatehouse.yaml"], dir.path());
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{doc}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("mfa required"), "{doc}: {stdout}");
+        assert!(
+            stdout.contains("zone sean: saxophone.sean"),
+            "{doc}: {stdout}"
+        );
+        // Where the doc shows what `check` printed for it, that is what it prints.
+        let shown = "$ gatehouse check --config gatehouse.yaml\n";
+        if let Some(at) = text.find(shown) {
+            let rest = &text[at + shown.len()..];
+            let end = [rest.find("\n\n$ "), rest.find("\n```")]
+                .into_iter()
+                .flatten()
+                .min()
+                .expect("end of the output shown");
+            assert_eq!(&rest[..end + 1], stdout, "{doc}: the output shown");
+        }
+    }
 }
 
 /// `check --against RUNNING`: configuration management learns whether the
@@ -233,4 +249,70 @@ fn a_keys_file_that_is_a_device_a_fifo_or_too_big_is_refused_naming_it() {
         String::from_utf8_lossy(&out.stderr).trim_end(),
         "/dev/zero: cannot read: not a regular file (a character device)"
     );
+}
+
+/// GitHub's anchor for a heading: lower case, spaces to dashes, other
+/// punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every relative link of the front page and the docs names a file that
+/// exists, and a heading in it where it names one.
+#[test]
+fn the_docs_links_resolve() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).expect("docs/") {
+        docs.push(entry.expect("entry").path());
+    }
+    let headings = |path: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut fenced = false;
+        let mut out = Vec::new();
+        for line in text.lines() {
+            if line.starts_with("```") {
+                fenced = !fenced;
+            } else if !fenced && line.starts_with('#') {
+                out.push(anchor(line.trim_start_matches('#')));
+            }
+        }
+        out
+    };
+    let mut links = 0;
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).expect("read doc");
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let target = &rest[..rest.find(')').expect("closing parenthesis")];
+            if target.starts_with("http") {
+                continue;
+            }
+            let (file, fragment) = target.split_once('#').unwrap_or((target, ""));
+            let file = if file.is_empty() {
+                doc.clone()
+            } else {
+                doc.parent().expect("folder").join(file)
+            };
+            assert!(file.exists(), "{}: {target}: no such file", doc.display());
+            if !fragment.is_empty() {
+                assert!(
+                    headings(&file).iter().any(|h| h == fragment),
+                    "{}: {target}: no such heading",
+                    doc.display()
+                );
+            }
+            links += 1;
+        }
+    }
+    assert!(links >= 10, "only {links} links found");
 }

@@ -2,8 +2,10 @@
 //! (key + code on the jump host, key on the target): the SSH libraries
 //! (paramiko, asyncssh; `tests/clients/ssh_clients.py`), the file tools
 //! over `-J` (scp, sftp, rsync, git), two gatehouses chained, agent
-//! forwarding to the target only, and Ansible (`tests/clients/ansible.rs`
-//! for the playbooks). Each test asserts what the user sees and the audit.
+//! forwarding to the target only, Ansible (`tests/clients/ansible.rs`
+//! for the playbooks), and the libraries of other languages: Go's
+//! x/crypto/ssh, Node's ssh2, libssh2, libssh (`tests/clients/libraries.rs`).
+//! Each test asserts what the user sees and the audit.
 
 use std::path::Path;
 
@@ -15,6 +17,7 @@ use crate::{
 };
 
 mod ansible;
+mod libraries;
 mod putty_dropbear;
 
 /// A jump host with `sean` (key + code, enrolled) granted `sshd`'s port,

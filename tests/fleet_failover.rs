@@ -3,7 +3,7 @@
 //! the primary through the Sentinels and follows a failover (the primary
 //! killed with SIGKILL while logins run); a TOTP step Redis lost is still
 //! refused by the host that saw it used (its replay floor); the same
-//! through a TLS-only set (`sentinel.tls`); the Redis ACL the README
+//! through a TLS-only set (`sentinel.tls`); the Redis ACL docs/fleet.md
 //! recommends is all a fleet needs.
 
 use std::time::{Duration, Instant};
@@ -317,7 +317,7 @@ fn through_tls_sentinels_a_code_works_once_and_logins_resume_after_a_failover() 
     );
 }
 
-/// The Redis ACL the README recommends, for key prefix `test:`: the keys
+/// The Redis ACL docs/fleet.md recommends, for key prefix `test:`: the keys
 /// and channel under the prefix, the commands gatehouse uses, no other.
 pub(crate) const ACL: &[&str] = &[
     "resetkeys",

@@ -125,6 +125,7 @@ fn ssh_config_for_one_user_routes_exactly_their_grants() {
         "{jump:?}"
     );
     assert_eq!(jump["forwardagent"], "no", "{text}");
+    assert_eq!(jump["numberofpasswordprompts"], "1", "{text}");
     assert_eq!(
         jump.get("proxyjump"),
         None,

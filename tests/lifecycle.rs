@@ -327,7 +327,7 @@ fn a_state_folder_others_can_write_stops_the_start_naming_it() {
     );
 }
 
-/// The README's host-certificate recipe reads the host key right after the
+/// The host-certificate recipe (docs/operator.md) reads the host key right after the
 /// start: it exists before gatehouse says `ready` (it came 100–200 ms
 /// after, issue 25).
 #[test]

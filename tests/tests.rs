@@ -12,7 +12,7 @@ mod certs;
 mod check;
 // Which credential a session stands on: a certificate then another user's key on one connection, plain keys in the KRL (at probe, at signature, live).
 mod credentials;
-// Every client people use through the jump host to a real sshd: paramiko, asyncssh, PuTTY, dropbear, scp/sftp/rsync/git, two jumps, agent forwarding, Ansible.
+// Every client people use through the jump host to a real sshd: paramiko, asyncssh, Go's x/crypto/ssh, Node's ssh2, libssh2, libssh, PuTTY, dropbear, scp/sftp/rsync/git, two jumps, agent forwarding, Ansible.
 mod clients;
 // Defences: bans before any SSH byte, rate and pre-auth limits, login grace, idle cut, max_channels, offboarding, ssh-audit.
 mod defence;
@@ -28,7 +28,7 @@ mod enroll;
 mod fleet;
 // Someone with write access to the fleet's Redis and no seal key (issue 24): each attack refused, audited and counted; outages as "unknown"; bans lifted fleet-wide.
 mod fleet_trust;
-// Redis Sentinel with the real engines (issue 24 part 3): the primary killed while logins run, logins resume after the promotion, a used code stays used; a step Redis lost stays used on the host that saw it; the README's ACL is all a fleet needs.
+// Redis Sentinel with the real engines (issue 24 part 3): the primary killed while logins run, logins resume after the promotion, a used code stays used; a step Redis lost stays used on the host that saw it; docs/fleet.md's ACL is all a fleet needs.
 mod fleet_failover;
 // Three hosts on one Redis behind a real HAProxy (PROXY v2): codes once, bans everywhere, the client's address.
 mod fleet_balanced;
@@ -38,6 +38,8 @@ mod jump;
 mod hostile;
 // Behind HAProxy: PROXY protocol v1/v2 headers, the client's address audited and banned, bad headers refused.
 mod proxy_protocol;
+// Real resolvers (unbound, kresd, dnsmasq) validating DNSSEC and forwarding only the TLD: every kind of answer, TCP for the big one, 0x20, SERVFAIL without the insecure mark.
+mod resolvers;
 // ssh-config and resolver generators, the vagrant/ files.
 mod laptop;
 // Start, stop, and the no-config dev setup.

@@ -146,6 +146,9 @@ pub fn ssh_config(
     let _ = writeln!(out, "  ControlPath ~/.ssh/cm-%r@%h:%p");
     let _ = writeln!(out, "  ControlPersist 4h");
     let _ = writeln!(out, "  ForwardAgent no");
+    // A wrong answer (an askpass helper, a script) is sent once, not three
+    // times: three wrong codes lock the user for 30 s and count toward a ban.
+    let _ = writeln!(out, "  NumberOfPasswordPrompts 1");
     security_keys(&mut out, user.and_then(|name| jump.user(name)));
     let mut seen: Vec<String> = Vec::new();
     for (_, account) in users {

@@ -11,6 +11,8 @@
 //!   `Sshd`, a throwaway real second hop.
 //! - `dig.rs`: `dig` and its parsed output, `Dig`.
 //! - `haproxy.rs`: `Haproxy`, a real load balancer sending PROXY headers.
+//! - `resolver.rs`: `Resolver`, a real unbound, kresd or dnsmasq forwarding
+//!   the TLD to gatehouse, and `Root`, the signed root it validates from.
 //! - `net.rs`: raw TCP: `free_port`, `connect_from`, `hello`, `TcpServer`.
 //! - `terminal.rs`: `Terminal`, an interactive `ssh -tt` to type into.
 //!
@@ -24,6 +26,7 @@ mod haproxy;
 mod net;
 mod process;
 mod redis;
+mod resolver;
 mod sentinel;
 mod ssh;
 mod terminal;
@@ -34,6 +37,7 @@ pub use haproxy::Haproxy;
 pub use net::{Hello, TcpServer, connect_from, free_port, hello, read_hello};
 pub use process::{Daemon, Output, eventually, run, tool};
 pub use redis::Redis;
+pub use resolver::{Resolver, ResolverKind, ResolverSetup, Root};
 pub use sentinel::Sentinels;
 pub use ssh::{SshClient, Sshd};
 pub use terminal::Terminal;

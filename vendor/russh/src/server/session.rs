@@ -1784,6 +1784,7 @@ mod tests {
             kex: SessionKexState::Idle,
             client_rekeys: None,
             refused: None,
+            window_account: None,
         }
     }
 
