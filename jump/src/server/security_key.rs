@@ -60,13 +60,13 @@ impl Connection {
                 user,
                 fp,
                 "security key: no touch (signed without user presence; \
-                 the key does not say no-touch-required)",
+                 neither key line nor certificate says no-touch-required)",
             )),
             SecurityKeyVerdict::NotVerified => Err(self.key_rejected(
                 user,
                 fp,
-                "security key: not verified (signed without PIN or fingerprint; \
-                 verify-required)",
+                "security key: not verified (signed without PIN or fingerprint \
+                 under verify-required)",
             )),
         }
     }
