@@ -30,14 +30,18 @@ def part_kex(s: Settings):
         res = {}
         for kex in kexes:
             for name, proc, port, user in servers:
-                cmd = lab.ssh(port, user, "-o", f"KexAlgorithms={kex}", "-W", f"127.0.0.1:{one.port}")
+                cmd = lab.ssh(port, user, "-W", f"127.0.0.1:{one.port}", kex=kex)
                 dt, ok, err = one_login(cmd)  # warm-up
                 if not ok:
                     raise RuntimeError(f"{name} with {kex}: login failed: {err}")
+                # What was negotiated, from ssh -v: the name asked for, nothing else.
+                seen = subprocess.run([cmd[0], "-v", *cmd[1:]], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+                if f"kex: algorithm: {kex}\n" not in seen.stderr:
+                    raise RuntimeError(f"{name}: asked for {kex}, ssh -v says: {seen.stderr[-2000:]}")
         # Alternate the order of the kexes between the two servers.
         for i, (name, proc, port, user) in enumerate(servers):
             for kex in kexes if i % 2 == 0 else list(reversed(kexes)):
-                cmd = lab.ssh(port, user, "-o", f"KexAlgorithms={kex}", "-W", f"127.0.0.1:{one.port}")
+                cmd = lab.ssh(port, user, "-W", f"127.0.0.1:{one.port}", kex=kex)
                 res[(name, kex)] = measure_logins(proc, cmd, s.seq_logins * 2, 1)
                 log(f"kex {name} {kex}: {res[(name, kex)]}")
         rows, summary = [], {}
@@ -53,6 +57,7 @@ def part_kex(s: Settings):
             )
         md = [
             "Key-only logins, one at a time: `ssh -o KexAlgorithms=NAME ... -W 127.0.0.1:PORT` "
+            "(the other parts force curve25519-sha256) "
             "to a server that sends one byte (as part c). Server CPU = all server processes, per "
             "login; the last column is what the key exchange adds over curve25519-sha256.",
             "",

@@ -149,8 +149,7 @@ def part_logins(s: Settings):
                 }
         md = [
             "Each login: `ssh -o ControlMaster=no ... -W 127.0.0.1:PORT` to a server that sends "
-            "one byte and closes (connect, the client's default kex — sntrup761x25519 with "
-            "OpenSSH 8.5–9.8 on both servers —, ed25519 publickey, channel, byte, "
+            "one byte and closes (connect, curve25519 kex, ed25519 publickey, channel, byte, "
             "close). Latency = the ssh process's wall time. Server CPU = all server processes, "
             "per login. The targets are judged on the key-only rows (the same work on both "
             "sides; TOTP replay protection would otherwise cap one user at one login per 30 s).",
