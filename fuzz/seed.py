@@ -299,6 +299,9 @@ def ssh_seeds():
                                      "-o", "Ciphers=aes256-gcm@openssh.com"],
                                     ("ecdh-sha2-nistp256", "ssh-ed25519",
                                      "aes256-gcm@openssh.com", "hmac-sha2-256")),
+        "openssh-sntrup761-chacha": (["-o", "KexAlgorithms=sntrup761x25519-sha512@openssh.com"],
+                                     ("sntrup761x25519-sha512@openssh.com", "ssh-ed25519",
+                                      "chacha20-poly1305@openssh.com", "hmac-sha2-256")),
         "openssh-dh-group14-ctr": (["-o", "KexAlgorithms=diffie-hellman-group14-sha256",
                                     "-o", "Ciphers=aes128-ctr", "-o", "MACs=hmac-sha2-256-etm@openssh.com"],
                                    ("diffie-hellman-group14-sha256", "ssh-ed25519",
@@ -313,6 +316,14 @@ def ssh_seeds():
     # and identification lines alone.
     write(t, "kexinit-only", kexinit("curve25519-sha256,ext-info-c", "ssh-ed25519,rsa-sha2-256",
                                      "chacha20-poly1305@openssh.com", "hmac-sha2-256"))
+    # A KEXINIT choosing sntrup761x25519, then a client init of the wrong
+    # length, or with an all-zero X25519 key.
+    sntrup = kexinit("sntrup761x25519-sha512,ext-info-c", "ssh-ed25519",
+                     "chacha20-poly1305@openssh.com", "hmac-sha2-256")
+    for name, ephemeral in {"sntrup-init-short": b"\0" * 100,
+                            "sntrup-init-long": b"\1" * 1191,
+                            "sntrup-init-zero-x25519": b"\2" * 1158 + b"\0" * 32}.items():
+        write(t, name, sntrup + packet(bytes([30]) + ssh_string(ephemeral)))
     write(t, "id-only", b"SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u3\r\n")
     write(t, "id-1.99", b"SSH-1.99-old\r\n")
     write(t, "id-lf-only", b"SSH-2.0-x\n")

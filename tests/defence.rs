@@ -850,12 +850,38 @@ fn ssh_audit_finds_nothing_to_fail_and_only_the_post_quantum_note_to_warn() {
     // ssh-audit's exit codes: 0 good, 2 warnings, 3 failures.
     assert_eq!(out.status.code(), Some(2), "{out}");
     assert!(!text.contains("[fail]"), "{out}");
-    let warnings: Vec<&str> = text.lines().filter(|l| l.contains("[warn]")).collect();
+    // Columns squeezed: ssh-audit pads names to the longest one.
+    let squeezed = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+    let warnings: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("[warn]"))
+        .map(squeezed)
+        .collect();
     assert_eq!(
         warnings,
         [
-            "(kex) curve25519-sha256              -- [warn] does not provide protection against post-quantum attacks",
-            "(kex) curve25519-sha256@libssh.org   -- [warn] does not provide protection against post-quantum attacks",
+            "(kex) curve25519-sha256 -- [warn] does not provide protection against post-quantum attacks",
+            "(kex) curve25519-sha256@libssh.org -- [warn] does not provide protection against post-quantum attacks",
+        ],
+        "{out}"
+    );
+    // The key exchanges in the order offered: the two hybrids first
+    // (ML-KEM for OpenSSH 9.9+, sntrup761 for 8.5–9.8 under both names).
+    let kex: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("(kex) "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        kex,
+        [
+            "mlkem768x25519-sha256",
+            "sntrup761x25519-sha512",
+            "sntrup761x25519-sha512@openssh.com",
+            "curve25519-sha256",
+            "curve25519-sha256@libssh.org",
+            "ext-info-s",
+            "kex-strict-s-v00@openssh.com",
         ],
         "{out}"
     );
@@ -884,4 +910,40 @@ fn ssh_audit_finds_nothing_to_fail_and_only_the_post_quantum_note_to_warn() {
     assert!(g.audits("failure").is_empty(), "{:?}", g.audits("failure"));
     assert!(g.audits("ban").is_empty(), "{:?}", g.audits("ban"));
     eprintln!("ssh-audit said:\n{text}");
+}
+
+/// Debian 12's OpenSSH 9.2 (like every OpenSSH from 8.5 to 9.8) puts
+/// sntrup761x25519 first and knows no ML-KEM: it gets the hybrid by
+/// default, and each name forced works, as does curve25519 for clients
+/// without a hybrid; the tunnel's bytes prove the keys agree both ways.
+#[test]
+fn openssh_9_2_gets_sntrup761x25519_by_default_and_with_each_name() {
+    let echo = TcpServer::echo();
+    let to = format!("127.0.0.1:{}", echo.port());
+    let (g, client) = crate::jump::one_user("optional", vec![to.clone()]);
+    for (forced, negotiated) in [
+        (None, "sntrup761x25519-sha512"),
+        (
+            Some("sntrup761x25519-sha512@openssh.com"),
+            "sntrup761x25519-sha512@openssh.com",
+        ),
+        (Some("sntrup761x25519-sha512"), "sntrup761x25519-sha512"),
+        (Some("curve25519-sha256"), "curve25519-sha256"),
+    ] {
+        let mut ssh = client.ssh();
+        ssh.arg("-v");
+        if let Some(kex) = forced {
+            ssh.args(["-o", &format!("KexAlgorithms={kex}")]);
+        }
+        let out = run(ssh.args(["-W", &to, "jump"]), b"post-quantum\n");
+        out.success();
+        assert_eq!(out.stdout(), "post-quantum\n", "{out}");
+        let line = out
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("debug1: kex: algorithm: "))
+            .unwrap_or_else(|| panic!("no kex line: {out}"));
+        assert_eq!(line, negotiated, "forced {forced:?}: {out}");
+    }
+    assert_eq!(g.audits("tunnel_closed").len(), 4);
 }

@@ -22,6 +22,7 @@ from .fleet import part_fleet
 from .flood import part_flood, run_flooder
 from .logins import part_logins
 from .memory import part_memory
+from .kex import part_kex
 from .micro import part_micro
 from .procs import wait_quiet
 from .report import OUT, machine, render, save, section
@@ -35,13 +36,14 @@ PARTS = {
     "tunnel": ("a. Tunnel throughput: `ssh -W`", lambda s: part_tunnel(s, "W")),
     "nc": ("b. Tunnel throughput: the `nc` exec form", lambda s: part_tunnel(s, "nc")),
     "logins": ("c. Logins per second", part_logins),
+    "kex": ("c2. Logins per key exchange: the post-quantum hybrids vs curve25519", part_kex),
     "memory": ("d. Memory per idle authenticated connection", part_memory),
     "flood": ("f. Login flood from one address", part_flood),
     "micro": ("Micro-benchmarks (criterion)", part_micro),
     "soak": ("Soak: mixed logins, tunnels, DNS and attacks at once", part_soak),
     "fleet": ("g. Key + TOTP logins: local state vs a fleet's Redis", part_fleet),
 }
-ORDER = ["tunnel", "nc", "logins", "memory", "dns", "flood", "micro"]
+ORDER = ["tunnel", "nc", "logins", "kex", "memory", "dns", "flood", "micro"]
 # Not in the default run (20 minutes of its own): only when named.
 EXTRA = ["soak", "fleet"]
 

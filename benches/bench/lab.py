@@ -423,8 +423,11 @@ class Lab:
         wait_tcp(port, p, "nsd")
         return p, port
 
-    def ssh(self, port: int, user: str, *extra: str, cipher: str | None = None):
-        cmd = ["ssh", "-F", "/dev/null", "-i", str(self.key), *SSH_OPTS, "-p", str(port)]
+    def ssh(self, port: int, user: str, *extra: str, cipher: str | None = None, kex: str | None = None):
+        """`kex` replaces SSH_OPTS's curve25519-sha256 (ssh takes the first
+        value of an option, so a later `-o KexAlgorithms=` would not)."""
+        opts = SSH_OPTS if kex is None else [f"KexAlgorithms={kex}" if o.startswith("KexAlgorithms=") else o for o in SSH_OPTS]
+        cmd = ["ssh", "-F", "/dev/null", "-i", str(self.key), *opts, "-p", str(port)]
         if cipher:
             cmd += ["-c", cipher]
         return cmd + list(extra) + [f"{user}@127.0.0.1"]

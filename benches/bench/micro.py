@@ -16,7 +16,7 @@ from .util import table
 
 def part_micro(s: Settings):
     rows = []
-    for package, bench in (("gatehouse-dns", "zones"), ("gatehouse-jump", "grants")):
+    for package, bench in (("gatehouse-dns", "zones"), ("gatehouse-jump", "grants"), ("gatehouse-jump", "kex")):
         cmd = ["cargo", "bench", "-q", "-p", package, "--bench", bench, "--", "--quick"]
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
         if p.returncode != 0:
@@ -26,8 +26,9 @@ def part_micro(s: Settings):
         ):
             rows.append([f"`{package}` {bench}", m.group(1).strip(), m.group(2)])
     md = [
-        "`cargo bench -p gatehouse-dns --bench zones -- --quick` and "
-        "`cargo bench -p gatehouse-jump --bench grants -- --quick`; median time per call.",
+        "`cargo bench -p gatehouse-dns --bench zones -- --quick`, "
+        "`cargo bench -p gatehouse-jump --bench grants -- --quick` and "
+        "`cargo bench -p gatehouse-jump --bench kex -- --quick`; median time per call.",
         "",
         table(["bench", "case", "time"], rows),
     ]

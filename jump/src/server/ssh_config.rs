@@ -179,6 +179,8 @@ fn build(
         preferred: Preferred {
             kex: Cow::Borrowed(&[
                 kex::MLKEM768X25519_SHA256,
+                kex::SNTRUP761X25519_SHA512,
+                kex::SNTRUP761X25519_SHA512_OPENSSH,
                 kex::CURVE25519,
                 kex::CURVE25519_PRE_RFC_8731,
                 kex::EXTENSION_SUPPORT_AS_SERVER,
