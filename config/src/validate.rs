@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use ssh_key::{Algorithm, PublicKey};
 
 mod dns;
+mod grace;
 mod records;
 mod redis;
 
@@ -200,6 +201,8 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
         c.problem("jump.banner", "is longer than 2048 bytes");
     }
     let totp = totp(c, raw.totp);
+    let mfa_grace =
+        grace::mfa_grace(c, "jump.mfa_grace", raw.mfa_grace.as_deref()).unwrap_or(Duration::ZERO);
     let connect_timeout = c.duration(
         "jump.connect_timeout",
         raw.connect_timeout.as_deref(),
@@ -234,7 +237,8 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
             .enumerate()
             .filter_map(|(i, g)| c.value(&format!("{path}.allow[{i}]"), g, str::parse::<Grant>))
             .collect();
-        groups.insert(name, Group { allow });
+        let mfa_grace = grace::group_mfa_grace(c, &path, group.mfa_grace.as_deref(), mfa_grace);
+        groups.insert(name, Group { allow, mfa_grace });
     }
 
     let user_ca = raw.user_ca.map(|ca| user_ca(c, ca));
@@ -256,6 +260,7 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
         listen,
         banner: raw.banner,
         mfa,
+        mfa_grace,
         totp,
         connect_timeout,
         limits,
