@@ -33,6 +33,8 @@ pub(crate) enum Factors {
     Key,
     /// The key and a TOTP or recovery code.
     KeyAndCode,
+    /// The key, within an MFA grace begun by a code (issue 28).
+    KeyAndGrace,
 }
 
 /// One login, as registered.
@@ -185,7 +187,7 @@ impl Sessions {
     pub(crate) fn users_with_codes(&self) -> BTreeSet<String> {
         self.live()
             .values()
-            .filter(|l| l.factors == Factors::KeyAndCode)
+            .filter(|l| l.factors != Factors::Key)
             .map(|l| l.user.clone())
             .collect()
     }
@@ -193,10 +195,7 @@ impl Sessions {
     /// `user`'s enrollment is gone: cut their sessions that used a code.
     pub(crate) fn enrollment_gone(&self, user: &str) {
         for login in self.live().values() {
-            if login.user == user
-                && login.factors == Factors::KeyAndCode
-                && !login.cut.is_cancelled()
-            {
+            if login.user == user && login.factors != Factors::Key && !login.cut.is_cancelled() {
                 audit::offboarded(&login.who, user, "TOTP enrollment reset");
                 login.cut.cancel();
             }

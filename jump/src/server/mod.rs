@@ -22,6 +22,7 @@ mod accept;
 mod certificate;
 mod channels;
 mod connection;
+mod grace;
 mod handler;
 mod login;
 mod own;
@@ -291,6 +292,7 @@ pub async fn serve(
 async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Config>>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     let mut interfaces = tokio::time::interval(own::REFRESH);
+    let mut previous = Arc::clone(&config.borrow());
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
@@ -304,6 +306,8 @@ async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Confi
                     shared.revoked.refresh(jump).await;
                 }
                 reload(&shared, live.jump.as_ref());
+                end_graces(&shared, previous.jump.as_ref(), live.jump.as_ref()).await;
+                previous = live;
             }
             _ = tick.tick() => {
                 shared.gate().purge();
@@ -331,6 +335,24 @@ async fn resets(shared: &Shared, jump: &JumpConfig) {
             .is_some_and(|u| u.totp_secret_file.is_some());
         if !shared.totp.still_enrolled(&user, provisioned).await {
             shared.sessions.enrollment_gone(&user);
+        }
+    }
+}
+
+/// After a reload: end the MFA graces of users removed, or whose keys or
+/// certificate authorities changed, that the new config no longer allows
+/// (issue 28), so that putting a key back does not bring its grace back.
+async fn end_graces(shared: &Shared, old: Option<&JumpConfig>, new: Option<&JumpConfig>) {
+    let Some(old) = old else {
+        return;
+    };
+    let ca_changed = old.user_ca != new.and_then(|n| n.user_ca.clone());
+    for (name, account) in &old.users {
+        let unchanged = new
+            .and_then(|n| n.user(name.as_str()))
+            .is_some_and(|now| now.keys == account.keys);
+        if !unchanged || ca_changed {
+            shared.totp.prune_graces(new, name.as_str()).await;
         }
     }
 }
