@@ -21,7 +21,7 @@ use crate::{
 
 /// `users` as (name, keys, group); groups `dev` (the jump-wide grace,
 /// 30m) and `short` (2s), both granted `ports` on loopback.
-fn yaml(users: &[(&str, &[&SshClient], &str)], ports: &[u16]) -> String {
+pub(crate) fn yaml(users: &[(&str, &[&SshClient], &str)], ports: &[u16]) -> String {
     let allow: Vec<String> = ports
         .iter()
         .map(|p| format!("\"127.0.0.0/8:{p}\""))
@@ -266,6 +266,46 @@ fn end_reset_key_removal_and_expiry_each_bring_the_code_back() {
             .any(|v| v["user"] == "max" && v["grace_step"].is_u64()),
         "both of max's logins typed a code"
     );
+}
+
+#[test]
+fn a_revoked_key_loses_its_grace_for_good() {
+    let echo = TcpServer::echo();
+    let mut rob = SshClient::new();
+    let ca = SshClient::new();
+    let g = Gatehouse::start(&yaml(&[("rob", &[&rob], "dev")], &[echo.port()]));
+    // The revocation list (a list of public keys), empty for now.
+    let revoked = g.dir.path().join("revoked");
+    std::fs::write(&revoked, "").expect("write revoked");
+    g.replace_config(&yaml(&[("rob", &[&rob], "dev")], &[echo.port()]).replace(
+        "  mfa_grace: 30m\n",
+        &format!(
+            "  mfa_grace: 30m\n  user_ca: {{ keys: [\"{}\"], revoked_keys_file: \"{}\" }}\n",
+            ca.public_key(),
+            revoked.display()
+        ),
+    ));
+    g.wait_for(|v| v["event"] == "reload" && v["result"] == "ok");
+    rob.add_host("jump", g.jump(), "rob");
+    let secret = g.enroll("rob");
+    rob.answer_with_totp_ahead(&secret);
+    echoed(&rob, &echo);
+    echoed(&rob, &echo);
+    assert_eq!(rob.prompts().len(), 1, "{:?}", rob.prompts());
+
+    std::fs::write(&revoked, format!("{}\n", rob.public_key())).expect("revoke");
+    eventually("rob's grace ended by the revocation", || {
+        grace_cli(&g, "rob", &[]) == "rob: no MFA grace\n"
+    });
+    // Taken off the list again, the key logs in with a code.
+    std::fs::write(&revoked, "").expect("un-revoke");
+    let to = format!("127.0.0.1:{}", echo.port());
+    eventually("the key is let in again", || {
+        run(rob.ssh().args(["-W", &to, "jump"]), b"hi\n")
+            .status
+            .success()
+    });
+    assert_eq!(rob.prompts().len(), 2, "{:?}", rob.prompts());
 }
 
 /// `python3 tests/clients/ssh_clients.py LIBRARY` for `user` (target:

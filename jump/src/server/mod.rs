@@ -306,7 +306,7 @@ async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Confi
                     shared.revoked.refresh(jump).await;
                 }
                 reload(&shared, live.jump.as_ref());
-                end_graces(&shared, previous.jump.as_ref(), live.jump.as_ref()).await;
+                end_graces(&shared, previous.jump.as_ref(), live.jump.as_ref(), false).await;
                 previous = live;
             }
             _ = tick.tick() => {
@@ -318,6 +318,8 @@ async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Confi
                     // A new revocation list cuts what it revokes.
                     if shared.revoked.refresh(jump).await {
                         shared.sessions.offboard(Some(jump), &shared.own.get(), &shared.revoked.list());
+                        // And ends the MFA graces of the keys it revokes.
+                        end_graces(&shared, Some(jump), Some(jump), true).await;
                     }
                 }
             }
@@ -339,20 +341,28 @@ async fn resets(shared: &Shared, jump: &JumpConfig) {
     }
 }
 
-/// After a reload: end the MFA graces of users removed, or whose keys or
-/// certificate authorities changed, that the new config no longer allows
-/// (issue 28), so that putting a key back does not bring its grace back.
-async fn end_graces(shared: &Shared, old: Option<&JumpConfig>, new: Option<&JumpConfig>) {
+/// After a reload (or, `everyone`, a new revocation list): end the MFA
+/// graces that the new config and list no longer allow (issue 28) of
+/// users removed, or whose keys or certificate authorities changed, so
+/// that putting a key back (or un-revoking it) does not bring its grace
+/// back.
+async fn end_graces(
+    shared: &Shared,
+    old: Option<&JumpConfig>,
+    new: Option<&JumpConfig>,
+    everyone: bool,
+) {
     let Some(old) = old else {
         return;
     };
+    let revoked = shared.revoked.list();
     let ca_changed = old.user_ca != new.and_then(|n| n.user_ca.clone());
     for (name, account) in &old.users {
         let unchanged = new
             .and_then(|n| n.user(name.as_str()))
             .is_some_and(|now| now.keys == account.keys);
-        if !unchanged || ca_changed {
-            shared.totp.prune_graces(new, name.as_str()).await;
+        if everyone || !unchanged || ca_changed {
+            shared.totp.prune_graces(new, name.as_str(), &revoked).await;
         }
     }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::{TotpStore, user_map::UserMap};
-use crate::error::JumpError;
+use crate::{error::JumpError, krl::Revocations};
 
 /// The most graces one user holds (one per key and source): a new one
 /// beyond it evicts the oldest. A user with 64 keys-and-places at once
@@ -114,9 +114,16 @@ pub(crate) fn begin(graces: &mut Vec<Grace>, new: Grace, now: u64) -> Vec<Grace>
     gone
 }
 
-/// Does `grace` of `user` survive the config `jump`: the user still there,
-/// and its key still theirs (a certificate's: a CA still trusted)?
-pub(crate) fn kept(jump: Option<&JumpConfig>, user: &str, grace: &Grace) -> bool {
+/// Does `grace` of `user` survive the config `jump` and the revocation
+/// list: the user still there, and its key still theirs and not revoked
+/// (a certificate's: a CA still trusted; the certificate itself is
+/// checked, revocation included, at every login before any grace)?
+pub(crate) fn kept(
+    jump: Option<&JumpConfig>,
+    user: &str,
+    grace: &Grace,
+    revoked: &Revocations,
+) -> bool {
     let Some(jump) = jump else {
         return false;
     };
@@ -126,10 +133,10 @@ pub(crate) fn kept(jump: Option<&JumpConfig>, user: &str, grace: &Grace) -> bool
     if grace.certificate {
         return jump.user_ca.as_ref().is_some_and(|ca| !ca.keys.is_empty());
     }
-    account
-        .keys
-        .iter()
-        .any(|k| k.fingerprint(HashAlg::Sha256).to_string() == grace.fingerprint)
+    account.keys.iter().any(|k| {
+        k.fingerprint(HashAlg::Sha256).to_string() == grace.fingerprint
+            && !revoked.key(k.key_data())
+    })
 }
 
 /// What the user is told after the code:
@@ -226,15 +233,21 @@ impl TotpStore {
         }
     }
 
-    /// End `user`'s graces that `jump` no longer allows (the user or the
-    /// key removed, the certificate authority gone): after a reload.
-    pub(crate) async fn prune_graces(&self, jump: Option<&JumpConfig>, user: &str) {
+    /// End `user`'s graces that `jump` and `revoked` no longer allow (the
+    /// user or the key removed or revoked, the certificate authority
+    /// gone): after a reload or a new revocation list.
+    pub(crate) async fn prune_graces(
+        &self,
+        jump: Option<&JumpConfig>,
+        user: &str,
+        revoked: &Revocations,
+    ) {
         let Ok(graces) = self.graces(user).await else {
             return;
         };
         let gone: Vec<Grace> = graces
             .into_iter()
-            .filter(|g| !kept(jump, user, g))
+            .filter(|g| !kept(jump, user, g, revoked))
             .collect();
         if gone.is_empty() {
             return;
@@ -367,19 +380,28 @@ mod tests {
         let fp = with.jump.as_ref().expect("jump").users[0].keys[0]
             .fingerprint(HashAlg::Sha256)
             .to_string();
+        let none = Revocations::default();
         let g = grace(&fp, "203.0.113.7", 0, 10);
-        assert!(kept(with.jump.as_ref(), "sean", &g));
-        assert!(!kept(with.jump.as_ref(), "ana", &g), "another user");
+        assert!(kept(with.jump.as_ref(), "sean", &g, &none));
+        assert!(!kept(with.jump.as_ref(), "ana", &g, &none), "another user");
         let other = config(
             "    sean:\n      keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAGDoQ+SWrVeqjZftqLTx5r1pcETPIhT+gsK/NQSRuuU\"]\n",
         );
-        assert!(!kept(other.jump.as_ref(), "sean", &g), "key removed");
-        assert!(!kept(None, "sean", &g), "no jump section");
+        assert!(!kept(other.jump.as_ref(), "sean", &g, &none), "key removed");
+        assert!(!kept(None, "sean", &g, &none), "no jump section");
+        let revoked = Revocations::parse(format!("{key}\n").as_bytes()).expect("list");
+        assert!(
+            !kept(with.jump.as_ref(), "sean", &g, &revoked),
+            "key revoked"
+        );
         let cert = Grace {
             certificate: true,
             ..g
         };
-        assert!(!kept(with.jump.as_ref(), "sean", &cert), "no user_ca");
+        assert!(
+            !kept(with.jump.as_ref(), "sean", &cert, &none),
+            "no user_ca"
+        );
     }
 
     #[tokio::test]
