@@ -269,6 +269,46 @@ fn end_reset_key_removal_and_expiry_each_bring_the_code_back() {
 }
 
 #[test]
+fn a_recovery_code_begins_no_grace() {
+    let echo = TcpServer::echo();
+    let mut rita = SshClient::new();
+    let g = Gatehouse::start(&yaml(&[("rita", &[&rita], "dev")], &[echo.port()]));
+    rita.add_host("jump", g.jump(), "rita");
+    let enrolled = g.totp("enroll", "rita");
+    assert!(enrolled.status.success(), "{enrolled:?}");
+    let stdout = String::from_utf8_lossy(&enrolled.stdout).into_owned();
+    let secret = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("secret:"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| panic!("no secret in {stdout}"));
+    let recovery = stdout
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 11 && l.as_bytes()[5] == b'-')
+        .unwrap_or_else(|| panic!("no recovery code in {stdout}"))
+        .to_owned();
+
+    rita.answer_with(&recovery);
+    let out = echoed(&rita, &echo);
+    assert!(!out.stderr.contains("No code needed"), "{out}");
+    let used = code_login(&g, 0, "rita");
+    assert_eq!(
+        field(&used, "detail"),
+        "recovery code used; 7 left",
+        "{used}"
+    );
+    assert!(used.get("began_grace_until").is_none(), "{used}");
+    assert_eq!(grace_cli(&g, "rita", &[]), "rita: no MFA grace\n");
+
+    // The next login asks a code; a TOTP code does begin one.
+    rita.answer_with_totp_ahead(&secret);
+    echoed(&rita, &echo).stderr_has("No code needed from 127.0.0.1 with this key until ");
+    assert_eq!(rita.prompts().len(), 2, "{:?}", rita.prompts());
+    assert!(code_login(&g, 1, "rita")["began_grace_until"].is_u64());
+}
+
+#[test]
 fn a_revoked_key_loses_its_grace_for_good() {
     let echo = TcpServer::echo();
     let mut rob = SshClient::new();
