@@ -16,7 +16,9 @@ use serde_json::Value;
 use crate::{
     fleet::fleet_with,
     jump::{field, fingerprint},
-    util::{Gatehouse, Output, SshClient, Sshd, TcpServer, eventually, gatehouse, run, tool},
+    util::{
+        Gatehouse, Haproxy, Output, SshClient, Sshd, TcpServer, eventually, gatehouse, run, tool,
+    },
 };
 
 /// `users` as (name, keys, group); groups `dev` (the jump-wide grace,
@@ -265,6 +267,51 @@ fn end_reset_key_removal_and_expiry_each_bring_the_code_back() {
             .iter()
             .any(|v| v["user"] == "max" && v["grace_step"].is_u64()),
         "both of max's logins typed a code"
+    );
+}
+
+#[test]
+fn behind_a_balancer_the_grace_is_bound_to_the_client_not_the_balancer() {
+    let mut client = SshClient::new();
+    let sshd = Sshd::start(&client.public_key());
+    let g = Gatehouse::start(&format!(
+        "{}  proxy_protocol:\n    from: [\"127.0.0.9/32\"]\n",
+        yaml(&[("sean", &[&client], "dev")], &[sshd.addr.port()])
+    ));
+    let lb = Haproxy::start(
+        &[g.jump()],
+        "send-proxy-v2",
+        "127.0.0.9".parse().expect("ip"),
+    );
+    client.add_host("jump", lb.addr, "sean");
+    client.add_host("target", sshd.addr, &sshd.user);
+    client.answer_with_totp_ahead(&g.enroll("sean"));
+    // The jump hop from `from` (a ProxyCommand passes `-b` on; -J would not).
+    let login_from = |from: &str| {
+        let proxy = format!(
+            "ProxyCommand={} -b {from} -W %h:%p jump",
+            client.ssh_command_line()
+        );
+        let out = run(
+            client.ssh().args(["-o", &proxy, "target", "echo through"]),
+            b"",
+        );
+        out.success();
+        assert_eq!(out.stdout(), "through\n", "{out}");
+        out
+    };
+    login_from("127.0.0.61").stderr_has("No code needed from 127.0.0.61 with this key until ");
+    login_from("127.0.0.61");
+    assert_eq!(client.prompts().len(), 1, "{:?}", client.prompts());
+    let graced = g.audit("auth", |v| v["grace_step"].is_u64());
+    assert_eq!(graced["grace_source"], "127.0.0.61", "{graced}");
+    // Another client behind the same balancer: the code again.
+    login_from("127.0.0.62");
+    assert_eq!(client.prompts().len(), 2, "{:?}", client.prompts());
+    let elsewhere = code_login(&g, 1, "sean");
+    assert!(
+        field(&elsewhere, "peer").starts_with("127.0.0.62:"),
+        "{elsewhere}"
     );
 }
 
