@@ -7,6 +7,9 @@
   from the source), vagrant/gatehouse.yaml, and the smaller configs of the
   DNS and jump tests;
 - nc_command: the command lines of jump/src/exec.rs's tests;
+- sk_signature: security keys' signature blobs (PROTOCOL.u2f) as a client
+  sends them, for every flags byte OpenSSH's sk-dummy and real tokens send,
+  and the malformed shapes of jump/src/fido/tests.rs;
 - ssh_preauth: what OpenSSH's `ssh` sends before authentication
   (identification, KEXINIT, KEX_ECDH_INIT), captured here from the real
   client talking to a fake server that plays back a fixed KEXINIT.
@@ -150,6 +153,20 @@ jump:
   groups:
     dev: {{ allow: ["127.0.0.1/32:4242", "*.internal.example.net:22", "[fd00::]/8:22-2222"] }}
 """)
+    # Security keys with authorized_keys options (config/src/key_line.rs).
+    sk = ("sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIFvdtQeUWx266KKZ"
+          "fz1vZ6dje6krwWKqC2hegLlhodr1AAAABHNzaDo= sean@yubikey")
+    write(t, "security-keys.yaml", f"""jump:
+  listen: ["127.0.0.1:0"]
+  users:
+    sean:
+      keys:
+        - "verify-required {sk}"
+        - "no-touch-required,verify-required {sk}"
+        - "{sk}"
+    kim:
+      keys: ["verify-required {KEY}", "from=\\"10.0.0.1\\" {sk}"]
+""")
     # The error cases of load.rs's tests.
     write(t, "overlapping-zones.yaml",
           'dns:\n  listen: ["127.0.0.1:53"]\n  zones:\n    sean: {}\n    dev.sean: {}\n')
@@ -179,6 +196,39 @@ def nc_seeds():
     for i, text in enumerate(bad):
         write(t, f"refused-{i}", text)
     write(t, "refused-not-utf8", b"\xff\xfe")
+
+
+# ---- security keys ----------------------------------------------------------
+
+def mpint(n):
+    b = n.to_bytes((n.bit_length() + 8) // 8 or 1, "big")
+    return ssh_string(b)
+
+
+def sk_blob(algorithm, inner, flags, counter):
+    """string algorithm, string inner signature, byte flags, uint32 counter."""
+    return ssh_string(algorithm.encode()) + ssh_string(inner) + struct.pack(">BI", flags, counter)
+
+
+def sk_seeds():
+    t = "sk_signature"
+    ed = "sk-ssh-ed25519@openssh.com"
+    ecdsa = "sk-ecdsa-sha2-nistp256@openssh.com"
+    # The inner signatures are not valid (nothing verifies here): their shape is.
+    p256 = mpint(0x7f * 2**248 + 12345) + mpint(0x01 * 2**240 + 777)
+    for flags in (0x00, 0x01, 0x04, 0x05, 0x45, 0xff):
+        write(t, f"ed25519-flags-{flags:02x}", sk_blob(ed, b"\x11" * 64, flags, 0x12345678))
+        write(t, f"ecdsa-flags-{flags:02x}", sk_blob(ecdsa, p256, flags, 0x12345678))
+    write(t, "ed25519-counter-0", sk_blob(ed, b"\x11" * 64, 0x01, 0))
+    write(t, "ed25519-counter-max", sk_blob(ed, b"\x11" * 64, 0x01, 0xffffffff))
+    good = sk_blob(ed, b"\x11" * 64, 0x01, 7)
+    write(t, "cut-in-trailer", good[:-2])
+    write(t, "trailing-byte", good + b"\0")
+    write(t, "inner-63-bytes", sk_blob(ed, b"\x11" * 63, 0x01, 7))
+    write(t, "ecdsa-not-integers", sk_blob(ecdsa, b"\xff" * 40, 0x01, 7))
+    write(t, "ecdsa-negative-r", sk_blob(ecdsa, ssh_string(b"\x80" + b"\0" * 31) + mpint(5), 0x01, 7))
+    write(t, "plain-ed25519", ssh_string(b"ssh-ed25519") + ssh_string(b"\x11" * 64))
+    write(t, "huge-length", ssh_string(ed.encode()) + struct.pack(">I", 0xfffffff0) + b"\x11" * 8)
 
 
 # ---- SSH --------------------------------------------------------------------
@@ -272,6 +322,7 @@ def main():
     dns_seeds()
     config_seeds()
     nc_seeds()
+    sk_seeds()
     ssh_seeds()
     for target in sorted(os.listdir(CORPUS)):
         files = os.listdir(os.path.join(CORPUS, target))

@@ -90,6 +90,11 @@ pub fn summary(config: &Config) -> String {
                     user.keys.len(),
                     user.groups.join(", ")
                 );
+                for key in &user.keys {
+                    if let Some(login) = key.security_key_login() {
+                        out += &format!("    {}: {login}\n", key.describe());
+                    }
+                }
             }
             for (name, group) in &jump.groups {
                 let grants: Vec<String> = group.allow.iter().map(ToString::to_string).collect();

@@ -227,8 +227,23 @@ fn certificates_that_must_not_log_in_are_refused_each_with_its_reason() {
         (
             "unknown critical option",
             &ca,
+            vec![
+                "-n",
+                "sean",
+                "-V",
+                "-5m:+1h",
+                "-O",
+                "critical:unknown@example.com",
+            ],
+            "unknown critical option \"unknown@example.com\"",
+        ),
+        // Issue 26: verify-required is for security keys (tests/fido.rs);
+        // on another key no signature could satisfy it.
+        (
+            "verify-required on a plain key",
+            &ca,
             vec!["-n", "sean", "-V", "-5m:+1h", "-O", "verify-required"],
-            "unknown critical option \"verify-required\"",
+            "critical option verify-required on a key that is no security key",
         ),
     ];
     // (A host certificate offered as a user's: OpenSSH's client will not

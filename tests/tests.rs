@@ -16,6 +16,8 @@ mod credentials;
 mod clients;
 // Defences: bans before any SSH byte, rate and pre-auth limits, login grace, idle cut, max_channels, offboarding, ssh-audit.
 mod defence;
+// FIDO security keys with OpenSSH and its software token (sk-dummy): touch, no-touch-required, verify-required as a whole login, certificates, counters.
+mod fido;
 // DNS answers for every kind of query, over UDP and TCP, with dig.
 mod dns;
 // Attacks on the DNS side: TCP slowloris from one network and many, UDP floods and the response rate limit.

@@ -12,6 +12,7 @@
 //! - `validate`: raw to [`Config`], collecting every [`Problem`];
 //! - `locate`: where each value stands in the text, for error messages;
 //! - `values`, `grant`: the small typed values;
+//! - `key_line`: one public key line and its options (`verify-required`...);
 //! - `file`: the bounded reader of every file gatehouse is pointed at;
 //! - `load`: read + parse + validate;
 //! - `secret`: provisioned TOTP secret files, the one reader everyone uses;
@@ -23,6 +24,7 @@
 mod error;
 mod file;
 mod grant;
+mod key_line;
 mod load;
 mod locate;
 mod model;
@@ -38,6 +40,7 @@ pub use file::{
     FileError, Follow, Limit, open_regular, read_bounded, read_bounded_text, read_opened, text,
 };
 pub use grant::{Grant, NamePattern, PortSet, Target};
+pub use key_line::{KeyOptions, UserKey, is_security_key};
 pub use load::{load, parse};
 pub use locate::Location;
 pub use model::{

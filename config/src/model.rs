@@ -273,8 +273,9 @@ pub struct BanPolicy {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct User {
-    /// Public keys accepted for this user (inline and from `keys_file`).
-    pub keys: Vec<PublicKey>,
+    /// Public keys accepted for this user (inline and from `keys_file`),
+    /// with their lines' options.
+    pub keys: Vec<crate::UserKey>,
     /// Groups, each known to exist.
     pub groups: Vec<String>,
     /// A TOTP secret provisioned by configuration management.

@@ -11,7 +11,7 @@ use std::{
 
 use indexmap::IndexMap;
 use ipnet::IpNet;
-use ssh_key::{Algorithm, PublicKey};
+use ssh_key::PublicKey;
 
 mod dns;
 mod grace;
@@ -21,6 +21,7 @@ mod redis;
 use crate::{
     error::Problem,
     grant::Grant,
+    key_line::{KeyOptions, UserKey, parse_user_key},
     locate::{Location, Locator, join_key},
     model::{
         AdminConfig, BanPolicy, Config, Group, JumpConfig, Limits, LogConfig, LogFormat, LogLevel,
@@ -379,11 +380,12 @@ fn ban(c: &mut Checker<'_>, raw: RawBan) -> BanPolicy {
     policy
 }
 
-/// The public keys at `path.keys` (inline) and `path.keys_file`.
-fn keys(c: &mut Checker<'_>, path: &str, inline: &[String], file: Option<&str>) -> Vec<PublicKey> {
+/// The public keys at `path.keys` (inline) and `path.keys_file`, with
+/// their lines' options.
+fn keys(c: &mut Checker<'_>, path: &str, inline: &[String], file: Option<&str>) -> Vec<UserKey> {
     let mut keys = Vec::new();
     for (i, line) in inline.iter().enumerate() {
-        if let Some(key) = c.value(&format!("{path}.keys[{i}]"), line, parse_key) {
+        if let Some(key) = c.value(&format!("{path}.keys[{i}]"), line, parse_user_key) {
             keys.push(key);
         }
     }
@@ -398,7 +400,7 @@ fn keys(c: &mut Checker<'_>, path: &str, inline: &[String], file: Option<&str>) 
                     if line.is_empty() || line.starts_with('#') {
                         continue;
                     }
-                    match parse_key(line) {
+                    match parse_user_key(line) {
                         Ok(key) => keys.push(key),
                         Err(why) => {
                             c.problem(&kpath, format!("{}:{}: {why}", full.display(), n + 1))
@@ -414,6 +416,14 @@ fn keys(c: &mut Checker<'_>, path: &str, inline: &[String], file: Option<&str>) 
 fn user_ca(c: &mut Checker<'_>, raw: RawUserCa) -> UserCa {
     let p = "jump.user_ca";
     let keys = keys(c, p, &raw.keys, raw.keys_file.as_deref());
+    if keys.iter().any(|k| k.options != KeyOptions::default()) {
+        c.problem(
+            p,
+            "a CA key takes no options: `verify-required` and `no-touch-required` go into \
+             the certificates (ssh-keygen -O verify-required / -O no-touch-required)",
+        );
+    }
+    let keys: Vec<PublicKey> = keys.into_iter().map(|k| k.key).collect();
     if keys.is_empty() && raw.keys.is_empty() && raw.keys_file.is_none() {
         c.problem(
             p,
@@ -476,21 +486,5 @@ fn list_or_none(items: &[&str]) -> String {
         "none".to_owned()
     } else {
         items.join(", ")
-    }
-}
-
-/// One OpenSSH public key line (`ssh-ed25519 AAAA... comment`). DSA is
-/// refused (removed from OpenSSH 9.8) and so is RSA under 2048 bits.
-fn parse_key(line: &str) -> Result<PublicKey, String> {
-    let key = PublicKey::from_openssh(line.trim()).map_err(|e| {
-        format!("not an OpenSSH public key ({e}); expected e.g. \"ssh-ed25519 AAAA... you@laptop\"")
-    })?;
-    match key.algorithm() {
-        Algorithm::Dsa => Err("DSA keys are not accepted; use ed25519".into()),
-        Algorithm::Rsa { .. } => match key.key_data().rsa() {
-            Some(rsa) if rsa.key_size() >= 2048 => Ok(key),
-            _ => Err("RSA keys must have at least 2048 bits".into()),
-        },
-        _ => Ok(key),
     }
 }

@@ -65,12 +65,17 @@ pub(crate) fn key_refusal(
 }
 
 /// Signature algorithms a user key may sign with: the ones advertised in
-/// `server-sig-algs` (ed25519, ECDSA, RSA with SHA-2). russh advertises
-/// but does not enforce the list, so a client could still sign with SHA-1
-/// `ssh-rsa` (RFC 8332 deprecates it) or anything else it supports.
+/// `server-sig-algs` (ed25519, ECDSA, RSA with SHA-2), and FIDO security
+/// keys' (whose flags `fido` judges; OpenSSH clients consult
+/// `server-sig-algs` for RSA only). russh advertises but does not enforce
+/// the list, so a client could still sign with SHA-1 `ssh-rsa` (RFC 8332
+/// deprecates it) or anything else it supports.
 pub fn signature_allowed(algorithm: &Algorithm) -> bool {
     match algorithm {
-        Algorithm::Ed25519 | Algorithm::Ecdsa { .. } => true,
+        Algorithm::Ed25519
+        | Algorithm::Ecdsa { .. }
+        | Algorithm::SkEd25519
+        | Algorithm::SkEcdsaSha2NistP256 => true,
         Algorithm::Rsa { hash } => matches!(hash, Some(HashAlg::Sha256 | HashAlg::Sha512)),
         _ => false,
     }
@@ -305,6 +310,9 @@ mod tests {
             "SHA-1 ssh-rsa"
         );
         assert!(!signature_allowed(&Algorithm::Dsa));
+        // Security keys: their flags are judged by `fido`.
+        assert!(signature_allowed(&Algorithm::SkEd25519));
+        assert!(signature_allowed(&Algorithm::SkEcdsaSha2NistP256));
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub(crate) enum CertRefusal {
     SourceAddress(String),
     #[error("source-address {0:?} is not a list of addresses/CIDRs")]
     BadSourceAddress(String),
+    #[error("critical option verify-required on a key that is no security key")]
+    VerifyWithoutSecurityKey,
     #[error("unknown critical option {0:?}")]
     UnknownOption(String),
     #[error("no permit-port-forwarding extension")]
@@ -101,6 +103,12 @@ pub(crate) fn check(
         match name.as_str() {
             "force-command" => return Err(CertRefusal::ForceCommand),
             "source-address" => source_address(value, peer)?,
+            // Judged with the signature's flags (`fido`); meaningless, so
+            // refused, on a key that is no security key (sshd ignores it
+            // there: a CA asking for verification would get none).
+            "verify-required"
+                if gatehouse_config::is_security_key(cert.public_key().algorithm()) => {}
+            "verify-required" => return Err(CertRefusal::VerifyWithoutSecurityKey),
             other => return Err(CertRefusal::UnknownOption(other.to_owned())),
         }
     }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use gatehouse_config::{Grant, JumpConfig, PortSet, Target};
+use gatehouse_config::{Grant, JumpConfig, PortSet, Target, User, UserKey};
 use ipnet::IpNet;
 
 /// The ssh `Host` pattern that matches exactly the addresses of `net`, if
@@ -78,6 +78,43 @@ pub fn known_hosts_line(host: &str, port: u16, ca: &str) -> Result<String, Strin
     Ok(format!("@cert-authority {pattern} {key}"))
 }
 
+/// How to make and use a FIDO security key (OpenSSH 8.2+ drives them with
+/// no other software), as comments; for one user, their security keys and
+/// what each is worth, and what to do with only security keys.
+fn security_keys(out: &mut String, user: Option<&User>) {
+    let sk: Vec<&UserKey> = user.map_or(Vec::new(), |u| {
+        u.keys
+            .iter()
+            .filter(|k| k.security_key_login().is_some())
+            .collect()
+    });
+    let _ = writeln!(
+        out,
+        "  # A security key (FIDO2: YubiKey, SoloKey, Titan) with OpenSSH 8.2+:\n  \
+         #   ssh-keygen -t ed25519-sk -O verify-required [-O resident] -f ~/.ssh/id_ed25519_sk\n  \
+         # then send ~/.ssh/id_ed25519_sk.pub to your admin; ssh uses that file by itself.\n  \
+         # -O verify-required (touch + PIN): a whole login, no code; without: touch, then the code.\n  \
+         # -O resident keeps the key on the token: on a new laptop `ssh-keygen -K` writes it\n  \
+         # out as id_ed25519_sk_rk*; name it ~/.ssh/id_ed25519_sk (or add an IdentityFile)."
+    );
+    if sk.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "  # Your security keys:");
+    for key in &sk {
+        let login = key.security_key_login().unwrap_or_default();
+        let _ = writeln!(out, "  #   {}: {login}", key.describe());
+    }
+    let ordinary = user.is_some_and(|u| u.keys.len() > sk.len());
+    if !ordinary && !sk.iter().any(|k| k.whole_login()) {
+        let _ = writeln!(
+            out,
+            "  # Only touch keys: the first login asks for no code and shows the TOTP \
+             enrollment\n  # (ssh -t gatehouse-jump); every login after asks for the code."
+        );
+    }
+}
+
 /// The config block for `user` (all users' grants if `None`), with the jump
 /// host reachable as `host:port`.
 pub fn ssh_config(
@@ -112,6 +149,7 @@ pub fn ssh_config(
     // A wrong answer (an askpass helper, a script) is sent once, not three
     // times: three wrong codes lock the user for 30 s and count toward a ban.
     let _ = writeln!(out, "  NumberOfPasswordPrompts 1");
+    security_keys(&mut out, user.and_then(|name| jump.user(name)));
     let mut seen: Vec<String> = Vec::new();
     for (_, account) in users {
         for group in &account.groups {
@@ -144,6 +182,47 @@ mod tests {
 
     fn net(s: &str) -> IpNet {
         s.parse().expect("net")
+    }
+
+    #[test]
+    fn security_keys_are_explained_and_listed_per_user() {
+        const SK: &str = "sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIFvdtQeUWx266KKZfz1vZ6dje6krwWKqC2hegLlhodr1AAAABHNzaDo= sean@yubikey";
+        let yaml = format!(
+            "jump:\n  listen: [\"127.0.0.1:0\"]\n  users:\n    sean: {{ keys: [\"verify-required {SK}\"] }}\n    kim: {{ keys: [\"{SK}\"] }}\n"
+        );
+        let config =
+            gatehouse_config::parse(std::path::Path::new("/etc/g.yaml"), &yaml).expect("config");
+        let jump = config.jump.as_ref().expect("jump");
+        let sean = ssh_config(jump, "jump.example.com", 22, Some("sean")).expect("sean");
+        assert!(
+            sean.contains("  #   ssh-keygen -t ed25519-sk -O verify-required [-O resident] -f ~/.ssh/id_ed25519_sk\n"),
+            "{sean}"
+        );
+        assert!(
+            sean.contains(&format!(
+                "  #   {}: a whole login (verify-required: touch + PIN or fingerprint, no code)\n",
+                jump.users["sean"].keys[0].describe()
+            )),
+            "{sean}"
+        );
+        assert!(!sean.contains("Only touch keys"), "{sean}");
+        let kim = ssh_config(jump, "jump.example.com", 22, Some("kim")).expect("kim");
+        assert!(kim.contains(": touch, then the code\n"), "{kim}");
+        assert!(kim.contains("# Only touch keys: the first login"), "{kim}");
+        let all = ssh_config(jump, "jump.example.com", 22, None).expect("all");
+        assert!(all.contains("ssh-keygen -t ed25519-sk") && !all.contains("Your security keys"));
+        // Comments only: nothing else changes for ssh.
+        let directives = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| !l.trim_start().starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(
+            directives(&sean).len(),
+            directives(&all).len() + 1,
+            "User sean"
+        );
     }
 
     #[test]

@@ -18,11 +18,13 @@
 //! - `exec` ([`parse_nc`]): recognising the `nc` ProxyCommand;
 //! - `totp` (`check_code`), `recovery`: codes and one-time recovery codes;
 //! - `certs`, `krl`: what a user certificate allows; revocation lists;
+//! - `fido`: what a security key's (`sk-`) flags and counter allow;
 //! - `enroll` (`SelfEnrollment`): the enrollment screen's text and editor.
 //!
 //! State, written atomically, read and written off the connection threads:
 //! - `store`, `hostkey`: the state directory and the host key;
 //! - `totp` (`TotpStore`): enrollments and replay state;
+//! - `fido_counters`: the highest security-key counter seen per key;
 //! - `fleet`: a fleet's Redis, sharing used steps and wrong codes;
 //! - `bans` (`file`, `keeper`): the ban file and its single writer.
 //!
@@ -52,6 +54,8 @@ mod clock;
 mod enroll;
 mod error;
 mod exec;
+mod fido;
+mod fido_counters;
 mod fleet;
 mod gate;
 mod header_wait;
@@ -71,13 +75,18 @@ mod store;
 mod totp;
 mod workers;
 
-pub use audit::{AuditEvent, AuthResult, Method, REFUSALS_LOGGED, Request, TotpAction, Via};
+pub use audit::{
+    AuditEvent, AuthResult, Method, REFUSALS_LOGGED, Request, SecurityKeyVerdict, TotpAction, Via,
+};
 pub use bans::{Ban, BanFile, BanList};
 pub use enroll::{NewEnrollment, enroll};
 pub use error::{JumpError, Untrusted};
 /// The `exec nc HOST PORT` parser, public for the fuzz target (`fuzz/`):
 /// an authenticated user's command line is hostile input too.
 pub use exec::{NcCommand, parse_nc};
+/// A security key's signature blob, decoded and judged: public for the
+/// fuzz target (`fuzz/`), the client chooses these bytes.
+pub use fido::judge_signature_blob;
 pub use fleet::lift_fleet_ban;
 pub use laptop::{known_hosts_line, ssh_config};
 pub use metrics::{register_metrics, state_store_health};

@@ -33,8 +33,19 @@ pub(crate) enum Factors {
     Key,
     /// The key and a TOTP or recovery code.
     KeyAndCode,
+    /// A `verify-required` security key that verified its user (PIN or
+    /// fingerprint): two factors in one signature, no code.
+    VerifiedSecurityKey,
     /// The key, within an MFA grace begun by a code (issue 28).
     KeyAndGrace,
+}
+
+impl Factors {
+    /// Does the login stand on a TOTP code (typed now, or within the
+    /// grace it began)? A reset of the enrollment takes it away.
+    fn used_a_code(self) -> bool {
+        matches!(self, Factors::KeyAndCode | Factors::KeyAndGrace)
+    }
 }
 
 /// One login, as registered.
@@ -51,10 +62,24 @@ pub(crate) struct Login {
 
 /// Why a session no longer stands under `jump`, beyond its user and key:
 /// `mfa: required` now, and it tunnels on the key alone.
+/// Also: a login that a `verify-required` key made whole, whose key line
+/// no longer says so (it would need the code now). A certificate's
+/// `verify-required` cannot change.
 fn lost_by_policy(jump: Option<&JumpConfig>, login: &Login) -> Option<&'static str> {
     let required = jump.is_some_and(|j| j.mfa == Mfa::Required);
-    (required && login.factors == Factors::Key && login.access == Access::Tunnels)
-        .then_some("mfa is now required and this session has no second factor")
+    if required && login.factors == Factors::Key && login.access == Access::Tunnels {
+        return Some("mfa is now required and this session has no second factor");
+    }
+    let still_whole = || match &login.credential {
+        Credential::Key(key) => jump.and_then(|j| j.user(&login.user)).is_some_and(|u| {
+            u.keys
+                .iter()
+                .any(|k| k.key_data() == key && k.whole_login())
+        }),
+        Credential::Certificate(_) => true,
+    };
+    (login.factors == Factors::VerifiedSecurityKey && !still_whole())
+        .then_some("the key line no longer says verify-required and this session gave no code")
 }
 
 /// One open tunnel, as registered.
@@ -187,7 +212,7 @@ impl Sessions {
     pub(crate) fn users_with_codes(&self) -> BTreeSet<String> {
         self.live()
             .values()
-            .filter(|l| l.factors != Factors::Key)
+            .filter(|l| l.factors.used_a_code())
             .map(|l| l.user.clone())
             .collect()
     }
@@ -195,7 +220,7 @@ impl Sessions {
     /// `user`'s enrollment is gone: cut their sessions that used a code.
     pub(crate) fn enrollment_gone(&self, user: &str) {
         for login in self.live().values() {
-            if login.user == user && login.factors != Factors::Key && !login.cut.is_cancelled() {
+            if login.user == user && login.factors.used_a_code() && !login.cut.is_cancelled() {
                 audit::offboarded(&login.who, user, "TOTP enrollment reset");
                 login.cut.cancel();
             }
@@ -416,6 +441,31 @@ mod tests {
         );
         sessions.remove(1);
         assert!(sessions.register(sean(5), 2), "a place came free");
+    }
+
+    #[test]
+    fn a_whole_login_is_lost_when_its_line_drops_verify_required() {
+        const SK: &str = "sk-ssh-ed25519@openssh.com AAAAGnNrLXNzaC1lZDI1NTE5QG9wZW5zc2guY29tAAAAIFvdtQeUWx266KKZfz1vZ6dje6krwWKqC2hegLlhodr1AAAABHNzaDo= sean@yubikey";
+        let verified = jump(&format!(
+            "    sean:\n      keys: [\"verify-required {SK}\"]\n"
+        ));
+        let touch = jump(&format!("    sean:\n      keys: [\"{SK}\"]\n"));
+        let who = Who {
+            conn: 1,
+            peer: "127.0.0.1:1".parse().expect("addr"),
+        };
+        let whole = login(
+            who,
+            "sean",
+            SK,
+            Factors::VerifiedSecurityKey,
+            CancellationToken::new(),
+        );
+        assert_eq!(lost_by_policy(verified.jump.as_ref(), &whole), None);
+        assert_eq!(
+            lost_by_policy(touch.jump.as_ref(), &whole),
+            Some("the key line no longer says verify-required and this session gave no code")
+        );
     }
 
     #[test]

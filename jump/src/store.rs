@@ -29,6 +29,7 @@ pub(crate) const ENROLLMENT: Limit = Limit::new("TOTP enrollment", 64 * 1024);
 /// `state_dir/bans.json`: up to `MAX_BANS` (65,536) bans of ~130 bytes.
 pub(crate) const BANS: Limit = Limit::new("ban file", 16 * 1024 * 1024);
 /// `fleet-seen.json` and `fleet-steps.json`: a few hundred bytes a
+/// configured user; `sk-counters.json`: at most 16 keys of ~80 bytes a
 /// configured user.
 pub(crate) const FLEET_MEMORY: Limit = Limit::new("fleet memory file", 16 * 1024 * 1024);
 

@@ -25,31 +25,76 @@ pub struct SshClient {
     hosts: Vec<(String, SocketAddr, String)>,
     /// Aliases whose connections are shared through a ControlMaster.
     shared: Vec<String>,
+    /// OpenSSH's software FIDO token, when the key is a security key.
+    sk_provider: Option<PathBuf>,
+}
+
+/// OpenSSH's software FIDO token (`regress/misc/sk-dummy/sk-dummy.so`),
+/// which `tests/sk-dummy` (run by `tests/run`) builds from Debian's
+/// openssh source into a cache keyed by the client's version. Panics,
+/// naming the command to run, when it is missing: the security-key tests
+/// never skip.
+pub(super) fn sk_dummy() -> PathBuf {
+    let version = run(
+        tool("dpkg-query").args(["-W", "-f", "${Version}", "openssh-client"]),
+        b"",
+    );
+    version.success();
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .expect("HOME or XDG_CACHE_HOME");
+    let so = cache
+        .join("gatehouse-tests")
+        .join(format!(
+            "sk-dummy-{}",
+            version.stdout().trim().replace(':', "_")
+        ))
+        .join("sk-dummy.so");
+    assert!(
+        so.is_file(),
+        "{} is missing: run `tests/sk-dummy` (tests/run does) to build OpenSSH's software FIDO token",
+        so.display()
+    );
+    so
 }
 
 impl SshClient {
     /// A new key and an empty config: add hosts with [`SshClient::add_host`]
     /// (the jump host's port is known only once it runs with this key).
     pub fn new() -> SshClient {
+        Self::with_key(&["-t", "ed25519"], "id_ed25519", None)
+    }
+
+    /// A security key from OpenSSH's software token ([`sk_dummy`]):
+    /// `ssh-keygen -t TYPE OPTIONS...` (`-O verify-required`,
+    /// `-O no-touch-required`); `ssh` signs through the same token.
+    pub fn security_key(key_type: &str, options: &[&str]) -> SshClient {
+        let mut args = vec!["-t", key_type];
+        for option in options {
+            args.extend(["-O", option]);
+        }
+        Self::with_key(&args, "id_sk", Some(sk_dummy()))
+    }
+
+    fn with_key(args: &[&str], name: &str, sk_provider: Option<PathBuf>) -> SshClient {
         let dir = tempfile::tempdir().expect("tempdir");
-        let key = dir.path().join("id_ed25519");
+        let key = dir.path().join(name);
+        let mut keygen = tool("ssh-keygen");
+        if let Some(provider) = &sk_provider {
+            keygen.arg("-w").arg(provider);
+        }
         run(
-            tool("ssh-keygen")
-                .args([
-                    "-q",
-                    "-t",
-                    "ed25519",
-                    "-N",
-                    "",
-                    "-C",
-                    "gatehouse-test",
-                    "-f",
-                ])
+            keygen
+                .arg("-q")
+                .args(args)
+                .args(["-N", "", "-C", "gatehouse-test", "-f"])
                 .arg(&key),
             b"",
         )
         .success();
         let client = SshClient {
+            sk_provider,
             config: dir.path().join("ssh_config"),
             askpass: dir.path().join("askpass"),
             prompts: dir.path().join("prompts"),
@@ -103,6 +148,9 @@ impl SshClient {
              NumberOfPasswordPrompts 1\n  LogLevel VERBOSE\n  ConnectTimeout 15\n",
             self.key.display()
         ));
+        if let Some(provider) = &self.sk_provider {
+            text.push_str(&format!("  SecurityKeyProvider {}\n", provider.display()));
+        }
         std::fs::write(&self.config, text).expect("write ssh_config");
     }
 

@@ -162,6 +162,45 @@ impl TotpAction {
     }
 }
 
+/// What a FIDO security key's signature came to (`jump::fido`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecurityKeyVerdict {
+    /// Accepted as the first factor (touched, or untouched where the key
+    /// line or certificate says `no-touch-required`): the code is next.
+    #[serde(rename = "first factor")]
+    FirstFactor,
+    /// Verified (PIN or fingerprint) where `verify-required` asks for it:
+    /// a whole login, no code.
+    #[serde(rename = "whole login")]
+    WholeLogin,
+    /// Refused: signed without touch, and touch is required.
+    #[serde(rename = "no touch")]
+    NoTouch,
+    /// Refused: signed without user verification under `verify-required`.
+    #[serde(rename = "not verified")]
+    NotVerified,
+}
+
+impl SecurityKeyVerdict {
+    /// As in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityKeyVerdict::FirstFactor => "first factor",
+            SecurityKeyVerdict::WholeLogin => "whole login",
+            SecurityKeyVerdict::NoTouch => "no touch",
+            SecurityKeyVerdict::NotVerified => "not verified",
+        }
+    }
+
+    /// Does the signature count at all?
+    pub fn accepted(self) -> bool {
+        matches!(
+            self,
+            SecurityKeyVerdict::FirstFactor | SecurityKeyVerdict::WholeLogin
+        )
+    }
+}
+
 /// One audit line. The JSON object has `"target": "audit"`, `"event"` (this
 /// enum's tag, e.g. `"auth"`) and the variant's fields, plus the logger's
 /// `timestamp` and `level`. Free-text fields (`detail`, `reason`) are for
@@ -391,6 +430,33 @@ pub enum AuditEvent {
         /// Valid until (unix seconds).
         valid_before: u64,
     },
+    /// A FIDO security key's signature (an `sk-` key or a certificate on
+    /// one), verified: what the token signed and what it came to. The
+    /// `auth` line follows.
+    SecurityKey {
+        /// Connection number.
+        conn: u64,
+        /// Client address.
+        peer: SocketAddr,
+        /// The user.
+        user: String,
+        /// SHA-256 fingerprint of the key.
+        fingerprint: String,
+        /// The token's flags byte (0x01 touched, 0x04 verified).
+        flags: u8,
+        /// The token's signature counter.
+        counter: u32,
+        /// What the policy made of it.
+        verdict: SecurityKeyVerdict,
+        /// The counter is non-zero and not above the last one seen for this
+        /// key: another token with the same key may exist. Flagged, not
+        /// refused.
+        #[serde(default)]
+        possible_clone: bool,
+        /// The highest counter seen for this key before, if any.
+        #[serde(default)]
+        last_counter: Option<u32>,
+    },
     /// A ban another host of the fleet made, now in force here too.
     BanAdopted {
         /// The source.
@@ -410,7 +476,7 @@ pub enum AuditEvent {
     /// is missing with no signed reset to say why. Never taken as absent.
     StoreRefused {
         /// What it was: `enrollment`, `recovery`, `totp-step`, `reset`,
-        /// `ban`, `ban-lift`.
+        /// `ban`, `ban-lift`, `sk-counter`.
         kind: String,
         /// Its user or source (as Redis named it, bounded).
         subject: String,

@@ -17,7 +17,7 @@ use std::{
 
 use tracing::info;
 
-pub use event::{AuditEvent, AuthResult, Method, Request, TotpAction, Via};
+pub use event::{AuditEvent, AuthResult, Method, Request, SecurityKeyVerdict, TotpAction, Via};
 
 use crate::metrics::{METRICS, labels};
 
@@ -232,6 +232,23 @@ pub fn emit(event: &AuditEvent) {
                 principals, valid_after, valid_before
             );
         }
+        E::SecurityKey {
+            conn,
+            peer,
+            user,
+            fingerprint,
+            flags,
+            counter,
+            verdict,
+            possible_clone,
+            last_counter,
+        } => {
+            let verdict = verdict.as_str();
+            info!(
+                target: "audit", event = "security_key", conn, %peer, user, fingerprint, flags,
+                counter, verdict, possible_clone, last_counter
+            );
+        }
         E::BanAdopted {
             source,
             prefix,
@@ -293,6 +310,31 @@ pub(crate) fn certificate(who: &Who, user: &str, cert: &crate::certs::CertInfo) 
         principals: bounded(&cert.principals.join(",")),
         valid_after: cert.valid_after,
         valid_before: cert.valid_before,
+    });
+}
+
+/// What a security key signed, and what it came to.
+#[derive(Clone, Debug)]
+pub(crate) struct SecurityKeyUse<'a> {
+    pub fingerprint: &'a str,
+    pub flags: u8,
+    pub counter: u32,
+    pub verdict: SecurityKeyVerdict,
+    pub last_counter: Option<u32>,
+    pub possible_clone: bool,
+}
+
+pub(crate) fn security_key(who: &Who, user: &str, sk: &SecurityKeyUse<'_>) {
+    emit(&AuditEvent::SecurityKey {
+        conn: who.conn,
+        peer: who.peer,
+        user: bounded(user),
+        fingerprint: sk.fingerprint.to_owned(),
+        flags: sk.flags,
+        counter: sk.counter,
+        verdict: sk.verdict,
+        possible_clone: sk.possible_clone,
+        last_counter: sk.last_counter,
     });
 }
 

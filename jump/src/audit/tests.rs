@@ -196,6 +196,28 @@ fn every_event() -> Vec<AuditEvent> {
             valid_after: 1,
             valid_before: 2,
         },
+        AuditEvent::SecurityKey {
+            conn: 9,
+            peer,
+            user: "sean".into(),
+            fingerprint: "SHA256:sk".into(),
+            flags: 0x05,
+            counter: 0x1234_5678,
+            verdict: SecurityKeyVerdict::WholeLogin,
+            possible_clone: false,
+            last_counter: None,
+        },
+        AuditEvent::SecurityKey {
+            conn: 9,
+            peer,
+            user: "sean".into(),
+            fingerprint: "SHA256:sk".into(),
+            flags: 0x00,
+            counter: 3,
+            verdict: SecurityKeyVerdict::NoTouch,
+            possible_clone: true,
+            last_counter: Some(7),
+        },
         AuditEvent::BanAdopted {
             source: "192.0.2.1".parse().expect("ip"),
             prefix: 32,
@@ -319,6 +341,10 @@ fn enum_names_match_their_wire_strings() {
         T::EnrollmentRefused,
     ] {
         assert_eq!(serde_json::to_value(a).expect("json"), a.as_str());
+    }
+    use SecurityKeyVerdict as S;
+    for v in [S::FirstFactor, S::WholeLogin, S::NoTouch, S::NotVerified] {
+        assert_eq!(serde_json::to_value(v).expect("json"), v.as_str());
     }
 }
 

@@ -25,7 +25,8 @@ const LABEL: &[u8] = b"gatehouse fleet value MAC v1";
 /// the tag.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Binding<'a> {
-    /// `enrollment`, `recovery`, `totp-step`, `reset`, `ban`, `ban-lift`.
+    /// `enrollment`, `recovery`, `totp-step`, `reset`, `ban`, `ban-lift`,
+    /// `sk-counter`.
     pub kind: &'a str,
     /// The user, or the source (`ADDR/BITS`).
     pub subject: &'a str,

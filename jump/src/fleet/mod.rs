@@ -34,6 +34,7 @@ mod graces;
 mod mac;
 mod replicas;
 mod seal;
+mod sk_counters;
 mod target;
 #[cfg(test)]
 mod tests;

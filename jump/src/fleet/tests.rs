@@ -144,3 +144,80 @@ async fn a_reseal_never_brings_back_an_enrollment_reset_meanwhile() {
     assert_eq!(codes, ["hash-1", "hash-2"]);
     assert_eq!(read.last_step, Some(3));
 }
+
+/// Issue 26: the highest security-key counter, shared by hosts, forged by
+/// nobody without the seal key.
+#[tokio::test]
+async fn security_key_counters_are_shared_and_unforgeable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _redis = server(dir.path());
+    let (a, b) = (
+        fleet(dir.path(), 1, None).await,
+        fleet(dir.path(), 1, None).await,
+    );
+    assert_eq!(
+        a.raise_sk_counter("ana", "SHA256:k", 10).await.expect("a"),
+        None
+    );
+    // Another host sees what the first saw.
+    assert_eq!(
+        b.raise_sk_counter("ana", "SHA256:k", 12).await.expect("b"),
+        Some(10)
+    );
+    // A lower counter never lowers it.
+    assert_eq!(
+        a.raise_sk_counter("ana", "SHA256:k", 5).await.expect("a"),
+        Some(12)
+    );
+    assert_eq!(
+        a.raise_sk_counter("ana", "SHA256:k", 13).await.expect("a"),
+        Some(12)
+    );
+    // Per user and key.
+    assert_eq!(
+        a.raise_sk_counter("bob", "SHA256:k", 1).await.expect("a"),
+        None
+    );
+
+    let mut conn = a.connection().expect("conn");
+    let key = "t:sk-counter:ana:SHA256:k";
+    // A forged higher counter (to make a genuine login look cloned) is
+    // refused, not believed, and replaced by the signed one.
+    let forged = format!("4000000000:{}", "0".repeat(64));
+    let () = redis::AsyncCommands::set(&mut conn, key, &forged)
+        .await
+        .expect("set");
+    assert_eq!(
+        a.raise_sk_counter("ana", "SHA256:k", 14).await.expect("a"),
+        None
+    );
+    assert_eq!(
+        a.raise_sk_counter("ana", "SHA256:k", 15).await.expect("a"),
+        Some(14)
+    );
+    // bob's genuine value moved onto ana's key does not check either.
+    let bobs: String = redis::AsyncCommands::get(&mut conn, "t:sk-counter:bob:SHA256:k")
+        .await
+        .expect("get");
+    let () = redis::AsyncCommands::set(&mut conn, key, &bobs)
+        .await
+        .expect("set");
+    assert_eq!(
+        a.raise_sk_counter("ana", "SHA256:k", 16).await.expect("a"),
+        None
+    );
+    // Another seal key's value is refused too.
+    let stranger = fleet(dir.path(), 9, None).await;
+    assert_eq!(
+        stranger
+            .raise_sk_counter("ana", "SHA256:k", 17)
+            .await
+            .expect("s"),
+        None
+    );
+    // Every key expires: Redis keeps none forever.
+    let ttl: i64 = redis::AsyncCommands::ttl(&mut conn, key)
+        .await
+        .expect("ttl");
+    assert!(ttl > 0, "{ttl}");
+}

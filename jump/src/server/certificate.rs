@@ -13,7 +13,10 @@ use std::{
 };
 
 use gatehouse_config::{Follow, JumpConfig, Limit};
-use russh::keys::{Algorithm, Certificate, HashAlg, PrivateKey, ssh_key::certificate::CertType};
+use russh::{
+    keys::{Algorithm, Certificate, HashAlg, PrivateKey, ssh_key::certificate::CertType},
+    server::SecurityKeySignature,
+};
 
 use super::{connection::Connection, login::Step};
 use crate::{
@@ -22,6 +25,7 @@ use crate::{
     certs::{self, CertRefusal},
     clock::unix_now,
     error::JumpError,
+    fido,
     krl::Revocations,
 };
 
@@ -200,7 +204,15 @@ impl Connection {
 
     /// A certificate signed for: the whole check, then the TOTP step as
     /// after a key.
-    pub(super) async fn check_certificate(&mut self, user: &str, cert: &Certificate) -> Step {
+    /// A certificate on a security key: its `verify-required` critical
+    /// option and `no-touch-required` extension judge the signature's
+    /// flags, as sshd does (PROTOCOL.certkeys).
+    pub(super) async fn check_certificate(
+        &mut self,
+        user: &str,
+        cert: &Certificate,
+        signed: Option<SecurityKeySignature>,
+    ) -> Step {
         self.state.tried();
         self.progress.attempt();
         if let Some(refused) = self.implausible(user, Method::Publickey) {
@@ -221,8 +233,17 @@ impl Connection {
         };
         let fp = cert.public_key().fingerprint(HashAlg::Sha256).to_string();
         audit::certificate(&self.who, user, &info);
+        let required = fido::Required::of_certificate(cert);
+        let algorithm = cert.public_key().algorithm();
+        let whole = match self
+            .security_key(user, &fp, algorithm, required, signed)
+            .await
+        {
+            Ok(whole) => whole,
+            Err(refused) => return refused,
+        };
         let credential = Credential::Certificate(Arc::new(cert.clone()));
-        self.proven(user, fp, credential, &config).await
+        self.proven(user, fp, credential, &config, whole).await
     }
 
     /// russh refused it before we saw it (expired, not yet valid, a bad

@@ -4,7 +4,10 @@
 
 use russh::{
     Channel, ChannelId, ChannelOpenFailure,
-    server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, Session, VerifiedPublicKey},
+    server::{
+        Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Response, SecurityKeySignature, Session,
+        VerifiedPublicKey,
+    },
 };
 use tokio::time::Instant;
 use tracing::debug;
@@ -61,9 +64,12 @@ impl russh::server::Handler for Connection {
         &mut self,
         user: &str,
         certificate: &russh::keys::Certificate,
+        security_key: Option<SecurityKeySignature>,
     ) -> Result<Auth, Self::Error> {
         let started = Instant::now();
-        let step = self.check_certificate(user, certificate).await;
+        let step = self
+            .check_certificate(user, certificate, security_key)
+            .await;
         Ok(padded(started, step).await)
     }
 

@@ -22,6 +22,7 @@ use crate::{
     auth::{self, Access, AfterKey, Credential},
     clock::unix_now,
     error::JumpError,
+    fido,
     sessions::{self, Factors, Login},
     totp::{CodeRefusal, Verdict},
 };
@@ -183,7 +184,7 @@ impl Connection {
     }
 
     /// A proven key (or certificate) refused after all: audited, rejected.
-    fn key_rejected(&self, user: &str, fp: &str, detail: &str) -> Step {
+    pub(super) fn key_rejected(&self, user: &str, fp: &str, detail: &str) -> Step {
         audit::auth(
             &self.who,
             user,
@@ -217,24 +218,64 @@ impl Connection {
         if let Some(why) = auth::key_refusal(jump, user, key.public_key.key_data(), &revoked) {
             return self.key_rejected(user, &fp, why);
         }
+        let options = jump
+            .user(user)
+            .and_then(|u| {
+                u.keys
+                    .iter()
+                    .find(|k| k.key_data() == key.public_key.key_data())
+            })
+            .map(|k| k.options)
+            .unwrap_or_default();
+        let whole = match self
+            .security_key(
+                user,
+                &fp,
+                key.public_key.algorithm(),
+                fido::Required::of_key(options),
+                key.security_key,
+            )
+            .await
+        {
+            Ok(whole) => whole,
+            Err(refused) => return refused,
+        };
         let credential = Credential::Key(key.public_key.key_data().clone());
-        self.proven(user, fp, credential, &config).await
+        self.proven(user, fp, credential, &config, whole).await
     }
 
     /// A configured user's key (or a certificate for them) was proven:
     /// the TOTP step next, or in without one.
+    /// `whole`: a verified `verify-required` security key, two factors in
+    /// one: logged in without a code, enrolled or not.
     pub(super) async fn proven(
         &mut self,
         user: &str,
         fp: String,
         credential: Credential,
         config: &Config,
+        whole: bool,
     ) -> Step {
         let Some(jump) = config.jump.as_ref() else {
             return Step::Reject(None);
         };
         let certificate = matches!(credential, Credential::Certificate(_));
         self.progress.key_proven(user, fp.clone(), credential);
+        if whole {
+            self.state.key_proven();
+            if !self.finish(user, Factors::VerifiedSecurityKey, Access::Tunnels) {
+                return Step::Reject(None);
+            }
+            audit::auth(
+                &self.who,
+                user,
+                Method::Publickey,
+                Some(&fp),
+                AuthResult::Accepted,
+                "security key verified (verify-required): a whole login, no code",
+            );
+            return Step::Accept;
+        }
         let secret_file = provisioned(config, user);
         // Whether the enrollment was read and believed: only then may a
         // grace stand in for its code.
@@ -439,7 +480,7 @@ impl Connection {
         });
         let method = match factors {
             Factors::KeyAndCode => Method::KeyboardInteractive,
-            Factors::Key | Factors::KeyAndGrace => Method::Publickey,
+            Factors::Key | Factors::VerifiedSecurityKey | Factors::KeyAndGrace => Method::Publickey,
         };
         let login = Login {
             who: self.who.clone(),

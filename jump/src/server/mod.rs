@@ -8,6 +8,8 @@
 //!   (login grace, idle, offboarding cut, shutdown);
 //! - `handler`: the russh `Handler`, a few lines per method that delegate;
 //! - `login`: the key and code checks and the rejection padding;
+//! - `security_key`: an `sk-` signature's flags judged, its counter
+//!   compared, both audited;
 //! - `channels`: session channels, exec, pty, shell and every refusal;
 //! - `tunnel`: checking, dialling and pumping one tunnel;
 //! - `ssh_config`: russh's settings, rebuilt when the limits change;
@@ -26,6 +28,7 @@ mod grace;
 mod handler;
 mod login;
 mod own;
+mod security_key;
 mod severable;
 mod ssh_config;
 mod tunnel;
@@ -47,8 +50,8 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::warn;
 
 use crate::{
-    audit::Who, bans::BanKeeper, error::JumpError, fleet::Fleet, gate::Gate, hostkey,
-    sessions::Sessions, store, totp::TotpStore, workers::Workers,
+    audit::Who, bans::BanKeeper, error::JumpError, fido_counters::FidoCounters, fleet::Fleet,
+    gate::Gate, hostkey, sessions::Sessions, store, totp::TotpStore, workers::Workers,
 };
 
 pub(crate) use ssh_config::count;
@@ -113,6 +116,8 @@ pub(crate) struct Shared {
     headers: Arc<std::sync::Mutex<crate::header_wait::HeaderWait>>,
     /// `jump.user_ca.revoked_keys_file`, as last read.
     revoked: certificate::Revoked,
+    /// The highest security-key counter seen per user and key.
+    fido_counters: FidoCounters,
     /// Each user's [`ssh_config::USER_WINDOWS`], while they have a session
     /// drawing from it (so at most one per configured user).
     user_windows: Mutex<HashMap<String, Weak<WindowPool>>>,
@@ -222,6 +227,7 @@ pub async fn serve(
         next_conn: AtomicU64::new(1),
         gate: Mutex::new(Arc::new(Gate::new(&jump.limits))),
         bans,
+        fido_counters: FidoCounters::new(&first.state_dir, fleet.clone()),
         fleet,
         sessions: Sessions::default(),
         ssh: ssh_config::SshSettings::new(jump, host_key, host_cert),

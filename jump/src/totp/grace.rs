@@ -134,8 +134,8 @@ pub(crate) fn kept(
         return jump.user_ca.as_ref().is_some_and(|ca| !ca.keys.is_empty());
     }
     account.keys.iter().any(|k| {
-        k.fingerprint(HashAlg::Sha256).to_string() == grace.fingerprint
-            && !revoked.key(k.key_data())
+        k.key.fingerprint(HashAlg::Sha256).to_string() == grace.fingerprint
+            && !revoked.key(k.key.key_data())
     })
 }
 
@@ -378,6 +378,7 @@ mod tests {
         };
         let with = config(&format!("    sean:\n      keys: [\"{key}\"]\n"));
         let fp = with.jump.as_ref().expect("jump").users[0].keys[0]
+            .key
             .fingerprint(HashAlg::Sha256)
             .to_string();
         let none = Revocations::default();

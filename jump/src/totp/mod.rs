@@ -25,6 +25,7 @@ mod verify;
 pub use grace::Grace;
 pub(crate) use grace::{find as find_grace, notice as grace_notice, source_of as grace_source};
 pub use store::TotpStore;
+pub(crate) use user_map::UserMap;
 
 /// A TOTP shared secret. Its `Debug` never prints it.
 #[derive(Clone, PartialEq, Eq)]

@@ -1,10 +1,12 @@
 //! A small JSON map, user -> `T`, in the state folder: the fleet's memory
 //! of enrollments (`fleet-seen.json`) and of used codes
-//! (`fleet-steps.json`). Read as every state file is (a trusted folder and
+//! (`fleet-steps.json`); the security-key counters seen
+//! (`sk-counters.json`). Read as every state file is (a trusted folder and
 //! file, a cap), changed under one lock and written atomically, always off
 //! the runtime threads.
 //!
-//! Owns only the file; what `T` means is its callers' (`seen`, `floor`).
+//! Owns only the file; what `T` means is its callers' (`seen`, `floor`,
+//! `fido_counters`).
 
 use std::{
     collections::BTreeMap,
@@ -61,10 +63,22 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> UserMap<T> {
         user: &str,
         change: impl FnOnce(&mut Option<T>) + Send + 'static,
     ) -> Result<(), JumpError> {
+        self.update_keeping(user, |_| true, change).await
+    }
+
+    /// [`Self::update`], dropping the entries of the users `keep` refuses
+    /// (no longer configured) in the same write.
+    pub(crate) async fn update_keeping(
+        &self,
+        user: &str,
+        keep: impl Fn(&str) -> bool + Send + 'static,
+        change: impl FnOnce(&mut Option<T>) + Send + 'static,
+    ) -> Result<(), JumpError> {
         let _held = self.lock.lock().await;
         let (path, user) = (self.path.clone(), user.to_owned());
         tokio::task::spawn_blocking(move || {
             let mut all = Self::read(&path)?;
+            all.retain(|u, _| keep(u));
             let mut entry = all.remove(&user);
             change(&mut entry);
             if let Some(entry) = entry {

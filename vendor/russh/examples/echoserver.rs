@@ -103,6 +103,7 @@ impl server::Handler for Server {
         &mut self,
         _user: &str,
         _certificate: &Certificate,
+        _security_key: Option<server::SecurityKeySignature>,
     ) -> Result<server::Auth, Self::Error> {
         Ok(server::Auth::Accept)
     }

@@ -1582,6 +1582,7 @@ mod future_certificate {
                     &mut self,
                     _user: &str,
                     cert: &ssh_key::Certificate,
+                    _security_key: Option<server::SecurityKeySignature>,
                 ) -> Result<server::Auth, Self::Error> {
                     // Validate the certificate is signed by our CA
                     // In a real server, you'd properly verify the CA signature

@@ -1628,16 +1628,21 @@ impl Encrypted {
                             Ok(Verifier::verify(&pubkey, &buf, &sig).is_ok())
                         })? {
                             debug!("signature verified");
+                            // (patch 0008) What a security key signed with it.
+                            let security_key = SecurityKeySignature::of(&sig);
                             let auth = match pk_or_cert {
                                 PublicKeyOrCertificate::PublicKey { ref key, .. } => {
                                     let key = VerifiedPublicKey {
                                         public_key: key,
                                         algorithm: &algorithm,
+                                        security_key,
                                     };
                                     handler.auth_publickey(user, key).await?
                                 }
                                 PublicKeyOrCertificate::Certificate(ref cert) => {
-                                    handler.auth_openssh_certificate(user, cert).await?
+                                    handler
+                                        .auth_openssh_certificate(user, cert, security_key)
+                                        .await?
                                 }
                             };
 

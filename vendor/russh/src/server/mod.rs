@@ -258,6 +258,64 @@ pub struct VerifiedPublicKey<'a> {
     /// algorithm named in the request (`ssh-rsa`, `rsa-sha2-256`,
     /// `ssh-ed25519`, ...).
     pub algorithm: &'a ssh_key::Algorithm,
+    /// (patch 0008) For a FIDO security key (`sk-*` algorithm): the flags
+    /// and counter the authenticator signed with the request. russh checks
+    /// neither; see [`SecurityKeySignature`].
+    pub security_key: Option<SecurityKeySignature>,
+}
+
+/// (patch 0008) What a FIDO security key signs besides the message
+/// (OpenSSH `PROTOCOL.u2f`: SHA-256(application) ‖ flags ‖ counter ‖
+/// SHA-256(message)), for [`Handler::auth_publickey`] and
+/// [`Handler::auth_openssh_certificate`].
+///
+/// russh verifies the signature over these bytes but judges neither: a
+/// signature made without touching the key (no [`Self::USER_PRESENT`])
+/// verifies like any other. OpenSSH's sshd refuses it unless the key's
+/// `authorized_keys` line says `no-touch-required`, and refuses one without
+/// [`Self::USER_VERIFIED`] where the line says `verify-required`
+/// (`auth2-pubkey.c`, `user_key_allowed`); that policy is the handler's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecurityKeySignature {
+    /// The authenticator's flags (`SSH_SK_USER_PRESENCE_REQD` 0x01,
+    /// `SSH_SK_USER_VERIFICATION_REQD` 0x04, ...).
+    pub flags: u8,
+    /// The authenticator's signature counter (0 for tokens without one).
+    pub counter: u32,
+}
+
+impl SecurityKeySignature {
+    /// The user touched the key (FIDO "user present").
+    pub const USER_PRESENT: u8 = 0x01;
+    /// The key checked its PIN or a fingerprint (FIDO "user verified").
+    pub const USER_VERIFIED: u8 = 0x04;
+
+    /// The flags and counter of an `sk-ssh-ed25519@openssh.com` or
+    /// `sk-ecdsa-sha2-nistp256@openssh.com` signature: `ssh_key` keeps them
+    /// as its last five bytes. `None` for any other algorithm.
+    pub fn of(signature: &ssh_key::Signature) -> Option<Self> {
+        if !matches!(
+            signature.algorithm(),
+            ssh_key::Algorithm::SkEd25519 | ssh_key::Algorithm::SkEcdsaSha2NistP256
+        ) {
+            return None;
+        }
+        let (_, &[flags, c0, c1, c2, c3]) = signature.as_bytes().split_last_chunk::<5>()?;
+        Some(Self {
+            flags,
+            counter: u32::from_be_bytes([c0, c1, c2, c3]),
+        })
+    }
+
+    /// Was the key touched?
+    pub fn user_present(&self) -> bool {
+        self.flags & Self::USER_PRESENT != 0
+    }
+
+    /// Did the key verify its user (PIN or fingerprint)?
+    pub fn user_verified(&self) -> bool {
+        self.flags & Self::USER_VERIFIED != 0
+    }
 }
 
 /// Server handler. Each client will have their own handler.
@@ -348,6 +406,11 @@ pub trait Handler: Sized {
     /// is called after the signature has been verified and key
     /// ownership has been confirmed.
     ///
+    /// (patch 0008) `security_key`: for a certificate on a FIDO security
+    /// key, the flags and counter its signature carried (see
+    /// [`SecurityKeySignature`]; the certificate's `verify-required` and
+    /// `no-touch-required` are the handler's to apply).
+    ///
     /// Russh makes sure rejection takes a constant [`Config::auth_rejection_time`],
     /// except if this method takes more than that.
     #[allow(unused_variables)]
@@ -355,6 +418,7 @@ pub trait Handler: Sized {
         &mut self,
         user: &str,
         certificate: &Certificate,
+        security_key: Option<SecurityKeySignature>,
     ) -> impl Future<Output = Result<Auth, Self::Error>> + Send {
         async { Ok(Auth::reject()) }
     }
@@ -1361,4 +1425,50 @@ async fn reply<H: Handler + Send>(
 
     // Handle key exchange/re-exchange.
     session.server_read_encrypted(handler, pkt).await
+}
+
+#[cfg(test)]
+mod security_key_tests {
+    // (patch 0008) The flags and counter handed to the handler.
+    use ssh_encoding::{Decode, Encode};
+
+    use super::SecurityKeySignature;
+
+    fn wire(algorithm: &str, sig: &[u8], trailer: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        algorithm.encode(&mut out).unwrap();
+        sig.encode(&mut out).unwrap();
+        out.extend_from_slice(trailer);
+        out
+    }
+
+    #[test]
+    fn flags_and_counter_of_an_sk_signature() {
+        let bytes = wire(
+            "sk-ssh-ed25519@openssh.com",
+            &[7; 64],
+            &[0x05, 0x12, 0x34, 0x56, 0x78],
+        );
+        let sig = ssh_key::Signature::decode(&mut bytes.as_slice()).unwrap();
+        let sk = SecurityKeySignature::of(&sig).unwrap();
+        assert_eq!(sk.flags, 0x05);
+        assert_eq!(sk.counter, 0x1234_5678);
+        assert!(sk.user_present() && sk.user_verified());
+
+        let untouched = wire("sk-ssh-ed25519@openssh.com", &[7; 64], &[0, 0, 0, 0, 9]);
+        let sig = ssh_key::Signature::decode(&mut untouched.as_slice()).unwrap();
+        let sk = SecurityKeySignature::of(&sig).unwrap();
+        assert!(!sk.user_present() && !sk.user_verified());
+        assert_eq!(sk.counter, 9);
+    }
+
+    #[test]
+    fn other_signatures_have_none() {
+        let bytes = wire("ssh-ed25519", &[7; 64], &[]);
+        let sig = ssh_key::Signature::decode(&mut bytes.as_slice()).unwrap();
+        assert_eq!(SecurityKeySignature::of(&sig), None);
+        // An sk signature cut short of its trailer does not decode at all.
+        let short = wire("sk-ssh-ed25519@openssh.com", &[7; 64], &[1, 0]);
+        assert!(ssh_key::Signature::decode(&mut short.as_slice()).is_err());
+    }
 }
