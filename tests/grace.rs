@@ -84,6 +84,45 @@ fn code_login(g: &Gatehouse, skip: usize, user: &str) -> Value {
 }
 
 #[test]
+fn check_shows_each_users_grace_and_locates_a_bad_one() {
+    let (sean, ana) = (SshClient::new(), SshClient::new());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = yaml(
+        &[("sean", &[&sean], "short"), ("ana", &[&ana], "dev")],
+        &[22],
+    );
+    std::fs::write(dir.path().join("g.yaml"), &text).expect("write");
+    let out = gatehouse(&["check", "--config", "g.yaml"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("; 2 users, 2 groups, mfa required, mfa_grace 30m\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  user sean: 1 keys, groups [short], mfa_grace 2s\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  user ana: 1 keys, groups [dev], mfa_grace 30m\n"),
+        "{stdout}"
+    );
+
+    std::fs::write(
+        dir.path().join("g.yaml"),
+        text.replace("mfa_grace: 2s", "mfa_grace: 1h"),
+    )
+    .expect("write");
+    let out = gatehouse(&["check", "--config", "g.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "g.yaml:10:52: jump.groups.short.mfa_grace: 3600s is more than jump.mfa_grace (1800s): a \
+         group may only lower it"
+    );
+}
+
+#[test]
 fn the_seed_proxycommand_asks_one_code_then_none_for_this_key_from_here() {
     let mut laptop = SshClient::new();
     let mut other_key = SshClient::new();

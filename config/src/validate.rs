@@ -202,8 +202,12 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
         c.problem("jump.banner", "is longer than 2048 bytes");
     }
     let totp = totp(c, raw.totp);
-    let mfa_grace =
-        grace::mfa_grace(c, "jump.mfa_grace", raw.mfa_grace.as_deref()).unwrap_or(Duration::ZERO);
+    // `None`: written but refused (its problem is recorded; groups are
+    // not compared with it).
+    let mfa_grace = match raw.mfa_grace.as_deref() {
+        None => Some(Duration::ZERO),
+        text => grace::mfa_grace(c, "jump.mfa_grace", text),
+    };
     let connect_timeout = c.duration(
         "jump.connect_timeout",
         raw.connect_timeout.as_deref(),
@@ -261,7 +265,7 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
         listen,
         banner: raw.banner,
         mfa,
-        mfa_grace,
+        mfa_grace: mfa_grace.unwrap_or(Duration::ZERO),
         totp,
         connect_timeout,
         limits,

@@ -20,7 +20,7 @@ fn parse_grace(text: &str) -> Result<Duration, String> {
         return Err("must be whole seconds, e.g. 30s, 5m, 8h".into());
     }
     if grace > MAX_MFA_GRACE {
-        return Err("at most 12h: the grace spares a code, not a workday's logins".into());
+        return Err("at most 12h: one code a working day at the very most".into());
     }
     Ok(grace)
 }
@@ -30,15 +30,19 @@ pub(super) fn mfa_grace(c: &mut Checker<'_>, path: &str, text: Option<&str>) -> 
     c.value(path, text?, parse_grace)
 }
 
-/// A group's `mfa_grace`, which may only lower `jump_wide`.
+/// A group's `mfa_grace`, which may only lower `jump_wide` (`None`: that
+/// one was refused, so no comparison).
 pub(super) fn group_mfa_grace(
     c: &mut Checker<'_>,
     group: &str,
     text: Option<&str>,
-    jump_wide: Duration,
+    jump_wide: Option<Duration>,
 ) -> Option<Duration> {
     let path = format!("{group}.mfa_grace");
     let grace = mfa_grace(c, &path, text)?;
+    let Some(jump_wide) = jump_wide else {
+        return Some(grace);
+    };
     if grace > jump_wide {
         c.problem(
             &path,
@@ -119,10 +123,7 @@ mod tests {
     fn bad_graces_are_located() {
         assert_eq!(
             errors(&config("  mfa_grace: 13h\n", "")),
-            [
-                "3:14: jump.mfa_grace: \"13h\": at most 12h: the grace spares a code, not a \
-                 workday's logins"
-            ]
+            ["3:14: jump.mfa_grace: \"13h\": at most 12h: one code a working day at the very most"]
         );
         assert_eq!(
             errors(&config("  mfa_grace: 1500ms\n", "")),
@@ -138,6 +139,11 @@ mod tests {
                 "16:18: jump.groups.prod.mfa_grace: 600s is more than jump.mfa_grace (300s): a \
                  group may only lower it"
             ]
+        );
+        // A refused jump-wide grace is no yardstick for the groups'.
+        assert_eq!(
+            errors(&config("  mfa_grace: 13h\n", "      mfa_grace: 10m\n")).len(),
+            1
         );
         assert_eq!(
             errors(&config("", "      mfa_grace: 10m\n")),
