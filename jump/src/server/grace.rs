@@ -78,6 +78,9 @@ impl Connection {
         config: &Config,
     ) -> Option<Step> {
         let allowed = Self::grace_allowed(config, user);
+        if allowed.is_zero() {
+            return None;
+        }
         let (fp, certificate) = match self.progress.credential() {
             Some((proven, credential)) if proven == user => (
                 self.progress.fingerprint()?.to_owned(),
@@ -85,9 +88,6 @@ impl Connection {
             ),
             _ => return None,
         };
-        if allowed.is_zero() {
-            return None;
-        }
         let now = unix_now();
         let source = grace_source(self.who.peer.ip());
         let grace = Grace {
