@@ -74,21 +74,34 @@ pub fn summary(config: &Config) -> String {
     let mut out = format!("{}: OK\n", config.source.display());
     match &config.jump {
         Some(jump) => {
+            // Said only when on (issue 28): what each user gets, the
+            // smallest of their groups'.
+            let grace = |d: std::time::Duration| {
+                if jump.mfa_grace.is_zero() {
+                    String::new()
+                } else if d.is_zero() {
+                    ", mfa_grace off".to_owned()
+                } else {
+                    format!(", mfa_grace {}", humantime::format_duration(d))
+                }
+            };
             out += &format!(
-                "jump: listen {}; {} users, {} groups, mfa {}\n",
+                "jump: listen {}; {} users, {} groups, mfa {}{}\n",
                 addrs(&jump.listen),
                 jump.users.len(),
                 jump.groups.len(),
                 match jump.mfa {
                     Mfa::Required => "required",
                     Mfa::Optional => "optional",
-                }
+                },
+                grace(jump.mfa_grace)
             );
             for (name, user) in &jump.users {
                 out += &format!(
-                    "  user {name}: {} keys, groups [{}]\n",
+                    "  user {name}: {} keys, groups [{}]{}\n",
                     user.keys.len(),
-                    user.groups.join(", ")
+                    user.groups.join(", "),
+                    grace(jump.mfa_grace_for(name.as_str()))
                 );
                 for key in &user.keys {
                     if let Some(login) = key.security_key_login() {

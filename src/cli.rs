@@ -111,6 +111,18 @@ pub enum TotpAction {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// List USER's MFA graces (source, key fingerprint, until); `--end`
+    /// ends them all (a running server asks the code at the next login).
+    Grace {
+        /// The user, as named in `jump.users`.
+        user: String,
+        /// End every grace of USER.
+        #[arg(long)]
+        end: bool,
+        /// Config file [default: /etc/gatehouse/gatehouse.yaml].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
     /// Show whether USER is enrolled, since when, and recovery codes left.
     Status {
         /// The user, as named in `jump.users`.

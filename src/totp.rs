@@ -85,6 +85,7 @@ pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        TotpAction::Grace { user, end, config } => grace(&user, end, config.as_deref()),
         TotpAction::Status { user, config } => {
             let (config, provisioned) = user_config(config.as_deref(), &user)?;
             let status = block_on(async {
@@ -122,4 +123,52 @@ pub fn totp(action: TotpAction) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Unix time `t` as RFC 3339 (UTC, seconds).
+fn rfc3339(t: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// `gatehouse totp grace USER [--end]` (issue 28).
+fn grace(user: &str, end: bool, config: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (config, _) = user_config(config, user)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if end {
+        let ended =
+            block_on(async { TotpStore::for_config(&config).await?.end_graces(user).await })?
+                .with_context(|| format!("ending {user}'s MFA graces"))?;
+        println!("{user}: {ended} MFA grace(s) ended; their next login asks a code.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let graces = block_on(async { TotpStore::for_config(&config).await?.graces(user).await })?
+        .with_context(|| format!("reading {user}'s MFA graces"))?;
+    // As a login judges them: a grace begun under a longer mfa_grace ends
+    // when the current one says.
+    let allowed = config
+        .jump
+        .as_ref()
+        .map_or(0, |j| j.mfa_grace_for(user).as_secs());
+    let live: Vec<_> = graces
+        .iter()
+        .map(|g| (g, g.until.min(g.began.saturating_add(allowed))))
+        .filter(|(_, until)| *until > now)
+        .collect();
+    if live.is_empty() {
+        println!("{user}: no MFA grace");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:<52} until", "source", "key");
+    for (g, until) in live {
+        println!(
+            "{:<24} {:<52} {}",
+            g.source_shown(),
+            g.fingerprint,
+            rfc3339(until)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,8 @@ mod fleet_trust;
 mod fleet_failover;
 // Three hosts on one Redis behind a real HAProxy (PROXY v2): codes once, bans everywhere, the client's address.
 mod fleet_balanced;
+// MFA grace (issue 28): the seed's ProxyCommand without ControlMaster asks one code per key and source; --end, reset, key removal, expiry; paramiko, asyncssh; two hosts on one Redis, a forged grace refused.
+mod grace;
 // SSH jump host: key + TOTP, grants, -W/-J/nc tunnels, refusals, audit events.
 mod jump;
 // Attacks with real clients (OpenSSH, asyncssh, raw sockets), each asserting the bound it meets: slot holding, prompt closes, SHA-1 signatures, huge names, garbage, re-key storms, per-user caps, reloads, refused destinations.

@@ -45,8 +45,8 @@ pub use load::{load, parse};
 pub use locate::Location;
 pub use model::{
     AdminConfig, BanPolicy, Config, DnsConfig, DnsRateLimit, Group, JumpConfig, Limits, LogConfig,
-    LogFormat, LogLevel, Mfa, OnOutage, PublicKey, Record, RedisState, RedisTarget, ReverseZone,
-    StateConfig, TotpSettings, User, UserCa, Zone,
+    LogFormat, LogLevel, MAX_MFA_GRACE, Mfa, OnOutage, PublicKey, Record, RedisState, RedisTarget,
+    ReverseZone, StateConfig, TotpSettings, User, UserCa, Zone,
 };
 pub use reload::{ReloadStatus, Reloader, restart_needed};
 pub use reverse::{pointer_name, reverse_zone};

@@ -152,6 +152,11 @@ pub struct JumpConfig {
     pub banner: Option<String>,
     /// Whether users without a TOTP enrollment may tunnel.
     pub mfa: Mfa,
+    /// After a key + code login, how long the same key from the same
+    /// source needs no code (issue 28); zero: off. At most
+    /// [`MAX_MFA_GRACE`]; a user gets the smallest of this and their
+    /// groups' (see [`JumpConfig::mfa_grace_for`]).
+    pub mfa_grace: Duration,
     /// TOTP parameters.
     pub totp: TotpSettings,
     /// Timeout for dialling internal hosts.
@@ -178,7 +183,22 @@ impl JumpConfig {
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.get(name)
     }
+
+    /// `name`'s MFA grace: the smallest of `jump.mfa_grace` and their
+    /// groups' `mfa_grace`; zero (off) for a user not configured.
+    pub fn mfa_grace_for(&self, name: &str) -> Duration {
+        let Some(user) = self.user(name) else {
+            return Duration::ZERO;
+        };
+        user.groups
+            .iter()
+            .filter_map(|g| self.groups.get(g)?.mfa_grace)
+            .fold(self.mfa_grace, Duration::min)
+    }
 }
+
+/// The longest `mfa_grace` (issue 28): a workday, not a week.
+pub const MAX_MFA_GRACE: Duration = Duration::from_secs(12 * 3600);
 
 /// Trusted user certificate authorities.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,6 +287,8 @@ pub struct User {
 pub struct Group {
     /// Allowed destinations.
     pub allow: Vec<Grant>,
+    /// Lowers `jump.mfa_grace` for the group's members.
+    pub mfa_grace: Option<Duration>,
 }
 
 /// The DNS server.

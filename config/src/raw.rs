@@ -59,6 +59,7 @@ pub(crate) struct RawJump {
     pub listen: Vec<String>,
     pub banner: Option<String>,
     pub mfa: Option<String>,
+    pub mfa_grace: Option<String>,
     #[serde(default)]
     pub totp: RawTotp,
     pub connect_timeout: Option<String>,
@@ -137,6 +138,7 @@ pub(crate) struct RawUser {
 pub(crate) struct RawGroup {
     #[serde(default)]
     pub allow: Vec<String>,
+    pub mfa_grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

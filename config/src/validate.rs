@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use ssh_key::PublicKey;
 
 mod dns;
+mod grace;
 mod records;
 mod redis;
 
@@ -201,6 +202,12 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
         c.problem("jump.banner", "is longer than 2048 bytes");
     }
     let totp = totp(c, raw.totp);
+    // `None`: written but refused (its problem is recorded; groups are
+    // not compared with it).
+    let mfa_grace = match raw.mfa_grace.as_deref() {
+        None => Some(Duration::ZERO),
+        text => grace::mfa_grace(c, "jump.mfa_grace", text),
+    };
     let connect_timeout = c.duration(
         "jump.connect_timeout",
         raw.connect_timeout.as_deref(),
@@ -235,7 +242,8 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
             .enumerate()
             .filter_map(|(i, g)| c.value(&format!("{path}.allow[{i}]"), g, str::parse::<Grant>))
             .collect();
-        groups.insert(name, Group { allow });
+        let mfa_grace = grace::group_mfa_grace(c, &path, group.mfa_grace.as_deref(), mfa_grace);
+        groups.insert(name, Group { allow, mfa_grace });
     }
 
     let user_ca = raw.user_ca.map(|ca| user_ca(c, ca));
@@ -257,6 +265,7 @@ fn jump(c: &mut Checker<'_>, raw: RawJump) -> JumpConfig {
         listen,
         banner: raw.banner,
         mfa,
+        mfa_grace: mfa_grace.unwrap_or(Duration::ZERO),
         totp,
         connect_timeout,
         limits,

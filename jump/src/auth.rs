@@ -109,11 +109,24 @@ struct Proven {
     credential: Credential,
 }
 
+/// A right code that began an MFA grace (issue 28): the client was told
+/// so in a second prompt-less round of keyboard-interactive, and its
+/// answer completes the login.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeAccepted {
+    /// What the code login's audit line says.
+    pub detail: String,
+    /// When the grace it began ends (unix time).
+    pub until: u64,
+}
+
 /// Per-connection progress through authentication.
 #[derive(Debug, Default)]
 pub struct AuthProgress {
     /// The user whose key signature was verified by the latest attempt.
     proven: Option<Proven>,
+    /// A right code waiting for the client to take its notice.
+    told: Option<CodeAccepted>,
     /// Set once authentication completed.
     access: Option<Access>,
 }
@@ -127,7 +140,19 @@ impl AuthProgress {
     pub fn attempt(&mut self) {
         if self.access.is_none() {
             self.proven = None;
+            self.told = None;
         }
+    }
+
+    /// The code was right and the client is being told of its grace.
+    pub fn told(&mut self, accepted: CodeAccepted) {
+        self.told = Some(accepted);
+    }
+
+    /// The right code whose notice this answer takes, if one waits; any
+    /// other keyboard-interactive request forgets it.
+    pub fn take_told(&mut self) -> Option<CodeAccepted> {
+        self.told.take()
     }
 
     /// A signature for `user` with `credential` was verified.

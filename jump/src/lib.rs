@@ -103,4 +103,4 @@ pub fn prepare_state(state_dir: &std::path::Path) -> Result<(), JumpError> {
     check_state_dir(state_dir)?;
     hostkey::load_or_generate(state_dir).map(drop)
 }
-pub use totp::{Status, TotpStore};
+pub use totp::{Grace, Status, TotpStore};

@@ -36,6 +36,16 @@ pub(crate) enum Factors {
     /// A `verify-required` security key that verified its user (PIN or
     /// fingerprint): two factors in one signature, no code.
     VerifiedSecurityKey,
+    /// The key, within an MFA grace begun by a code (issue 28).
+    KeyAndGrace,
+}
+
+impl Factors {
+    /// Does the login stand on a TOTP code (typed now, or within the
+    /// grace it began)? A reset of the enrollment takes it away.
+    fn used_a_code(self) -> bool {
+        matches!(self, Factors::KeyAndCode | Factors::KeyAndGrace)
+    }
 }
 
 /// One login, as registered.
@@ -202,7 +212,7 @@ impl Sessions {
     pub(crate) fn users_with_codes(&self) -> BTreeSet<String> {
         self.live()
             .values()
-            .filter(|l| l.factors == Factors::KeyAndCode)
+            .filter(|l| l.factors.used_a_code())
             .map(|l| l.user.clone())
             .collect()
     }
@@ -210,10 +220,7 @@ impl Sessions {
     /// `user`'s enrollment is gone: cut their sessions that used a code.
     pub(crate) fn enrollment_gone(&self, user: &str) {
         for login in self.live().values() {
-            if login.user == user
-                && login.factors == Factors::KeyAndCode
-                && !login.cut.is_cancelled()
-            {
+            if login.user == user && login.factors.used_a_code() && !login.cut.is_cancelled() {
                 audit::offboarded(&login.who, user, "TOTP enrollment reset");
                 login.cut.cancel();
             }

@@ -131,6 +131,41 @@ fn ansible_with_the_paramiko_plugin_over_a_controlmaster() {
     g.audit("tunnel_opened", |v| v["dialled"] == sshd.addr.to_string());
 }
 
+/// `mfa_grace` (issue 28) for automation that cannot hold a ControlMaster:
+/// the paramiko plugin with a plain `proxy_command` (a new jump connection
+/// each run) asks a code once; the next run, its askpass answering only a
+/// wrong code, needs none (same key, same source, within the grace).
+#[test]
+fn ansible_with_the_paramiko_plugin_and_an_mfa_grace_types_one_code() {
+    let mut client = SshClient::new();
+    let sshd = Sshd::start(&client.public_key());
+    let g = Gatehouse::start(&crate::grace::yaml(
+        &[("sean", &[&client], "dev")],
+        &[sshd.addr.port()],
+    ));
+    client.add_host("jump", g.jump(), "sean");
+    let secret = g.enroll("sean");
+    client.answer_with_totp(&secret);
+    let vars = format!(
+        "ansible_connection=paramiko ansible_ssh_private_key_file={} \
+         ansible_paramiko_proxy_command='ssh -F {} -W %h:%p jump'",
+        client.key.display(),
+        client.config.display()
+    );
+    let (out, written) = playbook(&client, &sshd, "first", &vars);
+    all_ok(&out);
+    assert_eq!(written, "written by ansible\n", "{out}");
+    assert_eq!(client.prompts().len(), 1, "{:?}", client.prompts());
+    // No code helper after the first: a wrong code would be refused.
+    client.answer_with("000000");
+    let (out, written) = playbook(&client, &sshd, "second", &vars);
+    all_ok(&out);
+    assert_eq!(written, "written by ansible\n", "{out}");
+    assert_eq!(client.prompts().len(), 1, "{:?}", client.prompts());
+    assert_eq!(code_results(&g), ["accepted"]);
+    g.audit("auth", |v| v["user"] == "sean" && v["grace_step"].is_u64());
+}
+
 /// `ansible_ssh_common_args` for the OpenSSH plugin through `jump`, with
 /// the ssh config `config`.
 fn proxyjump_args(config: &std::path::Path) -> String {

@@ -45,7 +45,9 @@ def via_paramiko(args):
     needed = transport.auth_publickey(args.user, key)
     say("after key", ",".join(needed) or "authenticated")
 
-    def answer(_title, _instructions, prompts):
+    def answer(_title, instructions, prompts):
+        if instructions:
+            say("notice", instructions.strip())
         for prompt, _echo in prompts:
             say("prompt", prompt.strip())
         return [code(args.secret) for _ in prompts]
@@ -89,6 +91,8 @@ class KbdClient:
                 return ""
 
             def kbdint_challenge_received(self, name, instructions, lang, prompts):
+                if instructions:
+                    say("notice", instructions.strip())
                 for prompt, _echo in prompts:
                     say("prompt", prompt.strip())
                 return [code(secret) for _ in prompts]

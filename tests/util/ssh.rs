@@ -213,6 +213,21 @@ impl SshClient {
         self.write_askpass(&body);
     }
 
+    /// Answer the k-th prompt (from 0, as counted in the prompts file)
+    /// with the code for `secret` k steps of 30 s ahead: within the
+    /// server's skew of one step, two logins in a row each with a fresh
+    /// step (a step is accepted once).
+    pub fn answer_with_totp_ahead(&self, secret: &str) {
+        let oathtool = which("oathtool").unwrap_or_else(|| {
+            panic!("`oathtool` is not installed; run `tests/run` (it installs the test tools)")
+        });
+        self.write_askpass(&format!(
+            "k=$(($(wc -l < '{}') - 1))\nexec '{}' --totp -b '{secret}' -N \"now + $((k * 30)) seconds\"",
+            self.prompts.display(),
+            oathtool.display()
+        ));
+    }
+
     /// Answer every prompt with `code`.
     pub fn answer_with(&self, code: &str) {
         self.write_askpass(&format!("echo '{code}'"));

@@ -260,6 +260,24 @@ pub enum AuditEvent {
         result: AuthResult,
         /// Why.
         detail: String,
+        /// Let in without a code by an MFA grace (issue 28) bound to this
+        /// source (an IPv4 address or an IPv6 /64)...
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_source: Option<String>,
+        /// ...ending at this unix time...
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_until: Option<u64>,
+        /// ...begun by the code login of this TOTP step (its own `auth`
+        /// line says `totp step N`; a step is used once per user,
+        /// fleet-wide)...
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_step: Option<u64>,
+        /// ...on this connection (of the host that took the code).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        grace_conn: Option<u64>,
+        /// This code login began an MFA grace ending at this unix time.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        began_grace_until: Option<u64>,
     },
     /// A tunnel was granted and its target dialled.
     TunnelOpened {

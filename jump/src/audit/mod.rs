@@ -94,13 +94,18 @@ pub fn emit(event: &AuditEvent) {
             fingerprint,
             result,
             detail,
+            grace_source,
+            grace_until,
+            grace_step,
+            grace_conn,
+            began_grace_until,
         } => {
             let (method, result) = (method.as_str(), result.as_str());
             METRICS
                 .auth
                 .get_or_create(&labels(&[("method", method), ("result", result)]))
                 .inc();
-            info!(target: "audit", event = "auth", conn, %peer, user, method, fingerprint, result, detail);
+            info!(target: "audit", event = "auth", conn, %peer, user, method, fingerprint, result, detail, grace_source, grace_until, grace_step, grace_conn, began_grace_until);
         }
         E::TunnelOpened {
             conn,
@@ -366,6 +371,67 @@ pub(crate) fn auth(
         fingerprint: fingerprint.map(ToOwned::to_owned),
         result,
         detail: bounded(detail),
+        grace_source: None,
+        grace_until: None,
+        grace_step: None,
+        grace_conn: None,
+        began_grace_until: None,
+    });
+}
+
+/// The MFA grace that let a login in, as audited.
+pub(crate) struct GraceUse {
+    pub source: String,
+    pub until: u64,
+    pub step: u64,
+    pub conn: u64,
+}
+
+/// A login let in by an MFA grace: accepted, with the grace named.
+pub(crate) fn auth_by_grace(
+    who: &Who,
+    user: &str,
+    fingerprint: &str,
+    detail: &str,
+    grace: GraceUse,
+) {
+    emit(&AuditEvent::Auth {
+        conn: who.conn,
+        peer: who.peer,
+        user: bounded(user),
+        method: Method::Publickey,
+        fingerprint: Some(fingerprint.to_owned()),
+        result: AuthResult::Accepted,
+        detail: bounded(detail),
+        grace_source: Some(grace.source),
+        grace_until: Some(grace.until),
+        grace_step: Some(grace.step),
+        grace_conn: Some(grace.conn),
+        began_grace_until: None,
+    });
+}
+
+/// A code login accepted that began an MFA grace lasting `until`.
+pub(crate) fn auth_began_grace(
+    who: &Who,
+    user: &str,
+    fingerprint: Option<&str>,
+    detail: &str,
+    until: u64,
+) {
+    emit(&AuditEvent::Auth {
+        conn: who.conn,
+        peer: who.peer,
+        user: bounded(user),
+        method: Method::KeyboardInteractive,
+        fingerprint: fingerprint.map(ToOwned::to_owned),
+        result: AuthResult::Accepted,
+        detail: bounded(detail),
+        grace_source: None,
+        grace_until: None,
+        grace_step: None,
+        grace_conn: None,
+        began_grace_until: Some(until),
     });
 }
 

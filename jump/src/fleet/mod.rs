@@ -30,6 +30,7 @@ use crate::{
 mod bans;
 mod counters;
 mod enrollments;
+mod graces;
 mod mac;
 mod replicas;
 mod seal;

@@ -221,3 +221,58 @@ async fn security_key_counters_are_shared_and_unforgeable() {
         .expect("ttl");
     assert!(ttl > 0, "{ttl}");
 }
+
+/// Issue 28: a user's graces, shared by hosts; one edited, moved to
+/// another user or written without the seal key is refused.
+#[tokio::test]
+async fn graces_are_shared_and_a_forged_or_moved_one_is_refused() {
+    use crate::totp::Grace;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _redis = server(dir.path());
+    let one = fleet(dir.path(), 1, None).await;
+    let other = fleet(dir.path(), 1, None).await;
+    let grace = Grace {
+        fingerprint: "SHA256:abc".into(),
+        source: "203.0.113.7".parse().expect("ip"),
+        began: 1000,
+        until: 2800,
+        step: 33,
+        conn: 4,
+        certificate: false,
+    };
+    one.begin_grace("ana", &grace, &[]).await.expect("begin");
+    assert_eq!(
+        other.load_graces("ana").await.expect("load"),
+        std::slice::from_ref(&grace)
+    );
+    assert!(other.load_graces("bob").await.expect("load").is_empty());
+
+    let mut conn = one.connection().expect("conn");
+    let slot = grace.slot();
+    let stored: String = redis::AsyncCommands::hget(&mut conn, "t:grace:ana", &slot)
+        .await
+        .expect("hget");
+    // Moved to bob, as is: its MAC names ana.
+    let _: () = redis::AsyncCommands::hset(&mut conn, "t:grace:bob", &slot, &stored)
+        .await
+        .expect("hset");
+    assert!(other.load_graces("bob").await.expect("load").is_empty());
+    // Lengthened in place: the MAC no longer checks.
+    let longer = stored.replace("\"until\":2800", "\"until\":99800");
+    assert_ne!(longer, stored);
+    let _: () = redis::AsyncCommands::hset(&mut conn, "t:grace:ana", &slot, &longer)
+        .await
+        .expect("hset");
+    assert!(other.load_graces("ana").await.expect("load").is_empty());
+    // Signed under another seal key: refused too.
+    let stranger = fleet(dir.path(), 9, None).await;
+    stranger
+        .begin_grace("ana", &grace, &[])
+        .await
+        .expect("begin");
+    assert!(other.load_graces("ana").await.expect("load").is_empty());
+
+    one.begin_grace("ana", &grace, &[]).await.expect("begin");
+    assert_eq!(one.end_graces("ana").await.expect("end"), 1);
+    assert!(other.load_graces("ana").await.expect("load").is_empty());
+}

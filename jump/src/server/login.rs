@@ -39,7 +39,7 @@ const CODE_PROMPT: &str = "Verification code: ";
 pub(super) const REJECTION_TIME: Duration = Duration::from_millis(100);
 
 /// What one authentication request comes to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Step {
     /// Logged in (or, for a key probe: this key may sign).
     Accept,
@@ -49,6 +49,9 @@ pub(super) enum Step {
     AskCode,
     /// Refused; the client may go on with this method (or any).
     Reject(Option<MethodKind>),
+    /// The code was right: tell the client this (a keyboard-interactive
+    /// round with no prompt, RFC 4256 §3.2); its answer completes the login.
+    Notice(String),
 }
 
 impl Step {
@@ -68,6 +71,11 @@ impl Step {
             Step::Reject(next) => Auth::Reject {
                 proceed_with_methods: next.and_then(only),
                 partial_success: false,
+            },
+            Step::Notice(text) => Auth::Partial {
+                name: "".into(),
+                instructions: text.into(),
+                prompts: Vec::new().into(),
             },
         }
     }
@@ -269,6 +277,9 @@ impl Connection {
             return Step::Accept;
         }
         let secret_file = provisioned(config, user);
+        // Whether the enrollment was read and believed: only then may a
+        // grace stand in for its code.
+        let mut believed = true;
         let enrolled = match self
             .shared
             .totp
@@ -281,7 +292,10 @@ impl Connection {
             // refused); never offer a new enrollment meanwhile.
             // Likewise when what Redis holds is refused (issue 24): a
             // missing or forged enrollment never opens enrollment.
-            Err(JumpError::StoreUnavailable | JumpError::StoreRefused) => true,
+            Err(JumpError::StoreUnavailable | JumpError::StoreRefused) => {
+                believed = false;
+                true
+            }
             Err(error) => {
                 warn!(%error, user, "cannot read the TOTP enrollment; refusing");
                 return self.key_rejected(user, &fp, "enrollment unreadable");
@@ -291,6 +305,9 @@ impl Connection {
         self.state.key_proven();
         match auth::after_key(jump.mfa, enrolled) {
             AfterKey::AskCode => {
+                if believed && let Some(grace) = self.live_grace(user, &fp, config).await {
+                    return self.let_in_by_grace(user, &fp, grace);
+                }
                 audit::auth(
                     &self.who,
                     user,
@@ -347,9 +364,14 @@ impl Connection {
             );
             return Step::Reject(Some(MethodKind::PublicKey));
         }
+        // A new prompt forgets a notice not taken; an answer takes it.
+        let told = self.progress.take_told();
         let Some(mut response) = response else {
             return Step::AskCode;
         };
+        if let Some(told) = told {
+            return self.notice_taken(user, told);
+        }
         let fp = self.progress.fingerprint().map(ToOwned::to_owned);
         let code = response
             .next()
@@ -368,6 +390,11 @@ impl Connection {
             .verify(user, secret_file.as_deref(), &jump.totp, &code, unix_now())
             .await;
         let unavailable = matches!(verdict, Ok(Verdict::Unavailable));
+        // Only a TOTP code begins a grace: never a recovery code.
+        let totp_step = match verdict {
+            Ok(Verdict::Code { step }) => Some(step),
+            _ => None,
+        };
         let (accepted, detail) = match verdict {
             Ok(Verdict::Code { step }) => (true, format!("totp step {step}")),
             Ok(Verdict::Recovery { left }) => (true, format!("recovery code used; {left} left")),
@@ -411,6 +438,12 @@ impl Connection {
         } else {
             AuthResult::Rejected
         };
+        if accepted
+            && let Some(step) = totp_step
+            && let Some(notice) = self.begin_grace(user, step, &detail, &config).await
+        {
+            return notice;
+        }
         if accepted && !self.finish(user, Factors::KeyAndCode, Access::Tunnels) {
             return Step::Reject(None);
         }
@@ -431,7 +464,7 @@ impl Connection {
     /// Logged in with `access`: register the session for offboarding (at
     /// most `max_connections_per_user` per user; false, audited, when the
     /// user has that many already) and free the pre-auth slot.
-    fn finish(&mut self, user: &str, factors: Factors, access: Access) -> bool {
+    pub(super) fn finish(&mut self, user: &str, factors: Factors, access: Access) -> bool {
         // What the latest attempt proved: the credential that completes
         // this login, and the one offboarding will judge.
         let Some((proven, credential)) = self.progress.credential() else {
@@ -447,7 +480,7 @@ impl Connection {
         });
         let method = match factors {
             Factors::KeyAndCode => Method::KeyboardInteractive,
-            Factors::Key | Factors::VerifiedSecurityKey => Method::Publickey,
+            Factors::Key | Factors::VerifiedSecurityKey | Factors::KeyAndGrace => Method::Publickey,
         };
         let login = Login {
             who: self.who.clone(),

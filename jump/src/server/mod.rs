@@ -24,6 +24,7 @@ mod accept;
 mod certificate;
 mod channels;
 mod connection;
+mod grace;
 mod handler;
 mod login;
 mod own;
@@ -297,6 +298,7 @@ pub async fn serve(
 async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Config>>) {
     let mut tick = tokio::time::interval(HOUSEKEEPING);
     let mut interfaces = tokio::time::interval(own::REFRESH);
+    let mut previous = Arc::clone(&config.borrow());
     loop {
         tokio::select! {
             () = shared.shutdown.cancelled() => return,
@@ -310,6 +312,8 @@ async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Confi
                     shared.revoked.refresh(jump).await;
                 }
                 reload(&shared, live.jump.as_ref());
+                end_graces(&shared, previous.jump.as_ref(), live.jump.as_ref(), false).await;
+                previous = live;
             }
             _ = tick.tick() => {
                 shared.gate().purge();
@@ -320,6 +324,8 @@ async fn housekeeping(shared: Arc<Shared>, mut config: watch::Receiver<Arc<Confi
                     // A new revocation list cuts what it revokes.
                     if shared.revoked.refresh(jump).await {
                         shared.sessions.offboard(Some(jump), &shared.own.get(), &shared.revoked.list());
+                        // And ends the MFA graces of the keys it revokes.
+                        end_graces(&shared, Some(jump), Some(jump), true).await;
                     }
                 }
             }
@@ -337,6 +343,32 @@ async fn resets(shared: &Shared, jump: &JumpConfig) {
             .is_some_and(|u| u.totp_secret_file.is_some());
         if !shared.totp.still_enrolled(&user, provisioned).await {
             shared.sessions.enrollment_gone(&user);
+        }
+    }
+}
+
+/// After a reload (or, `everyone`, a new revocation list): end the MFA
+/// graces that the new config and list no longer allow (issue 28) of
+/// users removed, or whose keys or certificate authorities changed, so
+/// that putting a key back (or un-revoking it) does not bring its grace
+/// back.
+async fn end_graces(
+    shared: &Shared,
+    old: Option<&JumpConfig>,
+    new: Option<&JumpConfig>,
+    everyone: bool,
+) {
+    let Some(old) = old else {
+        return;
+    };
+    let revoked = shared.revoked.list();
+    let ca_changed = old.user_ca != new.and_then(|n| n.user_ca.clone());
+    for (name, account) in &old.users {
+        let unchanged = new
+            .and_then(|n| n.user(name.as_str()))
+            .is_some_and(|now| now.keys == account.keys);
+        if everyone || !unchanged || ca_changed {
+            shared.totp.prune_graces(new, name.as_str(), &revoked).await;
         }
     }
 }

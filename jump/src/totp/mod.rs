@@ -15,12 +15,15 @@ use std::fmt;
 use gatehouse_config::TotpSettings;
 
 mod floor;
+mod grace;
 mod seen;
 mod shared;
 mod store;
 mod user_map;
 mod verify;
 
+pub use grace::Grace;
+pub(crate) use grace::{find as find_grace, notice as grace_notice, source_of as grace_source};
 pub use store::TotpStore;
 pub(crate) use user_map::UserMap;
 

@@ -225,6 +225,8 @@ impl TotpStore {
     /// Remove the user's enrollment (`gatehouse totp reset`), from the fleet
     /// too; whether one existed.
     pub async fn remove_async(&self, user: &str) -> Result<bool, JumpError> {
+        // A grace stands on the code of this enrollment: it goes with it.
+        self.end_graces(user).await?;
         let here = self.forget_file(user).await?;
         match self.fleet_for(false) {
             Some(fleet) => fleet

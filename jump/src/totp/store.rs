@@ -46,6 +46,8 @@ pub struct TotpStore {
     pub(super) seen: super::seen::SeenFile,
     /// The highest step used per user on this host (with a fleet).
     pub(super) floor: super::floor::FloorFile,
+    /// MFA graces, with local state (issue 28).
+    pub(super) graces: super::grace::GraceFile,
 }
 
 /// The files themselves: blocking I/O, run on a blocking thread by the
@@ -166,6 +168,7 @@ impl TotpStore {
             fleet: None,
             seen: super::seen::SeenFile::new(state_dir),
             floor: super::floor::FloorFile::new(state_dir),
+            graces: super::grace::GraceFile::new(state_dir),
         }
     }
 
