@@ -42,7 +42,7 @@ def part_kex(s: Settings):
         for i, (name, proc, port, user) in enumerate(servers):
             for kex in kexes if i % 2 == 0 else list(reversed(kexes)):
                 cmd = lab.ssh(port, user, "-W", f"127.0.0.1:{one.port}", kex=kex)
-                res[(name, kex)] = measure_logins(proc, cmd, s.seq_logins * 2, 1)
+                res[(name, kex)] = measure_logins(proc, cmd, s.seq_logins * 5, 1)
                 log(f"kex {name} {kex}: {res[(name, kex)]}")
         rows, summary = [], {}
         for name, *_ in servers:

@@ -70,19 +70,23 @@ def tree_cpu(root: int) -> float:
     schedstat), plus the children each has reaped (cutime + cstime): every
     process of the tree that ran is counted once, whether it is still alive
     or was reaped (sshd's per-connection processes, the shells and nc it
-    runs). A thread that exits between two readings loses its time (tokio's
-    blocking threads live 10 s: a small undercount at most)."""
+    runs). A thread that exits between two readings still counts through
+    its process's utime + stime (tick precision), whichever is larger."""
     procs = _proc_table()
     total = 0.0
     for pid in tree_pids(root, procs):
-        total += _tasks_ns(pid) / 1e9
+        threads = _tasks_ns(pid) / 1e9
         try:
             with open(f"/proc/{pid}/stat") as f:
                 stat = f.read()
             fields = stat[stat.rfind(")") + 2 :].split()
-            total += (int(fields[13]) + int(fields[14])) / CLK_TCK
+            # utime + stime count the threads that have exited too (tokio's
+            # blocking threads), at tick precision; the live threads'
+            # schedstat is exact but forgets those: take the larger.
+            own = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            total += max(threads, own) + (int(fields[13]) + int(fields[14])) / CLK_TCK
         except OSError:
-            pass
+            total += threads
     return total
 
 
