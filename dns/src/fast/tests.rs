@@ -162,6 +162,7 @@ fn fast_and_full_paths_agree_on_thousands_of_queries() {
 fn fast_and_full_paths_agree_on_damaged_queries() {
     let mut rng = StdRng::seed_from_u64(23);
     let table = table(false);
+    let mut fast = 0usize;
     for _ in 0..20_000 {
         let mut request = request(&mut rng);
         match rng.random_range(0..3) {
@@ -172,8 +173,13 @@ fn fast_and_full_paths_agree_on_damaged_queries() {
             1 => request.truncate(rng.random_range(0..request.len())),
             _ => request.push(rng.random()),
         }
-        agree(&table, &request, Transport::Udp);
+        fast += usize::from(agree(&table, &request, Transport::Udp));
     }
+    // Most damage makes a request the fast path declines; what it still
+    // answers must match the full path (asserted in `agree`), and there
+    // must be enough of those for the comparison to mean something.
+    eprintln!("{fast} of 20000 damaged queries answered by the fast path");
+    assert!(fast > 500, "only {fast} damaged queries took the fast path"); // 937 with this seed
 }
 
 fn plain(qname: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
