@@ -111,14 +111,19 @@ impl Gatehouse {
         (child, log, stderr)
     }
 
-    /// Every JSON log line so far.
+    /// Every JSON log line so far. A line that starts as JSON and does not
+    /// parse fails the test: a malformed audit line must not go unseen.
     pub fn events(&self) -> Vec<Value> {
         let (lock, _) = &*self.log;
         lock.lock()
             .expect("log lock")
             .lines
             .iter()
-            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|l| l.starts_with('{'))
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("a log line that is not JSON ({e}): {l}"))
+            })
             .collect()
     }
 
