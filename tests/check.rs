@@ -84,7 +84,7 @@ fn run_refuses_an_invalid_config_with_the_same_message() {
     );
 }
 
-/// The config shown first on the front page (ten lines) and the whole one
+/// The config shown first on the front page (thirteen lines) and the whole one
 /// of the operator's reference both pass `check`.
 #[test]
 fn the_documented_examples_are_valid() {
