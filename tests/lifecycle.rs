@@ -63,10 +63,12 @@ fn no_config_starts_the_loopback_dev_setup() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     laptop(&mut run_cmd);
-    let mut child = run_cmd.spawn().expect("spawn");
+    // Killed on drop: the dev setup holds fixed ports (10053, 11122), and a
+    // failed `eventually` below must not leave it running for later tests.
+    let mut child = KilledOnDrop(run_cmd.spawn().expect("spawn"));
     let out = Arc::new(Mutex::new(String::new()));
     let sink = out.clone();
-    let stdout = child.stdout.take().expect("stdout");
+    let stdout = child.0.stdout.take().expect("stdout");
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Ok(mut s) = sink.lock() {
@@ -98,8 +100,7 @@ fn no_config_starts_the_loopback_dev_setup() {
     );
 
     let text = out.lock().map(|s| s.clone()).unwrap_or_default();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     hop.success().stderr_has("partial success");
     assert_eq!(hop.stdout(), "dev-hop-ok\n", "{hop}");
     assert!(text.contains("starting a loopback dev setup"), "{text}");
@@ -350,4 +351,14 @@ fn the_host_key_exists_when_ready_is_said() {
             .unwrap_or_else(|| panic!("no {event} line"))
     };
     assert!(at("host_key_generated") < at("ready"), "{events:?}");
+}
+
+/// A child process killed (and reaped) when dropped, panics included.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
