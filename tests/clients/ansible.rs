@@ -70,12 +70,7 @@ fn playbook(client: &SshClient, sshd: &Sshd, name: &str, vars: &str) -> (Output,
 /// The recap shows all four tasks ok on `target`, nothing failed.
 fn all_ok(out: &Output) {
     out.success();
-    let recap = out
-        .stdout()
-        .lines()
-        .find(|l| l.starts_with("target"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no recap line: {out}"));
+    let recap = recap(out);
     assert!(recap.contains("ok=4"), "{recap}\n{out}");
     assert!(recap.contains("failed=0"), "{recap}\n{out}");
 }
@@ -85,11 +80,7 @@ fn ansible_with_the_openssh_plugin_and_proxyjump() {
     let mut client = SshClient::new();
     let sshd = Sshd::start(&client.public_key());
     let (g, _secret) = jump_to(&sshd, &mut client);
-    let common = format!(
-        "ansible_ssh_common_args='-F {} -o ProxyJump=jump'",
-        client.config.display()
-    );
-    let (out, written) = playbook(&client, &sshd, "openssh", &common);
+    let (out, written) = playbook(&client, &sshd, "openssh", &proxyjump_args(&client.config));
     all_ok(&out);
     assert_eq!(written, "written by ansible\n", "{out}");
     // ControlPersist: every task over one connection, one code.
