@@ -34,6 +34,8 @@ impl Limit {
     pub const CONFIG: Limit = Limit::new("config file", 4 * MIB);
     /// A `keys_file` (a user's, or `user_ca`'s): ~10,000 OpenSSH keys.
     pub const KEYS_FILE: Limit = Limit::new("keys_file", MIB);
+    /// A `dns.update_keys.*.secret_file`: one key clause.
+    pub const TSIG_KEY_FILE: Limit = Limit::new("TSIG secret_file", 4 * KIB);
     /// A `totp_secret_file`: one base32 secret.
     pub const TOTP_SECRET_FILE: Limit = Limit::new("totp_secret_file", KIB);
     /// `jump.host_certificate`: one OpenSSH certificate.

@@ -16,6 +16,7 @@
 //! - `file`: the bounded reader of every file gatehouse is pointed at;
 //! - `load`: read + parse + validate;
 //! - `secret`: provisioned TOTP secret files, the one reader everyone uses;
+//! - `tsig`: TSIG key files for `dns.update_keys`;
 //! - `reload`: SIGHUP / file-change reloads published on a watch channel.
 
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ mod raw;
 mod reload;
 mod reverse;
 mod secret;
+mod tsig;
 mod validate;
 mod values;
 
@@ -46,10 +48,12 @@ pub use locate::Location;
 pub use model::{
     AdminConfig, BanPolicy, Config, DnsConfig, DnsRateLimit, Group, JumpConfig, Limits, LogConfig,
     LogFormat, LogLevel, MAX_MFA_GRACE, Mfa, OnOutage, PublicKey, Record, RedisState, RedisTarget,
-    ReverseZone, StateConfig, TotpSettings, User, UserCa, Zone,
+    ReverseZone, StateConfig, TotpSettings, TsigAlgorithm, TsigSecret, UpdateKey, User, UserCa,
+    Zone,
 };
 pub use reload::{ReloadStatus, Reloader, restart_needed};
 pub use reverse::{pointer_name, reverse_zone};
 pub use secret::{MIN_SECRET_BYTES, SecretError, parse_totp_secret, read_totp_secret_file};
+pub use tsig::{MIN_TSIG_SECRET_BYTES, TsigFileError, parse_tsig_key, read_tsig_key_file};
 pub use validate::DEFAULT_STATE_DIR;
 pub use values::{DomainName, Rate, UserName, parse_cidr, parse_duration};

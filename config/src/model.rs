@@ -307,6 +307,71 @@ pub struct DnsConfig {
     pub rate_limit: DnsRateLimit,
     /// Reverse zones answered from the records' addresses (PTR).
     pub reverse: Vec<ReverseZone>,
+    /// TSIG keys that may send RFC 2136 updates (none: updates refused).
+    pub update_keys: Vec<UpdateKey>,
+}
+
+/// A TSIG key (RFC 8945) allowed to add, replace and delete names in some
+/// zones by RFC 2136 UPDATE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateKey {
+    /// The key's name, as `nsupdate -y ALG:NAME:SECRET` sends it.
+    pub name: DomainName,
+    /// The MAC algorithm: only the SHA-2 HMACs.
+    pub algorithm: TsigAlgorithm,
+    /// The shared secret, read from `secret_file` when the config loaded.
+    pub secret: TsigSecret,
+    /// Where the secret came from (for messages).
+    pub secret_file: PathBuf,
+    /// Zones (from `dns.zones`) it may change names in.
+    pub zones: Vec<DomainName>,
+    /// How many names it may hold at once.
+    pub max_names: NonZeroU32,
+}
+
+/// A TSIG MAC algorithm gatehouse accepts (RFC 8945 §6: HMAC-SHA256 is
+/// mandatory; MD5 and SHA-1 are refused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    /// `hmac-sha256`.
+    HmacSha256,
+    /// `hmac-sha384`.
+    HmacSha384,
+    /// `hmac-sha512`.
+    HmacSha512,
+}
+
+impl TsigAlgorithm {
+    /// The name `nsupdate` and the config use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TsigAlgorithm::HmacSha256 => "hmac-sha256",
+            TsigAlgorithm::HmacSha384 => "hmac-sha384",
+            TsigAlgorithm::HmacSha512 => "hmac-sha512",
+        }
+    }
+}
+
+/// A TSIG shared secret: never printed (`Debug` shows its length only).
+#[derive(Clone, PartialEq, Eq)]
+pub struct TsigSecret(Vec<u8>);
+
+impl TsigSecret {
+    /// Wraps the decoded secret.
+    pub fn new(bytes: Vec<u8>) -> TsigSecret {
+        TsigSecret(bytes)
+    }
+
+    /// The secret's bytes, for the MAC.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TsigSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TsigSecret({} bytes)", self.0.len())
+    }
 }
 
 /// A reverse zone such as `222.168.192.in-addr.arpa` for `192.168.222.0/24`.

@@ -153,6 +153,19 @@ pub(crate) struct RawDns {
     pub rate_limit: Option<RawDnsRateLimit>,
     #[serde(default)]
     pub reverse: Vec<String>,
+    /// RFC 2136 updates: key name -> what it may do.
+    #[serde(default)]
+    pub update_keys: IndexMap<String, RawUpdateKey>,
+}
+
+/// One TSIG key allowed to send RFC 2136 updates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpdateKey {
+    pub algorithm: String,
+    pub secret_file: String,
+    pub zones: Vec<String>,
+    pub max_names: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

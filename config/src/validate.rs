@@ -17,6 +17,7 @@ mod dns;
 mod grace;
 mod records;
 mod redis;
+mod update_keys;
 
 use crate::{
     error::Problem,

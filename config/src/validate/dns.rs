@@ -109,6 +109,7 @@ pub(super) fn dns(c: &mut Checker<'_>, raw: RawDns) -> DnsConfig {
         }
         reverse.push(ReverseZone { net, name });
     }
+    let update_keys = super::update_keys::update_keys(c, raw.update_keys, &zones);
     DnsConfig {
         listen,
         ttl,
@@ -116,6 +117,7 @@ pub(super) fn dns(c: &mut Checker<'_>, raw: RawDns) -> DnsConfig {
         upstream,
         rate_limit,
         reverse,
+        update_keys,
     }
 }
 
