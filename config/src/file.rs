@@ -4,14 +4,15 @@
 //! /dev/zero` made `gatehouse check` read 6.5 GB in 20 s).
 //!
 //! Owns opening (never blocking on a FIFO; no symlinks where the caller
-//! says so), the regular-file rule and the per-kind size caps ([`Limit`]);
-//! must not interpret what it reads, and must not run on a runtime thread
+//! says so), the regular-file rule and the per-kind size caps ([`Limit`]),
+//! and the atomic private writes every state file gets ([`write_atomic`]);
+//! must not interpret what it reads or writes, and must not run on a runtime thread
 //! (it blocks: async callers use `spawn_blocking`).
 
 use std::{
     fmt,
-    fs::{File, Metadata},
-    io::{self, Read},
+    fs::{self, File, Metadata, OpenOptions},
+    io::{self, Read, Write},
     os::unix::fs::{FileTypeExt, OpenOptionsExt},
     path::Path,
 };
@@ -184,6 +185,77 @@ pub fn read_bounded_text(path: &Path, limit: &Limit) -> io::Result<String> {
 /// `bytes` as UTF-8 text, or [`FileError::NotText`].
 pub fn text(bytes: Vec<u8>) -> io::Result<String> {
     String::from_utf8(bytes).map_err(|_| FileError::NotText.into())
+}
+
+/// Create `path` (it must not exist) with mode 0600, write `bytes`, fsync.
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Write `bytes` to `path` atomically with mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent folder"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("path has no file name"))?;
+    let tmp = dir.join(format!(".{}.tmp.{}", name.to_string_lossy(), unique()));
+    let result = (|| {
+        write_private(&tmp, bytes)?;
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Write `bytes` to `path` atomically (0600) only if `path` does not exist
+/// yet; returns false, changing nothing, if it does. `link(2)` refuses an
+/// existing target, so this holds across processes too (the CLI and a
+/// running server).
+pub fn create_atomic(path: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent folder"))?;
+    let tmp = dir.join(format!(".new.{}", unique()));
+    let result = (|| {
+        write_private(&tmp, bytes)?;
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => {
+                fs::File::open(dir)?.sync_all()?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    result
+}
+
+/// A name no other writer in this process or another picks at the same
+/// time (`create_new` refuses a clash anyway).
+fn unique() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{}.{}.{nanos}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[cfg(test)]

@@ -39,7 +39,8 @@ mod values;
 
 pub use error::{ConfigError, Problem};
 pub use file::{
-    FileError, Follow, Limit, open_regular, read_bounded, read_bounded_text, read_opened, text,
+    FileError, Follow, Limit, create_atomic, open_regular, read_bounded, read_bounded_text,
+    read_opened, text, write_atomic,
 };
 pub use grant::{Grant, NamePattern, PortSet, Target};
 pub use key_line::{KeyOptions, UserKey, is_security_key};

@@ -51,7 +51,9 @@ pub enum TsigFileError {
         found: String,
     },
     /// Fewer than 128 bits.
-    #[error("the secret is {0} bytes; at least {MIN_TSIG_SECRET_BYTES} (use `tsig-keygen -a hmac-sha256 NAME`)")]
+    #[error(
+        "the secret is {0} bytes; at least {MIN_TSIG_SECRET_BYTES} (use `tsig-keygen -a hmac-sha256 NAME`)"
+    )]
     TooShort(usize),
 }
 
@@ -196,9 +198,8 @@ mod tests {
             .expect("bare");
         assert_eq!(bare.len(), 32);
         // What `tsig-keygen -a hmac-sha256 vagrant` prints.
-        let clause = format!(
-            "key \"vagrant\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{SECRET}\";\n}};\n"
-        );
+        let clause =
+            format!("key \"vagrant\" {{\n\talgorithm hmac-sha256;\n\tsecret \"{SECRET}\";\n}};\n");
         let from_clause =
             parse_tsig_key(&clause, "vagrant", TsigAlgorithm::HmacSha256).expect("clause");
         assert_eq!(from_clause, bare);

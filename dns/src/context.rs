@@ -14,7 +14,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use gatehouse_config::DnsRateLimit;
 
-use crate::{forward::MAX_FORWARDS_IN_FLIGHT, rate_limit::RateLimiter, zones::ZoneTable};
+use crate::{
+    forward::MAX_FORWARDS_IN_FLIGHT, rate_limit::RateLimiter, update::Updates, zones::ZoneTable,
+};
 
 /// What every worker loop and connection shares.
 pub(crate) struct Context {
@@ -33,6 +35,8 @@ pub(crate) struct Context {
     pub(crate) shutdown: CancellationToken,
     /// The grace period ran out: drop whatever is still in flight.
     pub(crate) abort: CancellationToken,
+    /// RFC 2136 updates: their rates, permits and the names they made.
+    pub(crate) updates: Updates,
 }
 
 impl Context {
@@ -40,6 +44,7 @@ impl Context {
     pub(crate) fn new(
         table: ZoneTable,
         policy: DnsRateLimit,
+        updates: Updates,
         shutdown: CancellationToken,
     ) -> Context {
         Context {
@@ -50,6 +55,7 @@ impl Context {
             tracker: TaskTracker::new(),
             shutdown,
             abort: CancellationToken::new(),
+            updates,
         }
     }
 }

@@ -65,6 +65,19 @@ pub enum DnsError {
         /// Which thread, and what the operating system said.
         source: gatehouse_runtime::RuntimeError,
     },
+
+    /// The dynamic names' state file is not what gatehouse wrote.
+    #[error("the dynamic names file: {0}")]
+    NamesFile(String),
+
+    /// The dynamic names' state file or its folder could not be used.
+    #[error("{path}: {source}")]
+    State {
+        /// The file or folder.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        source: io::Error,
+    },
 }
 
 impl DnsError {

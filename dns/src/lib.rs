@@ -34,6 +34,8 @@
 //! - `rate_limit`: response rate limiting and the size cap for UDP (no
 //!   reflection, no amplification); `cookie`: DNS Cookies (RFC 7873/9018),
 //!   which exempt a client that proves its address from both;
+//! - `update`: RFC 2136 updates signed with TSIG, the names they add
+//!   (kept in `state_dir`) and their audit line;
 //! - `metrics`: Prometheus counters (responses by rcode);
 //! - `resolver`: the laptop side, `/etc/resolver` and friends (text only).
 //!
@@ -69,6 +71,7 @@ mod server;
 mod tcp;
 mod tcp_slots;
 mod udp;
+mod update;
 mod zones;
 
 /// The hickory-proto crate, for the name and record types in this API.
@@ -82,6 +85,10 @@ pub use message::{EDNS_UDP_PAYLOAD, Handled, finish_forwarded, full_respond, res
 pub use metrics::register_metrics;
 pub use resolver::{Os, resolver_setup};
 pub use server::serve;
+pub use update::{
+    ALL_PER_SECOND, DnsAudit, DynamicName, MAX_ADDRS_PER_NAME, MAX_IN_FLIGHT, MAX_UPDATE_LEN,
+    Names, NamesFile, PER_NETWORK_PER_SECOND, Served, UpdateResult,
+};
 pub use zones::{AddressRecord, Lookup, ZoneApex, ZoneTable};
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::{
     tcp,
     tcp_slots::Slots,
     udp,
-    zones::ZoneTable,
+    update::{POLL, Updates},
 };
 
 /// How long in-flight work may take to finish after shutdown is asked for.
@@ -65,13 +65,17 @@ pub(crate) async fn serve_within(
     grace: Duration,
 ) -> Result<(), DnsError> {
     let first = Arc::clone(&config.borrow_and_update());
-    let (table, policy) = match &first.dns {
-        Some(dns) => (ZoneTable::new(dns), dns.rate_limit.clone()),
+    let updates = Updates::new(&first.state_dir);
+    let dns = first.dns.clone().map(Arc::new);
+    let policy = match &dns {
+        Some(dns) => dns.rate_limit.clone(),
         None => {
             warn!("dns serving without a `dns` section: every query is refused until one appears");
-            (ZoneTable::empty(), no_section_policy())
+            no_section_policy()
         }
     };
+    // The config's names with the dynamic ones kept in `state_dir`.
+    let table = updates.start(dns).await;
     drop(first);
 
     let local_addrs = listeners.local_addrs();
@@ -113,7 +117,7 @@ pub(crate) async fn serve_within(
         tcp_listeners.push((listener, local));
     }
 
-    let context = Arc::new(Context::new(table, policy, shutdown));
+    let context = Arc::new(Context::new(table, policy, updates, shutdown));
     for (runtime, socket, local) in udp_sockets {
         // Tracked like its forwarded queries (which `tokio::spawn` puts on
         // the same thread), so the drain waits for all of them.
@@ -136,11 +140,15 @@ pub(crate) async fn serve_within(
     Ok(())
 }
 
-/// Rebuilds the table on every config change until shutdown.
+/// Rebuilds the table on every config change, and when the dynamic names
+/// change on disk (`gatehouse dns remove`), until shutdown.
 async fn watch_config(context: &Context, config: &mut watch::Receiver<Arc<Config>>) {
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = context.shutdown.cancelled() => return,
+            _ = poll.tick() => context.updates.poll(&context.tables).await,
             changed = config.changed() => {
                 if changed.is_err() {
                     // The sender is gone: no more reloads, keep serving.
@@ -149,19 +157,21 @@ async fn watch_config(context: &Context, config: &mut watch::Receiver<Arc<Config
                 }
                 // Clone the Arc so the channel is not held while building.
                 let current = Arc::clone(&config.borrow_and_update());
-                reload(context, &current);
+                reload(context, &current).await;
             }
         }
     }
 }
 
-fn reload(context: &Context, config: &Config) {
+async fn reload(context: &Context, config: &Config) {
     let Some(dns) = &config.dns else {
         warn!("reloaded config has no `dns` section; keeping the current zones");
         return;
     };
-    let table = ZoneTable::new(dns);
-    context.tables.store(Arc::new(table));
+    context
+        .updates
+        .reload(Arc::new(dns.clone()), &context.tables)
+        .await;
     context.rate_policy.store(Arc::new(dns.rate_limit.clone()));
     debug!(
         zones = dns.zones.len(),

@@ -134,27 +134,43 @@ async fn serve_connection(
         slot.active(Instant::now());
         wait = IDLE_TIMEOUT;
 
-        let forward_to = {
-            let table = context.tables.load();
-            match respond(&table, &request, Transport::Tcp, client, &mut response) {
-                Handled::Reply => None,
-                // A response or a runt: ignore it, as over UDP.
-                Handled::Drop => continue,
-                Handled::Forward => Some(Arc::clone(table.upstream())),
-            }
-        };
-        if let Some(upstream) = forward_to {
-            let reply = match Arc::clone(&context.forward_permits).try_acquire_owned() {
-                Ok(_permit) => forward(&upstream, &request, Transport::Tcp).await,
-                Err(_) => {
-                    debug!(%client, "too many forwarded queries in flight; answering SERVFAIL");
-                    None
+        if crate::update::is_update(&request) {
+            // An RFC 2136 update; over a rate or the in-flight cap: REFUSED.
+            let admitted = context.updates.admit(client.ip(), Instant::now());
+            let reply = match context.updates.permit().filter(|_| admitted) {
+                Some(_permit) => {
+                    context
+                        .updates
+                        .handle(&context.tables, &request, client, Transport::Tcp)
+                        .await
+                }
+                None => crate::update::refusal(&request),
+            };
+            let Some(reply) = reply else { continue };
+            response = reply;
+        } else {
+            let forward_to = {
+                let table = context.tables.load();
+                match respond(&table, &request, Transport::Tcp, client, &mut response) {
+                    Handled::Reply => None,
+                    // A response or a runt: ignore it, as over UDP.
+                    Handled::Drop => continue,
+                    Handled::Forward => Some(Arc::clone(table.upstream())),
                 }
             };
-            if finish_forwarded(&request, reply.as_deref(), Transport::Tcp, &mut response)
-                != Handled::Reply
-            {
-                continue;
+            if let Some(upstream) = forward_to {
+                let reply = match Arc::clone(&context.forward_permits).try_acquire_owned() {
+                    Ok(_permit) => forward(&upstream, &request, Transport::Tcp).await,
+                    Err(_) => {
+                        debug!(%client, "too many forwarded queries in flight; answering SERVFAIL");
+                        None
+                    }
+                };
+                if finish_forwarded(&request, reply.as_deref(), Transport::Tcp, &mut response)
+                    != Handled::Reply
+                {
+                    continue;
+                }
             }
         }
 

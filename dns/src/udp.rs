@@ -148,7 +148,7 @@ pub(crate) async fn serve_socket(context: Arc<Context>, socket: Arc<UdpSocket>, 
 
 /// Answers every received query into `batch.responses`, in order; starts a
 /// task for each forwarded one.
-async fn answer_batch(context: &Context, socket: &Arc<UdpSocket>, batch: &mut Batch) {
+async fn answer_batch(context: &Arc<Context>, socket: &Arc<UdpSocket>, batch: &mut Batch) {
     batch.reply_to.clear();
     // One table, policy and clock reading for the whole batch; the guards
     // are released before awaiting.
@@ -186,6 +186,10 @@ async fn answer_batch(context: &Context, socket: &Arc<UdpSocket>, batch: &mut Ba
         };
         if verdict == Verdict::Drop {
             crate::metrics::count_dropped();
+            continue;
+        }
+        if crate::update::is_update(datagram) {
+            start_update(context, socket, datagram, client, now);
             continue;
         }
         let handled = match respond(&table, datagram, Transport::Udp, client, response) {
@@ -290,6 +294,41 @@ async fn start_forward(
             {
                 crate::metrics::count_truncated_for_size();
             }
+            send(&socket, &response, client).await;
+        }
+    });
+}
+
+/// An RFC 2136 update: admitted by its rates, worked on in a task of its
+/// own (it waits on the disk); over a rate or [`crate::update::MAX_IN_FLIGHT`],
+/// dropped: over UDP a refusal would only help a spoofer.
+fn start_update(
+    context: &Arc<Context>,
+    socket: &Arc<UdpSocket>,
+    datagram: &[u8],
+    client: SocketAddr,
+    now: Instant,
+) {
+    if !context.updates.admit(client.ip(), now) {
+        crate::metrics::count_dropped();
+        return;
+    }
+    let Some(permit) = context.updates.permit() else {
+        debug!(%client, "too many dns updates in flight; dropped");
+        crate::metrics::count_dropped();
+        return;
+    };
+    let request = datagram.to_vec();
+    let socket = Arc::clone(socket);
+    let task_context = Arc::clone(context);
+    context.tracker.spawn(async move {
+        let _permit = permit;
+        let context = task_context;
+        let response = tokio::select! {
+            () = context.abort.cancelled() => return,
+            response = context.updates.handle(&context.tables, &request, client, Transport::Udp) => response,
+        };
+        if let Some(response) = response {
             send(&socket, &response, client).await;
         }
     });

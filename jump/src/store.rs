@@ -9,9 +9,9 @@
 //! `O_NOFOLLOW`). Must not read a state file any other way.
 
 use std::{
-    fs::{self, Metadata, OpenOptions},
-    io::{self, Write},
-    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt},
+    fs::{self, Metadata},
+    io,
+    os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -168,64 +168,7 @@ pub fn private_dir(dir: &Path) -> io::Result<PathBuf> {
     Ok(dir.to_owned())
 }
 
-/// Create `path` (it must not exist) with mode 0600, write `bytes`, fsync.
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-/// Write `bytes` to `path` atomically with mode 0600.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent folder"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("path has no file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp.{}",
-        name.to_string_lossy(),
-        rand::random::<u64>()
-    ));
-    let result = (|| {
-        write_private(&tmp, bytes)?;
-        fs::rename(&tmp, path)?;
-        fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Write `bytes` to `path` atomically (0600) only if `path` does not exist
-/// yet; returns false, changing nothing, if it does. `link(2)` refuses an
-/// existing target, so this holds across processes too (the CLI and a
-/// running server).
-pub fn create_atomic(path: &Path, bytes: &[u8]) -> io::Result<bool> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| io::Error::other("path has no parent folder"))?;
-    let tmp = dir.join(format!(".new.{}", rand::random::<u64>()));
-    let result = (|| {
-        write_private(&tmp, bytes)?;
-        match fs::hard_link(&tmp, path) {
-            Ok(()) => {
-                fs::File::open(dir)?.sync_all()?;
-                Ok(true)
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        }
-    })();
-    let _ = fs::remove_file(&tmp);
-    result
-}
+pub use gatehouse_config::{create_atomic, write_atomic};
 
 /// Is the file `meta` describes readable by nobody but its owner (0600 or 0400)?
 pub fn is_private(meta: &Metadata) -> bool {

@@ -32,7 +32,10 @@ pub(super) fn update_keys(
             continue;
         };
         if keys.iter().any(|k| k.name == name) {
-            c.problem(&path, format!("duplicate key {name} (names are case-insensitive)"));
+            c.problem(
+                &path,
+                format!("duplicate key {name} (names are case-insensitive)"),
+            );
             continue;
         }
         let algorithm = c.value(
@@ -53,7 +56,11 @@ pub(super) fn update_keys(
                     format!(
                         "{zone} is not one of dns.zones ({}); PTR names follow the \
                          addresses by themselves",
-                        if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
                 continue;
@@ -61,7 +68,10 @@ pub(super) fn update_keys(
             key_zones.push(zone);
         }
         if raw_key.zones.is_empty() {
-            c.problem(&format!("{path}.zones"), "needs at least one zone, e.g. [sean]");
+            c.problem(
+                &format!("{path}.zones"),
+                "needs at least one zone, e.g. [sean]",
+            );
         }
         let max_names = match raw_key.max_names.unwrap_or(DEFAULT_MAX_NAMES) {
             n @ 1..=MAX_NAMES_CEILING => NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN),
