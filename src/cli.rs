@@ -86,6 +86,15 @@ pub enum Command {
         #[arg(long, value_name = "PATH", global = true)]
         config: Option<PathBuf>,
     },
+    /// The names RFC 2136 updates added (`dns.update_keys`): `list`, or
+    /// `remove NAME` (a running server stops answering it within seconds).
+    Dns {
+        #[command(subcommand)]
+        action: DnsAction,
+        /// Config file [default: /etc/gatehouse/gatehouse.yaml].
+        #[arg(long, value_name = "PATH", global = true)]
+        config: Option<PathBuf>,
+    },
     /// Operator side of TOTP enrollment.
     Totp {
         #[command(subcommand)]
@@ -146,6 +155,17 @@ pub enum BansAction {
     Lift {
         /// The banned address.
         addr: std::net::IpAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DnsAction {
+    /// Every dynamic name: addresses, the key and source that added it, when, and whether it is answered.
+    List,
+    /// Remove one dynamic name (and its PTRs).
+    Remove {
+        /// The full name, e.g. trumpet.sean.
+        name: String,
     },
 }
 

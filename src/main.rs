@@ -10,6 +10,7 @@ mod bans;
 mod check;
 mod cli;
 mod dev;
+mod dns;
 mod laptop;
 mod logging;
 mod run;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         cli::Command::Man => cli::man(),
         cli::Command::Totp { action } => totp::totp(action),
         cli::Command::Bans { action, config } => bans::bans(action, config.as_deref()),
+        cli::Command::Dns { action, config } => dns::dns(action, config.as_deref()),
         cli::Command::SshConfig {
             jump,
             user,

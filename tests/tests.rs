@@ -20,6 +20,8 @@ mod defence;
 mod fido;
 // DNS answers for every kind of query, over UDP and TCP, with dig.
 mod dns;
+// RFC 2136 updates signed with TSIG, with nsupdate and dig: add/replace/delete, prerequisites, every bad update refused and audited, restarts, `gatehouse dns list/remove`, a flood of signed updates.
+mod dns_update;
 // Attacks on the DNS side: TCP slowloris from one network and many, UDP floods and the response rate limit.
 mod dns_attacks;
 // MFA lifecycle: self-enrollment over ssh -tt, recovery codes, totp reset, code limits.

@@ -16,6 +16,14 @@ const RCODES: [&str; 16] = [
     "NXRRSET", "NOTAUTH", "NOTZONE", "RCODE11", "RCODE12", "RCODE13", "RCODE14", "RCODE15",
 ];
 
+/// The name of a response code as the metrics and the audit lines write it.
+pub(crate) fn rcode_name(rcode: hickory_proto::op::ResponseCode) -> &'static str {
+    RCODES
+        .get(usize::from(rcode.low() & 0x0f))
+        .copied()
+        .unwrap_or("RCODE")
+}
+
 struct DnsMetrics {
     family: Family<Vec<(String, String)>, Counter>,
     by_rcode: [Counter; 16],

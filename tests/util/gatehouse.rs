@@ -14,6 +14,7 @@ use std::{
 
 use serde_json::Value;
 
+use gatehouse_dns::DnsAudit;
 use gatehouse_jump::AuditEvent;
 
 use super::PATIENCE;
@@ -24,6 +25,26 @@ pub fn typed(v: &Value) -> AuditEvent {
     serde_json::from_value(v.clone()).unwrap_or_else(|e| {
         panic!("audit line does not match gatehouse_jump::AuditEvent: {e}: {v}")
     })
+}
+
+/// `v` (a DNS audit line, `dns_*`) as the DNS side's schema type.
+pub fn dns_typed(v: &Value) -> DnsAudit {
+    serde_json::from_value(v.clone())
+        .unwrap_or_else(|e| panic!("audit line does not match gatehouse_dns::DnsAudit: {e}: {v}"))
+}
+
+/// Is `v` one of the DNS side's audit lines?
+fn is_dns(v: &Value) -> bool {
+    v["event"].as_str().is_some_and(|e| e.starts_with("dns_"))
+}
+
+/// Checks `v` against its side's schema.
+fn check_schema(v: &Value) {
+    if is_dns(v) {
+        drop(dns_typed(v));
+    } else {
+        drop(typed(v));
+    }
 }
 
 /// The binary under test.
@@ -221,7 +242,7 @@ impl Gatehouse {
     /// Every audit line returned is checked against the schema.
     pub fn audit(&self, event: &str, pred: impl Fn(&Value) -> bool) -> Value {
         let v = self.wait_for(|v| v["target"] == "audit" && v["event"] == event && pred(v));
-        typed(&v);
+        check_schema(&v);
         v
     }
 
@@ -231,7 +252,7 @@ impl Gatehouse {
         let v = self.wait_for_nth(skip, |v| {
             v["target"] == "audit" && v["event"] == event && pred(v)
         });
-        typed(&v);
+        check_schema(&v);
         v
     }
 
@@ -242,17 +263,42 @@ impl Gatehouse {
             .into_iter()
             .filter(|v| v["target"] == "audit" && v["event"] == event)
             .collect();
-        found.iter().for_each(|v| drop(typed(v)));
+        found.iter().for_each(check_schema);
         found
     }
 
-    /// Every audit line so far, as the schema's type.
+    /// Every jump host audit line so far, as the schema's type (the DNS
+    /// side's lines are checked against theirs and left out).
     pub fn audit_events(&self) -> Vec<AuditEvent> {
+        let audit: Vec<Value> = self
+            .events()
+            .into_iter()
+            .filter(|v| v["target"] == "audit")
+            .collect();
+        audit.iter().filter(|v| is_dns(v)).for_each(check_schema);
+        audit.iter().filter(|v| !is_dns(v)).map(typed).collect()
+    }
+
+    /// Every DNS audit line so far, as the DNS side's schema type.
+    pub fn dns_audits(&self) -> Vec<DnsAudit> {
         self.events()
             .iter()
-            .filter(|v| v["target"] == "audit")
-            .map(typed)
+            .filter(|v| v["target"] == "audit" && is_dns(v))
+            .map(dns_typed)
             .collect()
+    }
+
+    /// Wait for the `skip`+1-th DNS audit line `pick` gives something for.
+    pub fn dns_audit_nth<T>(&self, skip: usize, pick: impl Fn(&DnsAudit) -> Option<T>) -> T {
+        let v = self.wait_for_nth(skip, |v| {
+            v["target"] == "audit"
+                && is_dns(v)
+                && serde_json::from_value::<DnsAudit>(v.clone())
+                    .ok()
+                    .and_then(|e| pick(&e))
+                    .is_some()
+        });
+        pick(&dns_typed(&v)).expect("matched above")
     }
 
     /// Wait for an audit line for which `pick` gives something.

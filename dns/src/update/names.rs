@@ -111,6 +111,14 @@ impl Names {
         merged
     }
 
+    /// Removes `name` (`gatehouse dns remove`), moving the serial on past
+    /// `clock`; `None` if it is not a dynamic name.
+    pub fn remove(&mut self, name: &DomainName, clock: u32) -> Option<DynamicName> {
+        let removed = self.names.remove(name)?;
+        self.serial = next_serial(self.serial, clock);
+        Some(removed)
+    }
+
     /// Names held by `key`.
     pub fn count_for(&self, key: &DomainName) -> usize {
         self.names.values().filter(|n| &n.key == key).count()
@@ -186,6 +194,16 @@ impl Names {
             serial: file.serial,
             names,
         })
+    }
+}
+
+/// A serial after `last` and not behind the clock (RFC 1982 arithmetic).
+pub(crate) fn next_serial(last: u32, clock: u32) -> u32 {
+    let next = last.wrapping_add(1);
+    if clock.wrapping_sub(next) < 1 << 31 {
+        clock
+    } else {
+        next
     }
 }
 
@@ -276,6 +294,25 @@ mod tests {
             let broken = text.replacen(from, to, 1);
             assert!(Names::from_json(broken.as_bytes()).is_err(), "{broken}");
         }
+    }
+
+    #[test]
+    fn the_serial_follows_the_clock_and_never_goes_back() {
+        assert_eq!(next_serial(100, 1_000), 1_000);
+        assert_eq!(next_serial(1_000, 1_000), 1_001);
+        assert_eq!(next_serial(5_000, 1_000), 5_001);
+        // Across the 32-bit wrap (RFC 1982): still forward.
+        assert_eq!(next_serial(u32::MAX, 3), 3);
+        let mut names = Names {
+            serial: 5_000,
+            ..Names::default()
+        };
+        let trumpet = dynamic("trumpet.sean", "10.0.0.5");
+        names.names.insert(trumpet.name.clone(), trumpet);
+        assert!(names.remove(&name("tuba.sean"), 1_000).is_none());
+        assert_eq!(names.serial, 5_000, "nothing removed, nothing moved");
+        assert!(names.remove(&name("trumpet.sean"), 1_000).is_some());
+        assert_eq!(names.serial, 5_001);
     }
 
     #[test]

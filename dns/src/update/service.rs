@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::{
     audit::{DnsAudit, UpdateResult, changes_line, emit},
     decide::{Decision, Origin, decide},
-    names::Names,
+    names::{Names, next_serial},
     replay::{Replay, ReplayMemory},
     store::{NamesFile, Stamp},
     tsig::{self, Checked, Signing},
@@ -76,16 +76,6 @@ fn limit(per_second: u32) -> DnsRateLimit {
         slip: 0,
         trusted: Vec::new(),
         max_amplification: None,
-    }
-}
-
-/// A serial after `last` and not behind the clock (RFC 1982 arithmetic).
-fn next_serial(last: u32, clock: u32) -> u32 {
-    let next = last.wrapping_add(1);
-    if clock.wrapping_sub(next) < 1 << 31 {
-        clock
-    } else {
-        next
     }
 }
 
@@ -214,7 +204,7 @@ impl Updates {
                 transport: transport.to_string(),
                 key: key.map(str::to_owned),
                 result,
-                rcode: rcode.to_str().to_owned(),
+                rcode: crate::metrics::rcode_name(rcode).to_owned(),
                 tsig_error: tsig_error.map(str::to_owned),
                 reason,
                 changes,
@@ -428,18 +418,4 @@ fn rebuild(live: &mut Live) -> ZoneTable {
 /// A peer-sent name for a log line: at most 128 characters.
 fn bounded(text: &str) -> String {
     text.chars().take(128).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::next_serial;
-
-    #[test]
-    fn the_serial_follows_the_clock_and_never_goes_back() {
-        assert_eq!(next_serial(100, 1_000), 1_000);
-        assert_eq!(next_serial(1_000, 1_000), 1_001);
-        assert_eq!(next_serial(5_000, 1_000), 5_001);
-        // Across the 32-bit wrap (RFC 1982): still forward.
-        assert_eq!(next_serial(u32::MAX, 3), 3);
-    }
 }
