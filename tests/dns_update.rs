@@ -216,7 +216,9 @@ fn bad_updates_change_nothing_and_say_why() {
     let serial_before = serial(&g);
     let wrong_secret = "hmac-sha256:vagrant:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
     let unknown = "hmac-sha256:stranger:2bcS0V0oq3K2KqwqGWq9Vu0UhXkmiu8zQ1dVrKrVGzg=";
-    let cases: [(Option<&str>, &str, &str, Option<&str>, &str); 6] = [
+    // (key, script, rcode, TSIG error, reason)
+    type Case<'a> = (Option<&'a str>, &'a str, &'a str, Option<&'a str>, &'a str);
+    let cases: [Case<'_>; 6] = [
         (
             None,
             "update add trumpet.sean 60 A 10.0.0.5",
