@@ -135,6 +135,17 @@ pub fn summary(config: &Config) -> String {
                 let names: Vec<&str> = zone.records.iter().map(|r| r.fqdn.as_str()).collect();
                 out += &format!("  zone {}: {}\n", zone.name, names.join(", "));
             }
+            // RFC 2136 (issue 29): said only when a key is configured.
+            for key in &dns.update_keys {
+                let zones: Vec<&str> = key.zones.iter().map(|z| z.as_str()).collect();
+                out += &format!(
+                    "  update key {} ({}): adds A/AAAA names in {}, at most {} names\n",
+                    key.name,
+                    key.algorithm.as_str(),
+                    zones.join(", "),
+                    key.max_names
+                );
+            }
         }
         None => out += "dns: not configured\n",
     }
