@@ -10,6 +10,10 @@
 - sk_signature: security keys' signature blobs (PROTOCOL.u2f) as a client
   sends them, for every flags byte OpenSSH's sk-dummy and real tokens send,
   and the malformed shapes of jump/src/fido/tests.rs;
+- dns_update: RFC 2136 UPDATEs as BIND's `nsupdate` sends them (captured
+  here from the real client, signed with the fuzz target's key and not),
+  each stored raw (first byte 0) and to be re-signed (first byte 1), plus
+  TSIG records cut short or naming another algorithm;
 - ssh_preauth: what OpenSSH's `ssh` sends before authentication
   (identification, KEXINIT, KEX_ECDH_INIT), captured here from the real
   client talking to a fake server that plays back a fixed KEXINIT.
@@ -329,8 +333,57 @@ def ssh_seeds():
     write(t, "id-lf-only", b"SSH-2.0-x\n")
 
 
+# The fuzz target's key (fuzz/fuzz_targets/dns_update.rs).
+TSIG_KEY = "hmac-sha256:vagrant:2bcS0V0oq3K2KqwqGWq9Vu0UhXkmiu8zQ1dVrKrVGzg="
+
+
+def nsupdate_packet(script, key):
+    """The first datagram `nsupdate` sends for `script` (no answer given)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(10)
+    port = sock.getsockname()[1]
+    args = ["nsupdate", "-t", "1", "-r", "0"] + (["-y", key] if key else [])
+    child = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    child.communicate(f"server 127.0.0.1 {port}\nzone sean\n{script}\nsend\n".encode())
+    data, _ = sock.recvfrom(65535)
+    sock.close()
+    return data
+
+
+def update_seeds():
+    t = "dns_update"
+    scripts = {
+        "add-a-aaaa": "update add tuba.sean 60 A 10.0.0.7\nupdate add tuba.sean 60 AAAA fd00::7",
+        "replace": "prereq yxrrset trumpet.sean A 10.0.0.5\nupdate delete trumpet.sean A\n"
+                   "update add trumpet.sean 60 A 10.0.0.6",
+        "delete-name": "update delete trumpet.sean",
+        "delete-one": "update delete trumpet.sean AAAA fd00::5",
+        "prereq-nxdomain": "prereq nxdomain tuba.sean\nupdate add tuba.sean 60 A 10.0.0.7",
+        "prereq-yxdomain-nxrrset": "prereq yxdomain trumpet.sean\nprereq nxrrset trumpet.sean TXT\n"
+                                   "update add trumpet.sean 60 A 10.0.0.8",
+        "config-name": "update add saxophone.sean 60 A 10.0.0.1",
+        "below-config-name": "update add www.saxophone.sean 60 A 10.0.0.1",
+        "txt": "update add tuba.sean 60 TXT \"hello\"",
+        "many": "\n".join(f"update add vm{i}.sean 60 A 10.0.0.{i}" for i in range(1, 20)),
+    }
+    for name, script in scripts.items():
+        unsigned = nsupdate_packet(script, None)
+        signed = nsupdate_packet(script, TSIG_KEY)
+        write(t, f"{name}-resign", b"\x01" + unsigned)
+        write(t, f"{name}-signed", b"\x00" + signed)
+    signed = nsupdate_packet(scripts["add-a-aaaa"], TSIG_KEY)
+    # The TSIG record's MAC cut short (its length field and data), and the
+    # algorithm name changed to hmac-md5's length-alike.
+    write(t, "tsig-mac-truncated", b"\x00" + signed[:-10])
+    write(t, "tsig-other-algorithm", b"\x00" + signed.replace(b"hmac-sha256", b"hmac-sha512"))
+    write(t, "tsig-wrong-key-name", b"\x00" + signed.replace(b"\x07vagrant", b"\x07vagranu"))
+
+
 def main():
     dns_seeds()
+    update_seeds()
     config_seeds()
     nc_seeds()
     sk_seeds()

@@ -87,7 +87,7 @@ pub use resolver::{Os, resolver_setup};
 pub use server::serve;
 pub use update::{
     ALL_PER_SECOND, DnsAudit, DynamicName, MAX_ADDRS_PER_NAME, MAX_IN_FLIGHT, MAX_UPDATE_LEN,
-    Names, NamesFile, PER_NETWORK_PER_SECOND, Served, UpdateResult,
+    Names, NamesFile, PER_NETWORK_PER_SECOND, Served, UpdateResult, judge_update,
 };
 pub use zones::{AddressRecord, Lookup, ZoneApex, ZoneTable};
 

@@ -53,3 +53,60 @@ pub(crate) fn refusal(request: &[u8]) -> Option<Vec<u8>> {
         0,
     )
 }
+
+/// The update pipeline without the disk, the rates or the replay memory,
+/// for the fuzzer (`fuzz/fuzz_targets/dns_update.rs`): parse, check the
+/// TSIG against `dns.update_keys`, decide against `names`, and build the
+/// response the server would send (`None`: not a message it would answer).
+/// The names an applied update leads to come back too.
+pub fn judge_update(
+    request: &[u8],
+    dns: &gatehouse_config::DnsConfig,
+    names: &Names,
+    now: u64,
+) -> Option<(Vec<u8>, Option<Names>)> {
+    use hickory_proto::op::{Message, ResponseCode};
+    use tsig::{Checked, Signing};
+
+    let message = Message::from_vec(request).ok()?;
+    let id = message.metadata.id;
+    let response = |rcode, signing| tsig::response(id, rcode, signing, now);
+    match tsig::check(request, &message, &dns.update_keys, now) {
+        Checked::Unsigned => Some((response(ResponseCode::Refused, Signing::None)?, None)),
+        Checked::UnknownKey(name) => Some((
+            response(ResponseCode::NotAuth, Signing::BadKey(&name))?,
+            None,
+        )),
+        Checked::BadSig(signer) => Some((
+            response(ResponseCode::NotAuth, Signing::BadSig(&signer))?,
+            None,
+        )),
+        Checked::BadTime(signed) => Some((
+            response(
+                ResponseCode::NotAuth,
+                Signing::Signed {
+                    request: &signed,
+                    bad_time: true,
+                },
+            )?,
+            None,
+        )),
+        Checked::Valid(signed) => {
+            let origin = decide::Origin {
+                key: signed.key,
+                source: std::net::IpAddr::from([192, 0, 2, 1]),
+                now,
+            };
+            let (rcode, next) = match decide::decide(names, dns, &message, &origin) {
+                decide::Decision::Changed { names, .. } => (ResponseCode::NoError, Some(names)),
+                decide::Decision::Unchanged => (ResponseCode::NoError, None),
+                decide::Decision::Refused(rcode, _) => (rcode, None),
+            };
+            let signing = Signing::Signed {
+                request: &signed,
+                bad_time: false,
+            };
+            Some((response(rcode, signing)?, next))
+        }
+    }
+}
