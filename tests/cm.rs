@@ -4,7 +4,8 @@
 //! a real `gatehouse run` serves: the first apply writes what it serves (a
 //! TOTP secret named relatively included), a second changes nothing, a bad
 //! pillar is refused with gatehouse's file:line:col and the file kept, a
-//! user removed loses their live session, a record added answers at once.
+//! user removed loses their live session (and their secret file, set to
+//! null), a record added answers at once.
 //! Every test runs once per tool. The service is not managed here (no
 //! systemd): gatehouse reloads by itself when its file changes.
 //!
@@ -403,10 +404,16 @@ fn removing_a_user_cuts_their_session_and_a_record_added_answers_at_once(tool: T
     let (sean_t, sean_conn) = live_tunnel(&g, &sean, &to);
     let (mut kim_t, kim_conn) = live_tunnel(&g, &kim, &to);
 
-    // Offboarding: sean leaves the pillar; his tunnel is cut, kim's stays.
-    let off = cm.apply(&settings(&path, site(&[("kim", &kim)], &grant, &records)));
+    // Offboarding: sean leaves the pillar and his secret is set to null;
+    // his tunnel is cut, kim's stays, the secret file is gone.
+    let secret = path.with_file_name("sean.totp");
+    assert!(secret.exists());
+    let mut without_sean = settings(&path, site(&[("kim", &kim)], &grant, &records));
+    without_sean["secrets"]["sean.totp"] = Value::Null;
+    let off = cm.apply(&without_sean);
     off.out.success();
-    assert!(off.changed >= 1, "{}", off.out);
+    assert!(off.changed >= 2, "config and secret: {}", off.out);
+    assert!(!secret.exists(), "{}", off.out);
     let cut = g.audit("offboarded", |v| v["user"] == "sean");
     assert_eq!(
         cut["reason"], "user removed from the configuration",
@@ -421,7 +428,9 @@ fn removing_a_user_cuts_their_session_and_a_record_added_answers_at_once(tool: T
     let before = reloads(&g);
     let mut more = records.clone();
     more.push(("trumpet", "192.168.222.17"));
-    let added = cm.apply(&settings(&path, site(&[("kim", &kim)], &grant, &more)));
+    let mut with_trumpet = settings(&path, site(&[("kim", &kim)], &grant, &more));
+    with_trumpet["secrets"]["sean.totp"] = Value::Null;
+    let added = cm.apply(&with_trumpet);
     added.out.success();
     reloaded(&g, before);
     assert_eq!(a(&g, "trumpet.sean"), ["192.168.222.17"]);

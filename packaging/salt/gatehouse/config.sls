@@ -1,4 +1,5 @@
-# gatehouse.config: the secrets (0600) and the config (0640) beside them.
+# gatehouse.config: the secrets (0600; a null one removed) and the config
+# (0640) beside them.
 # The config is written only once `gatehouse check` accepts it: check_cmd
 # runs on a temporary file in the config's own folder (tmp_dir), so secret
 # files named relatively resolve as they will in force. It never touches
@@ -12,6 +13,14 @@
 {%-   endif %}
 
 gatehouse-secret-{{ name }}:
+{%-   if gatehouse.secrets[name] is none %}
+  # A secret set to null is removed (an offboarded user's TOTP secret),
+  # once the config no longer names it.
+  file.absent:
+    - name: {{ (gatehouse_dir ~ '/' ~ name) | json }}
+    - require:
+      - file: gatehouse-config
+{%-   else %}
   file.managed:
     - name: {{ (gatehouse_dir ~ '/' ~ name) | json }}
     - contents_pillar: gatehouse:secrets:{{ name }}
@@ -23,6 +32,7 @@ gatehouse-secret-{{ name }}:
     - show_changes: False
     - require_in:
       - file: gatehouse-config
+{%-   endif %}
 {%- endfor %}
 
 gatehouse-config:
