@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::{
     defence::{closed, cut_off, live_tunnel, ping},
     jump::{loopback, tunnel},
-    util::{Gatehouse, Output, SshClient, TcpServer, dig, gatehouse_bin, run, tool},
+    util::{Gatehouse, Output, SshClient, TcpServer, dig, gatehouse, gatehouse_bin, run, tool},
 };
 
 /// sean's TOTP secret, written by the tools as `sean.totp` beside the config.
@@ -93,8 +93,14 @@ impl Cm {
             "pillar_roots": { "base": [work.join("pillar")] },
         });
         std::fs::write(work.join("etc/minion"), minion.to_string()).expect("write minion");
-        std::fs::write(work.join("pillar/top.sls"), "base: { '*': [gatehouse] }\n")
-            .expect("write top.sls");
+        // The pillar.example test puts an `example` first: `gatehouse` is
+        // merged over it, as a site's own pillar is.
+        let top = if work.join("pillar/example.sls").exists() {
+            "base: { '*': [example, gatehouse] }\n"
+        } else {
+            "base: { '*': [gatehouse] }\n"
+        };
+        std::fs::write(work.join("pillar/top.sls"), top).expect("write top.sls");
         let pillar = json!({ "gatehouse": settings });
         std::fs::write(work.join("pillar/gatehouse.sls"), pillar.to_string())
             .expect("write pillar");
@@ -450,6 +456,38 @@ fn removing_a_user_cuts_their_session_and_a_record_added_answers_at_once(tool: T
     );
     kim_t.close_stdin();
     kim_t.finish().success();
+}
+
+/// The formula's pillar.example, with only where to write and the binary
+/// changed, is a config `gatehouse check` accepts (its secret included).
+#[test]
+fn salt_pillar_example_is_a_config_gatehouse_accepts() {
+    let cm = Cm::new(Tool::Salt);
+    let pillar = cm.work.path().join("pillar");
+    std::fs::create_dir_all(&pillar).expect("mkdir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/salt/pillar.example");
+    std::fs::copy(example, pillar.join("example.sls")).expect("copy pillar.example");
+    let conf = tempfile::tempdir().expect("tempdir");
+    let path = conf.path().join("gatehouse.yaml");
+    let mut here = settings(&path, Value::Null);
+    let here_only = here.as_object_mut().expect("a mapping");
+    here_only.remove("config");
+    here_only.remove("secrets");
+
+    let applied = cm.apply(&here);
+    applied.out.success();
+    assert_eq!(applied.changed, 2, "secret and config: {}", applied.out);
+    let check = gatehouse(
+        &["check", "--config", path.to_str().expect("UTF-8 path")],
+        conf.path(),
+    );
+    let summary = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "{summary}");
+    assert!(
+        summary.contains("user sean: 1 keys, groups [dev]"),
+        "{summary}"
+    );
+    assert!(summary.contains("zone sean: saxophone.sean"), "{summary}");
 }
 
 #[test]
