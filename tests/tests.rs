@@ -8,6 +8,8 @@ mod admin;
 
 // OpenSSH certificates: user certificates from a CA (every refusal with its reason), KRLs, a host certificate via @cert-authority.
 mod certs;
+// The Salt formula and the Ansible role applied by salt-call and ansible-playbook: checked writes, idempotence, refusals, offboarding, new names.
+mod cm;
 // `gatehouse check`: exit codes, summaries and located errors.
 mod check;
 // Which credential a session stands on: a certificate then another user's key on one connection, plain keys in the KRL (at probe, at signature, live).

@@ -83,6 +83,14 @@ impl Gatehouse {
         g
     }
 
+    /// Start on the config something else wrote at `config` in `dir`
+    /// (configuration management); wait until it is ready.
+    pub fn start_written(dir: tempfile::TempDir, config: PathBuf) -> Gatehouse {
+        let g = Self::spawn(dir, config, &["run", "--config"]);
+        g.wait_for(|v| v["event"] == "ready");
+        g
+    }
+
     /// Start with arguments `args` followed by the config path, not waiting.
     fn spawn(dir: tempfile::TempDir, config: PathBuf, args: &[&str]) -> Gatehouse {
         let (child, log, stderr) = Self::launch(&config, args);
