@@ -454,13 +454,16 @@ fn ruby(script: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let file = dir.path().join("check.rb");
     std::fs::write(&file, script).expect("write ruby script");
     let mut cmd = tool("ruby");
+    // The Vagrantfiles make their TSIG key on first load: here, never in
+    // the source tree.
+    cmd.env("GATEHOUSE_TSIG_KEY", dir.path().join("tsig/vagrant.key"));
     cmd.arg(&file).args(args).envs(env.iter().copied());
     run(&mut cmd, b"")
 }
 
 #[test]
 fn vagrant_ruby_files_parse_without_warnings() {
-    for file in ["Vagrantfile", "resolver.rb"] {
+    for file in ["Vagrantfile", "resolver.rb", "tsig.rb", "app/Vagrantfile"] {
         let out = run(tool("ruby").args(["-w", "-c", path(&vagrant(file))]), b"");
         out.success();
         assert_eq!(out.stdout(), "Syntax OK\n", "{out}");
@@ -470,7 +473,7 @@ fn vagrant_ruby_files_parse_without_warnings() {
 
 #[test]
 fn vagrant_example_config_passes_check() {
-    let yaml = vagrant("gatehouse.yaml");
+    let (_beside, yaml) = vagrant_yaml_beside_key();
     let out = gatehouse(&["check", "--config", path(&yaml)], Path::new("/"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -491,6 +494,10 @@ fn vagrant_example_config_passes_check() {
         stdout.contains("upstream none"),
         "not an open resolver:\n{stdout}"
     );
+    assert!(
+        stdout.contains("  update key vagrant (hmac-sha256): adds A/AAAA names in sean"),
+        "{stdout}"
+    );
 
     // state_dir is the unit's StateDirectory=.
     let text = std::fs::read_to_string(&yaml).expect("gatehouse.yaml");
@@ -504,6 +511,23 @@ fn vagrant_example_config_passes_check() {
             .any(|l| l == format!("state_dir: /var/lib/{state_directory}")),
         "state_dir must be /var/lib/{state_directory}"
     );
+}
+
+/// vagrant/gatehouse.yaml copied beside the TSIG key the Vagrantfile makes
+/// on first load (vagrant/tsig/, never committed), as provision.sh has the
+/// two in the VM: the config names the key relatively.
+fn vagrant_yaml_beside_key() -> (tempfile::TempDir, PathBuf) {
+    let beside = tempfile::tempdir().expect("tempdir");
+    let yaml = beside.path().join("gatehouse.yaml");
+    std::fs::copy(vagrant("gatehouse.yaml"), &yaml).expect("copy");
+    let key = beside.path().join("tsig/vagrant.key");
+    ruby(
+        "require ARGV.fetch(0); Gatehouse::Tsig.ensure_key(ARGV.fetch(1))",
+        &[path(&vagrant("tsig.rb")), path(&key)],
+        &[],
+    )
+    .success();
+    (beside, yaml)
 }
 
 /// The package's systemd unit, which the gateway VM runs too.
@@ -672,6 +696,13 @@ up = uploads["gatehouse.yaml"]
 check(up && File.expand_path(up[:kw][:source]) == File.join(here, "gatehouse.yaml"), "gatehouse.yaml uploaded: #{provs.inspect}")
 check(up[:kw][:destination] == "$HOME/.gatehouse-provision/gatehouse.yaml", "destination: #{up.inspect}")
 check(script.include?(%(yaml="$home/.gatehouse-provision/gatehouse.yaml"\n)), "provision.sh reads the upload")
+# The TSIG key: made on the host (0600, tsig-keygen's clause), uploaded
+# beside the config, which names it relatively.
+key = uploads["vagrant.key"]
+check(key && key[:kw][:destination] == "$HOME/.gatehouse-provision/tsig/vagrant.key", "the key uploaded: #{provs.inspect}")
+check(File.stat(key[:kw][:source]).mode & 0o777 == 0o600, "the key file is 0600")
+check(File.read(key[:kw][:source]) =~ /\Akey "vagrant" \{\n\talgorithm hmac-sha256;\n\tsecret "[A-Za-z0-9+\/]{43}=";\n\};\n\z/, "the key clause")
+check(script.include?(%(key="$(dirname "$yaml")/tsig/vagrant.key")), "provision.sh installs the uploaded key")
 deb = uploads["gatehouse.deb"]
 env = provs[shell][:kw][:env]
 if ENV["GATEHOUSE_DEB"]
@@ -776,7 +807,7 @@ fn gatehouse_resolver_files(yaml: &Path, ip: &str, port: u16) -> BTreeMap<String
 
 #[test]
 fn vagrant_resolver_files_come_from_the_yaml_zones() {
-    let yaml = vagrant("gatehouse.yaml");
+    let (dir, yaml) = vagrant_yaml_beside_key();
     let files = resolver_files(&yaml, "192.168.222.2");
     assert_eq!(
         files,
@@ -797,8 +828,7 @@ fn vagrant_resolver_files_come_from_the_yaml_zones() {
             "    lab:\n      records: { printer: 192.168.222.40 }\n  upstream: []",
         );
     assert_ne!(changed, text);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let copy = dir.path().join("gatehouse.yaml");
+    let copy = dir.path().join("changed.yaml");
     std::fs::write(&copy, changed).expect("write yaml");
     let files = resolver_files(&copy, "192.168.222.2");
     assert_eq!(

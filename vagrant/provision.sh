@@ -13,7 +13,10 @@
 #      differs from the installed one; the package's postinst makes the
 #      `gatehouse` user and state dir, its unit is enabled and started, an
 #      upgrade restarts it;
-#   2. the config: vagrant/gatehouse.yaml (uploaded by the Vagrantfile's
+#   2. the TSIG key app VMs register their names with (vagrant/tsig/
+#      vagrant.key, made on the host by the Vagrantfile and uploaded) ->
+#      /etc/gatehouse/tsig/vagrant.key, 0600 gatehouse's;
+#   3. the config: vagrant/gatehouse.yaml (uploaded by the Vagrantfile's
 #      file provisioner on every run; /vagrant is only rsynced on `vagrant
 #      up`) -> /etc/gatehouse/gatehouse.yaml, checked first, written
 #      atomically (temp file + mv) and only when it changed. The running
@@ -82,7 +85,23 @@ if [ "$packaged" != "$installed" ]; then
   say "installed $BIN ($("$BIN" --version))"
 fi
 
-# 2. The config, checked, atomically and only when it changed; 0640
+# 2. The TSIG key app VMs register with (uploaded beside the config; the
+#    config names it, so it is in place before the check): 0600, owned by
+#    the user gatehouse runs as, written atomically, only when it changed.
+key="$(dirname "$yaml")/tsig/vagrant.key"
+# The upload comes with the uploader's umask; gatehouse reads only 0600 keys.
+[ -f "$key" ] && chmod 0600 "$key"
+if [ -f "$key" ] && ! cmp -s "$key" "$CONF_DIR/tsig/vagrant.key"; then
+  install -d -m 0750 -o root -g gatehouse "$CONF_DIR/tsig"
+  tmp=$(mktemp "$CONF_DIR/tsig/.vagrant.key.XXXXXX")
+  cat "$key" >"$tmp"
+  chown gatehouse:gatehouse "$tmp"
+  chmod 0600 "$tmp"
+  mv -f "$tmp" "$CONF_DIR/tsig/vagrant.key"
+  say "wrote $CONF_DIR/tsig/vagrant.key (app VMs sign their names with it)"
+fi
+
+# 3. The config, checked, atomically and only when it changed; 0640
 #    root:gatehouse like the package's (it may name secret files).
 checked=$("$BIN" check --config "$yaml" --against "$CONF") # refuses a bad file before it goes live
 restart=$(printf '%s\n' "$checked" | sed -n 's/^restart needed: //p')
@@ -102,7 +121,7 @@ if ! cmp -s "$yaml" "$CONF"; then
   fi
 fi
 
-# 3. The package's unit: enabled and running (postinst started it; this
+# 4. The package's unit: enabled and running (postinst started it; this
 #    brings back one an operator stopped).
 systemctl enable --quiet gatehouse.service
 if ! systemctl is-active --quiet gatehouse.service; then
