@@ -197,7 +197,10 @@ fn with_redis_down_codes_fail_closed_and_logins_return_with_it() {
             .is_some_and(|d| d.contains("the fleet's Redis is unreachable")),
         "{on_one:?}"
     );
-    // Not the client's fault: nothing counted toward a ban.
+    // Not the client's fault: nothing counted toward a ban. A failure is
+    // logged when its connection closes: read once the close is logged.
+    let refused = f.hosts[0].audit("auth", |v| v["result"] == "rejected");
+    f.hosts[0].audit("connection_closed", |v| v["conn"] == refused["conn"]);
     assert!(
         f.hosts[0].audits("failure").is_empty(),
         "{:?}",
@@ -225,10 +228,27 @@ fn with_on_outage_local_codes_are_checked_by_each_host_alone() {
     let out = tunnel(&f, "jump1");
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
-    // Each host still refuses a replay of its own.
+    // Each host still refuses a replay of its own...
     tunnel(&f, "jump1").failure();
+    let on_one = code_details(&f.hosts[0]);
+    assert!(
+        on_one
+            .last()
+            .is_some_and(|d| d.contains("code already used (replay)")),
+        "{on_one:?}"
+    );
     let logged = f.hosts[0].lines().join("\n");
     assert!(logged.contains("on_outage: local"), "{logged}");
+    // ...but cannot know what another host took: the same code is good once
+    // on host 2, checked there alone.
+    let out = tunnel(&f, "jump2");
+    out.success();
+    assert_eq!(out.stdout(), "hello\n", "{out}");
+    let on_two = code_details(&f.hosts[1]);
+    assert!(
+        on_two.len() == 1 && on_two[0].starts_with("\"accepted\": \"totp step "),
+        "{on_two:?}"
+    );
 }
 
 /// `ssh -b FROM` to `host` with a key no host knows: one failure there.
@@ -479,7 +499,12 @@ fn a_user_enrolling_over_ssh_through_one_host_logs_in_through_another() {
     f.client.add_host("jump", f.hosts[0].jump(), "ana");
     let mut t = crate::enroll::terminal(&f.client);
     let screen = crate::enroll::enrollment_screen(&mut t);
-    let confirming = code_at(&screen.secret, "now");
+    // The confirming code is the one for the step of this unix time.
+    let confirmed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let confirming = code_at(&screen.secret, &format!("@{confirmed}"));
     t.type_line(&confirming);
     t.expect("Enrolled.");
     let out = t.finish();
@@ -496,22 +521,21 @@ fn a_user_enrolling_over_ssh_through_one_host_logs_in_through_another() {
             .is_some_and(|d| d.contains("replay")),
         "{replay}"
     );
-    // The next step's code logs in on host 3, which never saw the screen.
+    // A later step's code logs in on host 3, which never saw the screen:
+    // the next step, or the current one if the clock has moved past it
+    // (within the skew either way), tried once.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let step = (confirmed / 30 + 1).max(now / 30);
     f.client
-        .answer_with(&code_at(&screen.secret, "+30 seconds"));
-    let mut waited = 0;
-    let out = loop {
-        let out = run(f.client.ssh().args(["-W", &to, "ana3"]), b"hello\n");
-        if out.status.success() || waited >= 2 {
-            break out;
-        }
-        // The next step's code is accepted only once its step is within
-        // the skew window: wait for the step to turn.
-        std::thread::sleep(std::time::Duration::from_secs(15));
-        waited += 1;
-    };
+        .answer_with(&code_at(&screen.secret, &format!("@{}", step * 30)));
+    let out = run(f.client.ssh().args(["-W", &to, "ana3"]), b"hello\n");
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
+    let on_three = code_details(&f.hosts[2]);
+    assert_eq!(on_three, [format!("\"accepted\": \"totp step {step}\"")]);
 }
 
 #[test]
