@@ -1,12 +1,7 @@
 //! Socket tests: the real server on loopback, driven with hickory-proto messages.
 
 use std::{
-    collections::BTreeSet,
-    net::SocketAddr,
-    path::Path,
-    str::FromStr,
-    sync::Arc,
-    time::{Duration, Instant},
+    collections::BTreeSet, net::SocketAddr, path::Path, str::FromStr, sync::Arc, time::Duration,
 };
 
 use gatehouse_config::Config;
@@ -527,7 +522,8 @@ async fn a_forwarded_query_in_flight_is_answered_after_shutdown_starts() {
 #[tokio::test]
 async fn serve_returns_within_its_grace_while_a_forward_is_stuck() {
     // Short enough that the forward's own upstream timeout (2 s) cannot be
-    // what ends it; the margin is the second the UDP threads get to stop.
+    // what ends it; the margin is the second the aborted work and the UDP
+    // threads get to stop (server::STOP_GRACE).
     const GRACE: Duration = Duration::from_millis(300);
     const MARGIN: Duration = Duration::from_secs(1);
     // An upstream that reads every query and never answers.
@@ -561,15 +557,35 @@ async fn serve_returns_within_its_grace_while_a_forward_is_stuck() {
         .unwrap_or_else(|_| panic!("the query never reached the upstream"))
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let asked_to_stop = Instant::now();
+    // The forward is stuck upstream. From here on this runtime's clock, the
+    // one serve's grace and deadlines run on, moves only when all it has left
+    // is to wait for one: the bound below is serve's own, whatever the
+    // machine's speed. (The UDP threads run on real time; waited for on this
+    // clock, they may be counted late: that is not judged here.)
+    let (sender, mut said) = tokio::sync::mpsc::unbounded_channel();
+    let _logged = tracing::subscriber::set_default(Said(sender));
+    tokio::time::pause();
+    let asked_to_stop = tokio::time::Instant::now();
     running.shutdown.cancel();
     let ended = timeout(WAIT, running.server)
         .await
         .unwrap_or_else(|_| panic!("serve did not return after shutdown"));
     let took = asked_to_stop.elapsed();
     assert!(matches!(ended, Ok(Ok(()))), "serve ended with {ended:?}");
+    heard(
+        &mut said,
+        "dns shutdown grace ran out; dropping queries still in flight",
+    )
+    .await;
     assert!(took >= GRACE, "the query in flight got no grace: {took:?}");
-    assert!(took < GRACE + MARGIN, "serve took {took:?} to return");
+    // Tokio's timer wheel rounds each deadline up to its next millisecond
+    // tick: a millisecond for each of serve's three.
+    let ticks = Duration::from_millis(3);
+    assert!(
+        took <= GRACE + MARGIN + ticks,
+        "serve took {took:?} to return"
+    );
+    tokio::time::resume();
 
     // The stuck query was dropped, not answered.
     let mut buffer = vec![0; 4096];
