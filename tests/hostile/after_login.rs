@@ -224,7 +224,12 @@ fn unresolvable_ungranted_and_loopback_destinations_get_one_answer() {
         assert!(nc.stdout.is_empty(), "{nc}");
         answers.push(open_failed(&w.stderr));
 
-        // The audit log tells them apart, the same way for both.
+        // The audit log tells them apart, the same way for both. `nc`'s
+        // refusal may reach the client before its line reaches the log:
+        // read once it is there.
+        g.audit("tunnel_refused", |v| {
+            v["host"] == host && v["port"] == port && v["via"] == "exec-nc"
+        });
         let refused: Vec<Value> = g
             .audits("tunnel_refused")
             .into_iter()
