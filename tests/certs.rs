@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     jump::code_at,
-    util::{Gatehouse, Output, SshClient, TcpServer, run, tool},
+    util::{Gatehouse, Output, SshClient, TcpServer, run, ssh_clients, tool},
 };
 
 /// An SSH certificate authority: a key pair made by ssh-keygen.
@@ -469,18 +469,10 @@ fn asyncssh_logs_in_with_a_certificate_and_the_code() {
     client.add_host("jump", g.jump(), "sean");
     let secret = g.enroll("sean");
     ca.sign_user(&client, "sean@asyncssh", &["-n", "sean", "-V", "-5m:+1h"]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ssh_clients.py");
     let out = run(
-        tool("python3")
-            .arg(script)
-            .arg("asyncssh")
-            .args(["--port", &g.jump().port().to_string(), "--user", "sean"])
-            .arg("--key")
-            .arg(&client.key)
+        ssh_clients("asyncssh", &g, "sean", &client, &secret, &sshd)
             .arg("--cert")
-            .arg(client.key.with_file_name("id_ed25519-cert.pub"))
-            .args(["--secret", &secret, "--target", &sshd.addr.to_string()])
-            .args(["--target-user", &sshd.user]),
+            .arg(client.key.with_file_name("id_ed25519-cert.pub")),
         b"",
     );
     out.success();

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::{
     jump::config,
-    util::{Gatehouse, Output, SshClient, Sshd, run, tool},
+    util::{Gatehouse, Output, SshClient, Sshd, run, ssh_clients, tool},
 };
 
 mod ansible;
@@ -37,18 +37,7 @@ fn jump_to(sshd: &Sshd, client: &mut SshClient) -> (Gatehouse, String) {
 
 /// `python3 tests/clients/ssh_clients.py LIBRARY ...` for `sean`.
 fn library(name: &str, g: &Gatehouse, client: &SshClient, secret: &str, sshd: &Sshd) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ssh_clients.py");
-    run(
-        tool("python3")
-            .arg(script)
-            .arg(name)
-            .args(["--port", &g.jump().port().to_string(), "--user", "sean"])
-            .arg("--key")
-            .arg(&client.key)
-            .args(["--secret", secret, "--target", &sshd.addr.to_string()])
-            .args(["--target-user", &sshd.user]),
-        b"",
-    )
+    run(&mut ssh_clients(name, g, "sean", client, secret, sshd), b"")
 }
 
 /// The value of the `key: value` line `key`.

@@ -9,15 +9,14 @@
 //! time. A step is accepted once per user, so a user logs in with a code
 //! at most twice (now, and one step ahead within the skew).
 
-use std::path::Path;
-
 use serde_json::Value;
 
 use crate::{
     fleet::fleet_with,
     jump::{field, fingerprint},
     util::{
-        Gatehouse, Haproxy, Output, SshClient, Sshd, TcpServer, eventually, gatehouse, run, tool,
+        Gatehouse, Haproxy, Output, SshClient, Sshd, TcpServer, eventually, gatehouse, run,
+        ssh_clients,
     },
 };
 
@@ -444,18 +443,7 @@ fn library(
     secret: &str,
     sshd: &Sshd,
 ) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ssh_clients.py");
-    run(
-        tool("python3")
-            .arg(script)
-            .arg(name)
-            .args(["--port", &g.jump().port().to_string(), "--user", user])
-            .arg("--key")
-            .arg(&client.key)
-            .args(["--secret", secret, "--target", &sshd.addr.to_string()])
-            .args(["--target-user", &sshd.user]),
-        b"",
-    )
+    run(&mut ssh_clients(name, g, user, client, secret, sshd), b"")
 }
 
 #[test]

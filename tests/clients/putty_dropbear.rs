@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::{
     jump::config,
-    util::{Gatehouse, Output, SshClient, Sshd, run, tool},
+    util::{Gatehouse, Output, SshClient, Sshd, python_client, run, tool},
 };
 
 /// A jump host for `sean` (key + code) granting `sshd`; the secret.
@@ -25,11 +25,9 @@ fn jump_host(sshd: &Sshd, client: &mut SshClient) -> (Gatehouse, String) {
 /// `on_a_tty.py --secret SECRET -- COMMAND...`: `cmd` on a terminal whose
 /// code prompts are answered.
 fn on_a_tty(secret: &str, cmd: &[&str], home: &Path) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/on_a_tty.py");
     run(
-        tool("python3")
+        python_client("on_a_tty.py")
             .env("HOME", home)
-            .arg(script)
             .args(["--secret", secret, "--"])
             .args(cmd),
         b"",

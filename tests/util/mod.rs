@@ -15,6 +15,7 @@
 //!   the TLD to gatehouse, and `Root`, the signed root it validates from.
 //! - `net.rs`: raw TCP: `free_port`, `connect_from`, `hello`, `TcpServer`.
 //! - `terminal.rs`: `Terminal`, an interactive `ssh -tt` to type into.
+//! - `python.rs`: the Python clients in `tests/clients/`.
 //!
 //! The two timeouts every file shares, [`PATIENCE`] and [`HANG`], are here.
 
@@ -25,6 +26,7 @@ mod gatehouse;
 mod haproxy;
 mod net;
 mod process;
+mod python;
 mod redis;
 mod resolver;
 mod sentinel;
@@ -36,6 +38,7 @@ pub use gatehouse::{Gatehouse, gatehouse, gatehouse_bin};
 pub use haproxy::Haproxy;
 pub use net::{Hello, TcpServer, connect_from, free_port, hello, read_hello};
 pub use process::{Daemon, Output, eventually, run, tool};
+pub use python::{python_client, ssh_clients};
 pub use redis::Redis;
 pub use resolver::{Resolver, ResolverKind, ResolverSetup, Root};
 pub use sentinel::Sentinels;
