@@ -12,7 +12,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::{
-    jump::config,
+    jump::{config, jump_to_sshd},
     util::{Gatehouse, Output, SshClient, Sshd, run, ssh_clients, tool},
 };
 
@@ -23,13 +23,7 @@ mod putty_dropbear;
 /// A jump host with `sean` (key + code, enrolled) granted `sshd`'s port,
 /// and a client that knows `jump` and `target`, answering with codes.
 fn jump_to(sshd: &Sshd, client: &mut SshClient) -> (Gatehouse, String) {
-    let g = Gatehouse::start(&config(
-        "required",
-        &[("sean", client, &["dev"])],
-        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
-    ));
-    client.add_host("jump", g.jump(), "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
+    let g = jump_to_sshd("required", client, sshd);
     let secret = g.enroll("sean");
     client.answer_with_totp(&secret);
     (g, secret)

@@ -55,6 +55,20 @@ pub(crate) fn one_user(mfa: &str, grants: Vec<String>) -> (Gatehouse, SshClient)
     (g, client)
 }
 
+/// A real second hop behind a jump host: `sean` (mfa `mfa`) in group `dev`,
+/// which may reach `sshd`'s port only; `client` knows `jump` and `target`.
+/// Enrolling and answering codes are the caller's.
+pub(crate) fn jump_to_sshd(mfa: &str, client: &mut SshClient, sshd: &Sshd) -> Gatehouse {
+    let g = Gatehouse::start(&config(
+        mfa,
+        &[("sean", client, &["dev"])],
+        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
+    ));
+    client.add_host("jump", g.jump(), "sean");
+    client.add_host("target", sshd.addr, &sshd.user);
+    g
+}
+
 /// `ssh -W HOST:PORT jump` with `input` on stdin.
 pub(crate) fn tunnel(client: &SshClient, to: &str, input: &[u8]) -> Output {
     run(client.ssh().args(["-W", to, "jump"]), input)
@@ -435,15 +449,8 @@ fn a_granted_destination_with_nothing_listening_is_connect_failed() {
 fn ssh_j_reaches_a_real_sshd_behind_the_jump() {
     let mut client = SshClient::new();
     let sshd = Sshd::start(&client.public_key());
-    let g = Gatehouse::start(&config(
-        "required",
-        &[("sean", &client, &["dev"])],
-        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
-    ));
-    client.add_host("jump", g.jump(), "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
-    let secret = g.enroll("sean");
-    client.answer_with_totp(&secret);
+    let g = jump_to_sshd("required", &mut client, &sshd);
+    client.answer_with_totp(&g.enroll("sean"));
 
     let out = run(
         client
@@ -470,13 +477,7 @@ fn ssh_j_reaches_a_real_sshd_behind_the_jump() {
 fn the_nc_proxycommand_reaches_a_real_sshd_and_survives_idle() {
     let mut client = SshClient::new();
     let sshd = Sshd::start(&client.public_key());
-    let g = Gatehouse::start(&config(
-        "optional",
-        &[("sean", &client, &["dev"])],
-        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
-    ));
-    client.add_host("jump", g.jump(), "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
+    let g = jump_to_sshd("optional", &mut client, &sshd);
     let proxy = format!(
         "ProxyCommand={} jump nc -w1 %h %p",
         client.ssh_command_line()

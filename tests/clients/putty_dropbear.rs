@@ -6,18 +6,13 @@
 use std::path::Path;
 
 use crate::{
-    jump::config,
+    jump::jump_to_sshd,
     util::{Gatehouse, Output, SshClient, Sshd, python_client, run, tool},
 };
 
 /// A jump host for `sean` (key + code) granting `sshd`; the secret.
 fn jump_host(sshd: &Sshd, client: &mut SshClient) -> (Gatehouse, String) {
-    let g = Gatehouse::start(&config(
-        "required",
-        &[("sean", client, &["dev"])],
-        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
-    ));
-    client.add_host("target", sshd.addr, &sshd.user);
+    let g = jump_to_sshd("required", client, sshd);
     let secret = g.enroll("sean");
     (g, secret)
 }
