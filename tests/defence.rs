@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::{
     enroll::wrong_code,
-    jump::{code_at, config, field, fingerprint, loopback, tunnel},
+    jump::{code_at, config, field, loopback, tunnel},
     util::{
         Gatehouse, Hello, Output, PATIENCE, SshClient, TcpServer, Terminal, eventually, gatehouse,
         hello, read_hello, run, tool,
@@ -579,7 +579,7 @@ fn users_config(users: &[(&str, &[&SshClient])], port: u16) -> String {
 pub(crate) fn live_tunnel(g: &Gatehouse, client: &SshClient, to: &str) -> (Terminal, Value) {
     let mut t = Terminal::start(client.ssh().args(["-W", to, "jump"]));
     ping(&mut t, "hello");
-    let fp = fingerprint(client);
+    let fp = client.fingerprint();
     let accepted = g.audit("auth", |v| {
         v["result"] == "accepted" && v["fingerprint"] == fp.as_str()
     });

@@ -18,7 +18,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
-    jump::{code_at, field, fingerprint, loopback, tunnel},
+    jump::{code_at, field, loopback, tunnel},
     util::{Gatehouse, Output, SshClient, TcpServer, Terminal, gatehouse, run},
 };
 
@@ -460,7 +460,7 @@ fn recovery_codes_work_once_each_and_are_stored_only_hashed() {
         ("sean", "keyboard-interactive"),
         "{accepted}"
     );
-    assert_eq!(accepted["fingerprint"], fingerprint(&client), "{accepted}");
+    assert_eq!(accepted["fingerprint"], client.fingerprint(), "{accepted}");
     let (status, stdout, stderr) = cli(&g.totp("status", "sean"));
     assert_eq!(status, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("7 recovery codes left"), "{stdout}");
@@ -688,13 +688,13 @@ fn three_wrong_codes_lock_the_user_whatever_the_source() {
     out.failure().stderr_has("Permission denied");
     assert!(out.stdout.is_empty(), "{out}");
     let limited = g.audit("auth", is_limited);
-    assert_eq!(limited["fingerprint"], fingerprint(&desktop), "{limited}");
+    assert_eq!(limited["fingerprint"], desktop.fingerprint(), "{limited}");
     laptop.answer_with_totp(&secret);
     tunnel(&laptop, &loopback(echo.port()), b"x")
         .failure()
         .stderr_has("Permission denied");
     let limited = g.audit_nth(1, "auth", is_limited);
-    assert_eq!(limited["fingerprint"], fingerprint(&laptop), "{limited}");
+    assert_eq!(limited["fingerprint"], laptop.fingerprint(), "{limited}");
 
     // The limit is sean's alone.
     bob.answer_with_totp(&bobs);

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::{
     certs::Ca,
-    jump::{code_at, fingerprint},
+    jump::code_at,
     util::{Gatehouse, Output, SshClient, TcpServer, run},
 };
 
@@ -79,7 +79,7 @@ fn a_touched_key_and_the_code_get_a_tunnel() {
     let sk = security_key(&g, "first factor");
     assert_eq!(sk["flags"], 0x01, "{sk}");
     assert_eq!(sk["counter"], SK_DUMMY_COUNTER, "{sk}");
-    assert_eq!(sk["fingerprint"], fingerprint(&client), "{sk}");
+    assert_eq!(sk["fingerprint"], client.fingerprint(), "{sk}");
     assert_eq!(sk["possible_clone"], false, "the first signature: {sk}");
     g.audit("auth", |v| {
         v["result"] == "partial" && v["detail"] == "key accepted; TOTP code next"
@@ -272,7 +272,7 @@ fn check_says_which_keys_are_a_whole_login() {
         format!(
             "    {} {} gatehouse-test: {what}\n",
             client.public_key().split(' ').next().expect("type"),
-            fingerprint(client)
+            client.fingerprint()
         )
     };
     assert!(
@@ -293,7 +293,7 @@ fn check_says_which_keys_are_a_whole_login() {
         assert!(stdout.contains(&expected), "{expected:?} in\n{stdout}");
     }
     assert!(
-        !stdout.contains(&fingerprint(&laptop)),
+        !stdout.contains(&laptop.fingerprint()),
         "an ordinary key is not listed: {stdout}"
     );
 }

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::{
     fleet::fleet_with,
-    jump::{field, fingerprint},
+    jump::field,
     util::{
         Gatehouse, Haproxy, Output, SshClient, Sshd, TcpServer, eventually, gatehouse, run,
         ssh_clients,
@@ -182,7 +182,7 @@ fn the_seed_proxycommand_asks_one_code_then_none_for_this_key_from_here() {
     for line in &graced_lines {
         assert_eq!(line["result"], "accepted", "{line}");
         assert_eq!(line["method"], "publickey", "{line}");
-        assert_eq!(line["fingerprint"], fingerprint(&laptop), "{line}");
+        assert_eq!(line["fingerprint"], laptop.fingerprint(), "{line}");
         assert_eq!(line["grace_source"], "127.0.0.1", "{line}");
         assert_eq!(
             line["grace_step"], step,
@@ -209,7 +209,7 @@ fn the_seed_proxycommand_asks_one_code_then_none_for_this_key_from_here() {
     run(other_key.ssh().args(["-W", &to, "jump"]), b"").failure();
     assert_eq!(other_key.prompts().len(), 1, "{:?}", other_key.prompts());
     g.audit("auth", |v| {
-        v["fingerprint"] == fingerprint(&other_key) && v["result"] == "partial"
+        v["fingerprint"] == other_key.fingerprint() && v["result"] == "partial"
     });
 }
 
@@ -253,7 +253,7 @@ fn end_reset_key_removal_and_expiry_each_bring_the_code_back() {
     // `gatehouse totp grace ana` lists it; `--end` ends it.
     code_then_grace(&ana);
     let listed = grace_cli(&g, "ana", &[]);
-    assert!(listed.contains(&fingerprint(&ana)), "{listed}");
+    assert!(listed.contains(&ana.fingerprint()), "{listed}");
     assert!(listed.contains("127.0.0.1 "), "{listed}");
     assert_eq!(
         listed.lines().count(),
@@ -516,7 +516,7 @@ fn two_hosts_on_one_redis_share_a_grace_and_refuse_a_forged_one() {
 
     // The grace in Redis, signed; lengthened by hand (no seal key), it is
     // refused and audited, and the code is asked.
-    let field_name = format!("{} 127.0.0.1", fingerprint(&f.client));
+    let field_name = format!("{} 127.0.0.1", f.client.fingerprint());
     let stored = f.redis.cli(&["HGET", "test:grace:sean", &field_name]);
     let (mac, json) = stored.trim().split_once(' ').expect("MAC JSON");
     assert_eq!(mac.len(), 64, "{stored}");

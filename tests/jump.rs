@@ -74,22 +74,6 @@ pub(crate) fn tunnel(client: &SshClient, to: &str, input: &[u8]) -> Output {
     run(client.ssh().args(["-W", to, "jump"]), input)
 }
 
-/// The key's SHA256 fingerprint as `ssh-keygen -l` prints it.
-pub(crate) fn fingerprint(client: &SshClient) -> String {
-    let out = run(
-        tool("ssh-keygen")
-            .args(["-l", "-E", "sha256", "-f"])
-            .arg(client.key.with_extension("pub")),
-        b"",
-    );
-    out.success();
-    out.stdout()
-        .split_whitespace()
-        .nth(1)
-        .expect("fingerprint field")
-        .to_owned()
-}
-
 /// The code for `secret` at `when` (an `oathtool -N` date such as `now`),
 /// computed once: a fixed answer, to replay.
 pub(crate) fn code_at(secret: &str, when: &str) -> String {
@@ -134,7 +118,7 @@ fn key_then_code_logs_in_and_a_tunnel_round_trips() {
     assert_eq!(prompts.len(), 1, "{prompts:?}");
     assert!(prompts[0].ends_with("Verification code: "), "{prompts:?}");
 
-    let fp = fingerprint(&client);
+    let fp = client.fingerprint();
     assert!(fp.starts_with("SHA256:"), "{fp}");
     let partial = g.audit("auth", |v| v["result"] == "partial");
     assert_eq!(
@@ -288,7 +272,7 @@ fn unknown_keys_and_unknown_users_look_the_same() {
     for (event, client) in [(&for_sean, &stranger), (&for_mallory, &sean)] {
         assert_eq!(event["result"], "rejected", "{event}");
         assert_eq!(event["method"], "publickey", "{event}");
-        assert_eq!(event["fingerprint"], fingerprint(client), "{event}");
+        assert_eq!(event["fingerprint"], client.fingerprint(), "{event}");
     }
     // The same words for both: the log does not tell which users exist
     // (and neither does the wire).

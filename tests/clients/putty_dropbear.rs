@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::{
     jump::jump_to_sshd,
-    util::{Gatehouse, Output, SshClient, Sshd, python_client, run, tool},
+    util::{Gatehouse, Output, SshClient, Sshd, fingerprint, python_client, run, tool},
 };
 
 /// A jump host for `sean` (key + code) granting `sshd`; the secret.
@@ -36,17 +36,6 @@ fn putty_session(home: &Path, name: &str) {
     let sessions = home.join(".putty/sessions");
     std::fs::create_dir_all(&sessions).expect("mkdir .putty/sessions");
     std::fs::write(sessions.join(name), "ProxyLocalhost=1\n").expect("write session");
-}
-
-/// The SHA256 fingerprint of the public key in `path`.
-fn fingerprint(path: &Path) -> String {
-    let out = run(tool("ssh-keygen").arg("-lf").arg(path), b"");
-    out.success();
-    out.stdout()
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("no fingerprint in {out}"))
-        .to_owned()
 }
 
 /// The jump host's host key fingerprint, from its log.

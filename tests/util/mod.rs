@@ -42,7 +42,7 @@ pub use python::{python_client, ssh_clients};
 pub use redis::Redis;
 pub use resolver::{Resolver, ResolverKind, ResolverSetup, Root};
 pub use sentinel::Sentinels;
-pub use ssh::{SshClient, Sshd};
+pub use ssh::{SshClient, Sshd, fingerprint};
 pub use terminal::Terminal;
 
 /// How long to wait for anything the server should do "at once".

@@ -115,6 +115,11 @@ impl SshClient {
             .to_owned()
     }
 
+    /// The key's SHA256 fingerprint, as the audit log names it.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.key.with_extension("pub"))
+    }
+
     /// A folder that lives as long as this client (control sockets, ...).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -420,4 +425,21 @@ pub fn current_user() -> String {
     let out = run(tool("id").arg("-un"), b"");
     out.success();
     out.stdout().trim().to_owned()
+}
+
+/// The SHA256 fingerprint of the public key in `public`, as `ssh-keygen -l`
+/// prints it (and the audit log names keys).
+pub fn fingerprint(public: &Path) -> String {
+    let out = run(
+        tool("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f"])
+            .arg(public),
+        b"",
+    );
+    out.success();
+    out.stdout()
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no fingerprint in {out}"))
+        .to_owned()
 }
