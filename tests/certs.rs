@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::{
     jump::code_at,
-    util::{Gatehouse, Output, SshClient, TcpServer, run, ssh_clients, tool},
+    util::{Gatehouse, SshClient, TcpServer, run, ssh_clients, tool},
 };
 
 /// An SSH certificate authority: a key pair made by ssh-keygen.
@@ -94,11 +94,6 @@ fn jump_host(ca: &Ca, echo: &TcpServer) -> (Gatehouse, SshClient, PathBuf, Strin
     (g, client, revoked, secret)
 }
 
-fn tunnel(client: &SshClient, echo: &TcpServer) -> Output {
-    let to = format!("127.0.0.1:{}", echo.port());
-    run(client.ssh().args(["-W", &to, "jump"]), b"hello\n")
-}
-
 /// The detail of the refusal of the certificate with key id `id`
 /// (waiting for it: the log is read as it is written). The reason comes
 /// first: `REASON: certificate "ID" serial N`.
@@ -124,7 +119,7 @@ fn a_valid_certificate_and_the_code_get_a_tunnel() {
         &["-n", "sean", "-V", "-5m:+1h", "-z", "42"],
     );
     client.answer_with(&code_at(&secret, "now"));
-    let out = tunnel(&client, &echo);
+    let out = client.echo_via("jump", &echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
     let cert = g.audit("certificate", |_| true);
@@ -250,7 +245,7 @@ fn certificates_that_must_not_log_in_are_refused_each_with_its_reason() {
     // offer one, so `certs::check`'s type check is not reached from here.)
     for (what, signer, args, reason) in cases {
         signer.sign_user(&client, what, &args);
-        tunnel(&client, &echo).failure();
+        client.echo_via("jump", &echo).failure();
         let detail = refusal(&g, what);
         assert!(detail.contains(reason), "{what}: {detail}");
     }
@@ -301,7 +296,7 @@ fn revoked_by_serial_key_id_or_key_and_a_live_session_cut_on_change() {
         "{off}"
     );
     live.finish().failure();
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     assert!(refusal(&g, "live").contains("revoked: its serial is revoked"));
 
     ca.sign_user(
@@ -310,7 +305,7 @@ fn revoked_by_serial_key_id_or_key_and_a_live_session_cut_on_change() {
         &["-n", "sean", "-V", "-5m:+1h", "-z", "8"],
     );
     krl("id: by id\n");
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     assert!(refusal(&g, "by id").contains("revoked: its key id is revoked"));
 
     ca.sign_user(
@@ -320,7 +315,7 @@ fn revoked_by_serial_key_id_or_key_and_a_live_session_cut_on_change() {
     );
     let pubkey = std::fs::read_to_string(&public).expect("pub");
     krl(&format!("key: {pubkey}"));
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     assert!(refusal(&g, "by key").contains("revoked: its key is revoked"));
 }
 
@@ -453,7 +448,7 @@ fn a_certificate_user_without_a_code_enrolls_and_then_tunnels() {
     g.audit("auth", |v| v["result"] == "enroll_only");
     // Then certificate + the next code: a tunnel.
     client.answer_with(&code_at(&screen.secret, "+30 seconds"));
-    let out = tunnel(&client, &echo);
+    let out = client.echo_via("jump", &echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
 }
@@ -493,7 +488,7 @@ fn a_sha1_ca_signature_is_refused_and_a_long_key_id_leaves_the_reason_first() {
         "sha1",
         &["-t", "ssh-rsa", "-n", "sean", "-V", "-5m:+1h"],
     );
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     let detail = refusal(&g, "sha1");
     assert!(
         detail
@@ -507,7 +502,7 @@ fn a_sha1_ca_signature_is_refused_and_a_long_key_id_leaves_the_reason_first() {
         "sha2",
         &["-t", "rsa-sha2-512", "-n", "kim", "-V", "-5m:+1h"],
     );
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     assert!(
         refusal(&g, "sha2").starts_with("the user is not among its principals (probe): "),
         "{}",
@@ -517,7 +512,7 @@ fn a_sha1_ca_signature_is_refused_and_a_long_key_id_leaves_the_reason_first() {
     // the detail, which stays bounded.
     let long = "i".repeat(200);
     rsa_ca.sign_user(&client, &long, &["-n", "kim", "-V", "-5m:+1h"]);
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     let refused = g.audit("auth", |v| {
         v["result"] == "rejected"
             && v["detail"]

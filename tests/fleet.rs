@@ -7,7 +7,7 @@ use std::{os::unix::fs::PermissionsExt, path::Path};
 
 use crate::{
     jump::code_at,
-    util::{Gatehouse, Hello, Output, Redis, SshClient, TcpServer, eventually, hello, run, tool},
+    util::{Gatehouse, Hello, Redis, SshClient, TcpServer, eventually, hello, run, tool},
 };
 
 /// The same YAML for every host: `sean` with a provisioned secret in
@@ -117,12 +117,6 @@ pub(crate) fn fleet_with(
     }
 }
 
-/// A line echoed through `ssh -W` via `host`; the output.
-fn tunnel(f: &Fleet, host: &str) -> Output {
-    let to = format!("127.0.0.1:{}", f.echo.port());
-    run(f.client.ssh().args(["-W", &to, host]), b"hello\n")
-}
-
 fn healthz(g: &Gatehouse) -> String {
     let admin = *g.listening("admin").first().expect("admin listening");
     let out = tool("curl")
@@ -146,11 +140,11 @@ fn a_code_used_through_one_host_is_refused_by_another() {
     let f = fleet("closed");
     let code = code_at(&f.secret, "now");
     f.client.answer_with(&code);
-    let first = tunnel(&f, "jump1");
+    let first = f.client.echo_via("jump1", &f.echo);
     first.success();
     assert_eq!(first.stdout(), "hello\n", "{first}");
     // The same code through the other host: used already, fleet-wide.
-    tunnel(&f, "jump2").failure();
+    f.client.echo_via("jump2", &f.echo).failure();
     let on_two = code_details(&f.hosts[1]);
     assert_eq!(on_two.len(), 1, "{on_two:?}");
     assert!(
@@ -167,13 +161,13 @@ fn a_code_used_through_one_host_is_refused_by_another() {
 fn the_per_user_code_limit_counts_across_hosts() {
     let f = fleet("closed");
     f.client.answer_with("000000");
-    tunnel(&f, "jump1").failure();
-    tunnel(&f, "jump2").failure();
-    tunnel(&f, "jump1").failure();
+    f.client.echo_via("jump1", &f.echo).failure();
+    f.client.echo_via("jump2", &f.echo).failure();
+    f.client.echo_via("jump1", &f.echo).failure();
     // Three wrong codes on two hosts: the next code is not even checked,
     // on either host, though it is right.
     f.client.answer_with(&code_at(&f.secret, "now"));
-    tunnel(&f, "jump2").failure();
+    f.client.echo_via("jump2", &f.echo).failure();
     let on_two = code_details(&f.hosts[1]);
     assert!(
         on_two
@@ -189,7 +183,7 @@ fn with_redis_down_codes_fail_closed_and_logins_return_with_it() {
     let mut f = fleet_of(2, "closed", "");
     f.redis.stop();
     f.client.answer_with_totp(&f.secret);
-    tunnel(&f, "jump1").failure();
+    f.client.echo_via("jump1", &f.echo).failure();
     let on_one = code_details(&f.hosts[0]);
     assert!(
         on_one
@@ -213,7 +207,7 @@ fn with_redis_down_codes_fail_closed_and_logins_return_with_it() {
     // Redis back, empty (it kept nothing): logins work again.
     f.redis.restart();
     eventually("a login through jump1 works again", || {
-        tunnel(&f, "jump1").status.success()
+        f.client.echo_via("jump1", &f.echo).status.success()
     });
     eventually("healthz says redis is up", || {
         healthz(&f.hosts[0]).contains("state: redis up")
@@ -225,11 +219,11 @@ fn with_on_outage_local_codes_are_checked_by_each_host_alone() {
     let mut f = fleet("local");
     f.redis.stop();
     f.client.answer_with(&code_at(&f.secret, "now"));
-    let out = tunnel(&f, "jump1");
+    let out = f.client.echo_via("jump1", &f.echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
     // Each host still refuses a replay of its own...
-    tunnel(&f, "jump1").failure();
+    f.client.echo_via("jump1", &f.echo).failure();
     let on_one = code_details(&f.hosts[0]);
     assert!(
         on_one
@@ -241,7 +235,7 @@ fn with_on_outage_local_codes_are_checked_by_each_host_alone() {
     assert!(logged.contains("on_outage: local"), "{logged}");
     // ...but cannot know what another host took: the same code is good once
     // on host 2, checked there alone.
-    let out = tunnel(&f, "jump2");
+    let out = f.client.echo_via("jump2", &f.echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
     let on_two = code_details(&f.hosts[1]);
@@ -302,7 +296,7 @@ fn a_source_banned_through_one_host_is_shut_out_by_every_host() {
     }
     // Nobody else is affected.
     f.client.answer_with(&code_at(&f.secret, "now"));
-    tunnel(&f, "jump3").success();
+    f.client.echo_via("jump3", &f.echo).success();
 }
 
 #[test]

@@ -36,10 +36,7 @@ pub(crate) fn enroll(g: &Gatehouse, user: &str) -> (String, Vec<String>) {
 /// `ssh -W` through `alias` answering `answer`; whether it got through.
 fn through(f: &Fleet, alias: &str, answer: &str) -> bool {
     f.client.answer_with(answer);
-    let to = format!("127.0.0.1:{}", f.echo.port());
-    run(f.client.ssh().args(["-W", &to, alias]), b"hello\n")
-        .status
-        .success()
+    f.client.echo_via(alias, &f.echo).status.success()
 }
 
 /// `gatehouse_state_store_refused_total` on host `g`.

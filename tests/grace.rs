@@ -59,10 +59,9 @@ fn grace_cli(g: &Gatehouse, user: &str, args: &[&str]) -> String {
 
 /// A line through `ssh -W` to the echo server via `jump`; it must arrive.
 fn echoed(client: &SshClient, echo: &TcpServer) -> Output {
-    let to = format!("127.0.0.1:{}", echo.port());
-    let out = run(client.ssh().args(["-W", &to, "jump"]), b"hi\n");
+    let out = client.echo_via("jump", echo);
     out.success();
-    assert_eq!(out.stdout(), "hi\n", "{out}");
+    assert_eq!(out.stdout(), "hello\n", "{out}");
     out
 }
 
@@ -496,9 +495,8 @@ fn two_hosts_on_one_redis_share_a_grace_and_refuse_a_forged_one() {
         yaml.replace("  mfa: required\n", "  mfa: required\n  mfa_grace: 30m\n")
     });
     f.client.answer_with_totp_ahead(&f.secret);
-    let to = format!("127.0.0.1:{}", f.echo.port());
     let through = |host: &str| {
-        let out = run(f.client.ssh().args(["-W", &to, host]), b"hello\n");
+        let out = f.client.echo_via(host, &f.echo);
         out.success();
         assert_eq!(out.stdout(), "hello\n", "{out}");
     };

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Daemon, PATIENCE, free_port, process::which, run, tool};
+use super::{Daemon, Output, PATIENCE, TcpServer, free_port, process::which, run, tool};
 
 /// An OpenSSH client with its own key and `ssh_config`, answering the
 /// `Verification code:` prompt through `SSH_ASKPASS`.
@@ -118,6 +118,14 @@ impl SshClient {
     /// The key's SHA256 fingerprint, as the audit log names it.
     pub fn fingerprint(&self) -> String {
         fingerprint(&self.key.with_extension("pub"))
+    }
+
+    /// `ssh -W` to the `echo` server via `host` with the line `hello` on
+    /// stdin: a whole login and a tunnel. The output: `hello` again when it
+    /// got through.
+    pub fn echo_via(&self, host: &str, echo: &TcpServer) -> Output {
+        let to = format!("127.0.0.1:{}", echo.port());
+        run(self.ssh().args(["-W", &to, host]), b"hello\n")
     }
 
     /// A folder that lives as long as this client (control sockets, ...).
