@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
+    defence::with_limits,
     jump::code_at,
     util::{Gatehouse, SshClient, TcpServer, run, ssh_clients, tool},
 };
@@ -154,12 +155,10 @@ fn certificates_that_must_not_log_in_are_refused_each_with_its_reason() {
     let other_ca = Ca::new();
     let (g, client, _, _) = jump_host(&ca, &echo);
     // Nine refusals from 127.0.0.1 would ban it at the fifth: trust it.
-    g.replace_config(
-        &config(&[&ca], &client.dir().join("revoked"), echo.port()).replace(
-            "  users:\n",
-            "  limits: { trusted: [\"127.0.0.0/8\"] }\n  users:\n",
-        ),
-    );
+    g.replace_config(&with_limits(
+        &config(&[&ca], &client.dir().join("revoked"), echo.port()),
+        "trusted: [\"127.0.0.0/8\"]",
+    ));
     g.wait_for(|v| v["event"] == "reload" && v["result"] == "ok");
     let cases: Vec<(&str, &Ca, Vec<&str>, &str)> = vec![
         (

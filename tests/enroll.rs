@@ -18,6 +18,7 @@ use std::{
 use serde_json::Value;
 
 use crate::{
+    defence::with_limits,
     jump::{code_at, field, loopback, tunnel},
     util::{Gatehouse, Output, SshClient, TcpServer, Terminal, gatehouse, run},
 };
@@ -57,13 +58,7 @@ fn config(mfa: &str, users: &[(&str, &[&SshClient], Option<&Path>)], port: u16) 
 /// whose many refused codes from 127.0.0.1 are about the per-user limit,
 /// which holds whatever the source, trusted or not.
 fn trusting_loopback(yaml: &str) -> String {
-    let with = yaml.replacen(
-        "  users:\n",
-        "  limits: { trusted: [\"127.0.0.0/8\"] }\n  users:\n",
-        1,
-    );
-    assert_ne!(with, yaml, "no `users:` in {yaml}");
-    with
+    with_limits(yaml, "trusted: [\"127.0.0.0/8\"]")
 }
 
 /// One user `sean` without an enrollment, who may reach `echo`; the client
