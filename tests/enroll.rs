@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::{
     defence::with_limits,
     jump::{code_at, field, loopback, tunnel},
-    util::{Gatehouse, Output, SshClient, TcpServer, Terminal, gatehouse, run},
+    util::{Gatehouse, Output, SshClient, TcpServer, Terminal, enrollment_secret, gatehouse, run},
 };
 
 const ISSUER: &str = "Example Jump";
@@ -513,11 +513,7 @@ fn an_enrolled_user_gets_no_terminal_and_totp_reset_reopens_enrollment() {
     // The operator enrolls sean; recovery codes come with it now.
     let (status, stdout, stderr) = cli(&g.totp("enroll", "sean"));
     assert_eq!(status, Some(0), "{stdout}{stderr}");
-    let secret = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("secret:"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| panic!("no `secret:` line in:\n{stdout}"));
+    let secret = enrollment_secret(&stdout);
     assert!(stdout.contains("Recovery codes"), "{stdout}");
     let after = stdout.split("Recovery codes").nth(1).unwrap_or_default();
     assert_eq!(recovery_codes(after).len(), 8, "{stdout}");

@@ -8,7 +8,9 @@
 use crate::{
     fleet::{Fleet, fleet_of, fleet_with, unknown_key_from},
     jump::code_at,
-    util::{Gatehouse, Hello, SshClient, eventually, gatehouse, hello, run, tool},
+    util::{
+        Gatehouse, Hello, SshClient, enrollment_secret, eventually, gatehouse, hello, run, tool,
+    },
 };
 
 /// `gatehouse totp enroll USER` through host `g`: the secret and the
@@ -17,11 +19,7 @@ pub(crate) fn enroll(g: &Gatehouse, user: &str) -> (String, Vec<String>) {
     let out = g.totp("enroll", user);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
-    let secret = text
-        .lines()
-        .find_map(|l| l.strip_prefix("secret:"))
-        .map(|s| s.trim().to_owned())
-        .expect("a secret line");
+    let secret = enrollment_secret(&text);
     let codes: Vec<String> = text
         .lines()
         .skip_while(|l| !l.starts_with("Recovery codes"))

@@ -15,8 +15,8 @@ use crate::{
     fleet::fleet_with,
     jump::field,
     util::{
-        Gatehouse, Haproxy, Output, SshClient, Sshd, TcpServer, eventually, gatehouse, run,
-        ssh_clients,
+        Gatehouse, Haproxy, Output, SshClient, Sshd, TcpServer, enrollment_secret, eventually,
+        gatehouse, run, ssh_clients,
     },
 };
 
@@ -361,11 +361,7 @@ fn a_recovery_code_begins_no_grace() {
     let enrolled = g.totp("enroll", "rita");
     assert!(enrolled.status.success(), "{enrolled:?}");
     let stdout = String::from_utf8_lossy(&enrolled.stdout).into_owned();
-    let secret = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("secret:"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| panic!("no secret in {stdout}"));
+    let secret = enrollment_secret(&stdout);
     let recovery = stdout
         .lines()
         .map(str::trim)

@@ -204,11 +204,7 @@ impl Gatehouse {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("secret:"))
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|| panic!("no `secret:` line in:\n{stdout}"))
+        enrollment_secret(&stdout)
     }
 
     /// `gatehouse totp ACTION USER` (enroll, reset, status) on this config.
@@ -368,4 +364,13 @@ pub fn gatehouse(args: &[&str], cwd: &Path) -> std::process::Output {
         .stdin(Stdio::null())
         .output()
         .expect("run gatehouse")
+}
+
+/// The base32 secret in the `secret:` line `gatehouse totp enroll` prints.
+pub fn enrollment_secret(printed: &str) -> String {
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix("secret:"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| panic!("no `secret:` line in:\n{printed}"))
 }

@@ -34,7 +34,7 @@ mod ssh;
 mod terminal;
 
 pub use dig::{Dig, dig};
-pub use gatehouse::{Gatehouse, gatehouse, gatehouse_bin};
+pub use gatehouse::{Gatehouse, enrollment_secret, gatehouse, gatehouse_bin};
 pub use haproxy::Haproxy;
 pub use net::{Hello, TcpServer, connect_from, free_port, hello, read_hello};
 pub use process::{Daemon, Output, eventually, run, tool};
