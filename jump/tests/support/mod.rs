@@ -239,6 +239,14 @@ impl Client {
         Client { handle, seen }
     }
 
+    /// [`Client::connect`], then `sean`'s `key` accepted with nothing more
+    /// asked (mfa optional, or not enrolled).
+    pub async fn logged_in(jump: &Jump, key: &Arc<PrivateKey>) -> Client {
+        let mut client = Client::connect(jump).await;
+        assert!(matches!(client.key("sean", key).await, AuthResult::Success));
+        client
+    }
+
     /// A publickey attempt, signed.
     pub async fn key(&mut self, user: &str, key: &Arc<PrivateKey>) -> AuthResult {
         let key = PrivateKeyWithHashAlg::new(Arc::clone(key), None);
