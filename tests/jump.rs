@@ -545,45 +545,6 @@ fn nc_exec_tunnels_carry_stdin_and_stdout() {
     assert_eq!(refused["port"], other.port(), "{refused}");
 }
 
-/// A ControlMaster connection, told to exit when dropped.
-struct Master<'a> {
-    client: &'a SshClient,
-    path: std::path::PathBuf,
-}
-
-impl Master<'_> {
-    fn command(&self, op: &str) -> Output {
-        run(
-            self.client.ssh().args([
-                "-o",
-                &format!("ControlPath={}", self.path.display()),
-                "-O",
-                op,
-                "jump",
-            ]),
-            b"",
-        )
-    }
-}
-
-impl Drop for Master<'_> {
-    fn drop(&mut self) {
-        // Not `run`: a panic here, during a failing test's unwinding, would
-        // abort the whole test binary. `-O exit` only talks to the local socket.
-        if self.path.exists() {
-            let _ = self
-                .client
-                .ssh()
-                .args(["-o", &format!("ControlPath={}", self.path.display())])
-                .args(["-O", "exit", "jump"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
 #[test]
 fn tunnels_multiplex_over_one_controlmaster_connection() {
     // Several SSH packets and window updates per tunnel, all interleaved.
@@ -592,45 +553,20 @@ fn tunnels_multiplex_over_one_controlmaster_connection() {
     let (g, client) = one_user("required", vec![format!("127.0.0.0/8:{}", echo.port())]);
     let secret = g.enroll("sean");
     client.answer_with_totp(&secret);
-    let master = Master {
-        client: &client,
-        path: client.dir().join("cm"),
-    };
-    let control = format!("ControlPath={}", master.path.display());
-    run(
-        client.ssh().args([
-            "-o",
-            "ControlMaster=yes",
-            "-o",
-            &control,
-            "-o",
-            "ControlPersist=60",
-            "-N",
-            "-f",
-            "jump",
-        ]),
-        b"",
-    )
-    .success();
-    master.command("check").success();
+    let master = client.master(&[]);
 
     let to = loopback(echo.port());
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..6_u8)
             .map(|i| {
-                let (client, control, to) = (&client, &control, &to);
+                let (client, to) = (&client, &to);
                 s.spawn(move || {
                     // Distinct bytes per tunnel, so crossed streams would show.
                     let payload: Vec<u8> = (0..PAYLOAD)
                         .map(|n| b'a' + ((n + u32::from(i)) % 26) as u8)
                         .collect();
                     // BatchMode: it must ride the master, never log in anew.
-                    let out = run(
-                        client
-                            .ssh()
-                            .args(["-o", "BatchMode=yes", "-o", control, "-W", to, "jump"]),
-                        &payload,
-                    );
+                    let out = run(&mut client.via_master(to), &payload);
                     out.success();
                     assert!(
                         out.stdout == payload,
@@ -662,9 +598,11 @@ fn tunnels_multiplex_over_one_controlmaster_connection() {
         g.audits("tunnel_closed")
     );
 
-    master.command("exit").success();
+    client.exit_master().success();
     let gone = g.audit("connection_closed", |_| true);
     assert_eq!(gone["user"], "sean", "{gone}");
+    // The master ends too (`-O exit` makes it exit 255): wait for it.
+    master.finish();
 }
 
 #[test]

@@ -11,7 +11,7 @@ use gatehouse_jump::{CHANNEL_WINDOW, CONNECTION_WINDOWS, REFUSALS_LOGGED, USER_W
 
 use super::{attack, bystander, rss_kib, said, source};
 use crate::{
-    defence::{check_master, control_path, ping, via_master},
+    defence::ping,
     jump::{config, loopback},
     util::{Gatehouse, Output, SshClient, TcpServer, Terminal, eventually, run},
 };
@@ -278,14 +278,8 @@ fn forty_env_requests_on_a_session_leave_the_controlmasters_tunnel_up() {
     sean.add_host("jump", g.jump(), "sean");
     // Both sides filter: the mux client passes the variables its SendEnv
     // matches, the master sends those its own SendEnv matches.
-    let mut cmd = sean.ssh();
-    cmd.args(["-o", "ControlMaster=yes", "-o", "SendEnv=GH_*"]);
-    cmd.args(["-o", control_path(&sean).as_str(), "-N", "jump"]);
-    let _master = Terminal::start(&mut cmd);
-    eventually("the ControlMaster is up", || {
-        check_master(&sean).status.success()
-    });
-    let mut tunnel = Terminal::start(&mut via_master(&sean, &to));
+    let _master = sean.master(&["SendEnv=GH_*"]);
+    let mut tunnel = Terminal::start(&mut sean.via_master(&to));
     ping(&mut tunnel, "before");
     let conn = g.audit("tunnel_opened", |_| true)["conn"].clone();
 
@@ -294,7 +288,7 @@ fn forty_env_requests_on_a_session_leave_the_controlmasters_tunnel_up() {
     // session channel holds (UNREAD_REQUESTS).
     let mut session = sean.ssh();
     session.args(["-o", "BatchMode=yes", "-o", "SendEnv=GH_*"]);
-    session.args(["-o", control_path(&sean).as_str(), "jump", "true"]);
+    session.args(["-o", sean.control_option().as_str(), "jump", "true"]);
     for i in 0..40 {
         session.env(format!("GH_{i:02}"), "x".repeat(100));
     }
@@ -309,7 +303,7 @@ fn forty_env_requests_on_a_session_leave_the_controlmasters_tunnel_up() {
 
     // The same connection: its tunnel still echoes, the master is there.
     ping(&mut tunnel, "after forty env requests");
-    check_master(&sean).success();
+    sean.check_master().success();
     assert!(
         g.audits("connection_closed").is_empty(),
         "{:?}",

@@ -15,6 +15,7 @@
 //!   the TLD to gatehouse, and `Root`, the signed root it validates from.
 //! - `net.rs`: raw TCP: `free_port`, `connect_from`, `hello`, `TcpServer`.
 //! - `terminal.rs`: `Terminal`, an interactive `ssh -tt` to type into.
+//! - `master.rs`: a ControlMaster started by hand, and `ssh -W` riding it.
 //! - `python.rs`: the Python clients in `tests/clients/`.
 //!
 //! The two timeouts every file shares, [`PATIENCE`] and [`HANG`], are here.
@@ -24,6 +25,7 @@ use std::time::Duration;
 mod dig;
 mod gatehouse;
 mod haproxy;
+mod master;
 mod net;
 mod process;
 mod python;
