@@ -138,18 +138,6 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-fn metric(g: &Gatehouse, name: &str) -> u64 {
-    let admin = *g.listening("admin").first().expect("admin listening");
-    let out = tool("curl")
-        .args(["-s", "--max-time", "10", &format!("http://{admin}/metrics")])
-        .output()
-        .expect("run curl");
-    let body = String::from_utf8_lossy(&out.stdout).into_owned();
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-        .unwrap_or(0)
-}
-
 const ADMIN: &str = "admin:\n  listen: 127.0.0.1:0\n";
 
 /// The measurement: ~2,000 connections from 8 loopback addresses,
@@ -174,10 +162,7 @@ fn tcp_holders_on_one_network_keep_their_share_and_nobody_out() {
         "gatehouse held {most_held} more sockets during the hold"
     );
     assert!(
-        metric(
-            &g,
-            "gatehouse_dns_tcp_closed_total{reason=\"network_full\"}"
-        ) > 1000,
+        g.metric("gatehouse_dns_tcp_closed_total{reason=\"network_full\"}") > 1000,
         "refusals not counted"
     );
 }
@@ -197,10 +182,7 @@ fn tcp_holders_on_many_networks_are_closed_longest_idle_first() {
         "a bystander's dig +tcp went unanswered during the hold: {answers:?}"
     );
     assert!(
-        metric(
-            &g,
-            "gatehouse_dns_tcp_closed_total{reason=\"longest_idle\"}"
-        ) > 0,
+        g.metric("gatehouse_dns_tcp_closed_total{reason=\"longest_idle\"}") > 0,
         "no connection was closed to make room"
     );
 }
@@ -330,8 +312,8 @@ fn a_udp_flood_from_one_network_is_rate_limited_and_others_are_answered() {
         (40..=most).contains(&whole),
         "{whole} whole answers to a 2000-query flood at 50/s (at most {most})"
     );
-    let dropped = metric(&g, "gatehouse_dns_rate_limited_total{action=\"dropped\"}");
-    let slipped = metric(&g, "gatehouse_dns_rate_limited_total{action=\"slipped\"}");
+    let dropped = g.metric("gatehouse_dns_rate_limited_total{action=\"dropped\"}");
+    let slipped = g.metric("gatehouse_dns_rate_limited_total{action=\"slipped\"}");
     // The rest were held back, all but what a socket buffer may have lost.
     let counted = dropped + slipped + u64::try_from(whole).expect("small");
     assert!(counted >= 1700, "{dropped} dropped, {slipped} slipped");
@@ -347,15 +329,15 @@ fn a_udp_flood_from_one_network_is_rate_limited_and_others_are_answered() {
     let (whole, truncated) = udp_flood("127.0.3.1", server, 2000);
     assert_eq!((whole, truncated), (2000, 0));
     assert_eq!(
-        metric(&g, "gatehouse_dns_rate_limited_total{action=\"dropped\"}"),
+        g.metric("gatehouse_dns_rate_limited_total{action=\"dropped\"}"),
         dropped
     );
     // So does a client of the limited network that sends back the DNS
     // cookie it was given: it receives our answers at that address, so it
     // is no spoofed victim. A made-up server cookie is limited as before.
     let limited = |g: &Gatehouse| {
-        metric(g, "gatehouse_dns_rate_limited_total{action=\"dropped\"}")
-            + metric(g, "gatehouse_dns_rate_limited_total{action=\"slipped\"}")
+        g.metric("gatehouse_dns_rate_limited_total{action=\"dropped\"}")
+            + g.metric("gatehouse_dns_rate_limited_total{action=\"slipped\"}")
     };
     let before = limited(&g);
     let (whole, truncated) = udp_flood_with("127.0.0.1", server, 2000, Some(&cookie));

@@ -7,7 +7,7 @@ use std::{os::unix::fs::PermissionsExt, path::Path};
 
 use crate::{
     jump::code_at,
-    util::{Gatehouse, Hello, Redis, SshClient, TcpServer, eventually, hello, run, tool},
+    util::{Gatehouse, Hello, Redis, SshClient, TcpServer, eventually, hello, run},
 };
 
 /// The same YAML for every host: `sean` with a provisioned secret in
@@ -118,12 +118,7 @@ pub(crate) fn fleet_with(
 }
 
 fn healthz(g: &Gatehouse) -> String {
-    let admin = *g.listening("admin").first().expect("admin listening");
-    let out = tool("curl")
-        .args(["-s", "--max-time", "10", &format!("http://{admin}/healthz")])
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    g.admin_get("healthz")
 }
 
 /// The `detail` of host `g`'s keyboard-interactive audit lines.

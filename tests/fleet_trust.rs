@@ -39,15 +39,7 @@ fn through(f: &Fleet, alias: &str, answer: &str) -> bool {
 
 /// `gatehouse_state_store_refused_total` on host `g`.
 fn refused_metric(g: &Gatehouse) -> u64 {
-    let admin = *g.listening("admin").first().expect("admin listening");
-    let out = tool("curl")
-        .args(["-s", "--max-time", "10", &format!("http://{admin}/metrics")])
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("gatehouse_state_store_refused_total "))
-        .map_or(0, |v| v.trim().parse().expect("a count"))
+    g.metric("gatehouse_state_store_refused_total")
 }
 
 /// The YAML with `bob` (a second user who enrolls in Redis, same key).

@@ -20,7 +20,7 @@
 
 use std::{
     io::Read,
-    net::{IpAddr, Ipv4Addr, TcpStream},
+    net::{IpAddr, TcpStream},
     process::Command,
     time::Instant,
 };
@@ -31,11 +31,6 @@ mod after_login;
 mod before_login;
 mod flow;
 mod protocol;
-
-/// The loopback address 127.0.0.`n`: a source of its own.
-fn source(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
-}
 
 /// `python3 tests/clients/ssh_attack.py SUBCOMMAND --port PORT ...`.
 pub(crate) fn attack(subcommand: &str, port: u16) -> Command {

@@ -12,15 +12,14 @@ use std::{
 
 use crate::{
     jump::config,
-    util::{Gatehouse, Haproxy, Hello, SshClient, Sshd, connect_from, hello, read_hello, run},
+    util::{
+        Gatehouse, Haproxy, Hello, SshClient, Sshd, closed_without_a_byte, connect_from, hello,
+        read_hello, run, source,
+    },
 };
 
 /// The balancer's address, as the gatehouses see it.
 const BALANCER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
-
-fn source(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
-}
 
 /// A gatehouse trusting 127.0.0.9's PROXY headers, `sean` granted `sshd`.
 fn behind_balancer(client: &SshClient, sshd: &Sshd) -> Gatehouse {
@@ -45,21 +44,6 @@ fn login_from(client: &SshClient, from: IpAddr) -> crate::util::Output {
         client.ssh().args(["-o", &proxy, "target", "echo through"]),
         b"",
     )
-}
-
-/// The gatehouse closes `stream` without a byte of SSH: EOF, or a reset
-/// (the kernel's answer when bytes we sent were left unread).
-fn shut(stream: &mut std::net::TcpStream) {
-    use std::io::Read;
-    stream
-        .set_read_timeout(Some(crate::util::PATIENCE))
-        .expect("timeout");
-    let mut buf = [0_u8; 64];
-    match stream.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => panic!("expected a close, got {other:?} {:?}", &buf[..8]),
-    }
 }
 
 fn through_haproxy(server_option: &str, from: u8) {
@@ -157,7 +141,7 @@ fn missing_malformed_truncated_and_foreign_headers_are_refused_without_blocking_
     let out = login_from(&client, source(65));
     out.success();
     assert_eq!(out.stdout(), "through\n", "{out}");
-    shut(&mut truncated);
+    closed_without_a_byte(&mut truncated);
     let refused = g.audit("proxy_refused", |_| true);
     assert_eq!(refused["reason"], "no PROXY header within 5s", "{refused}");
 
@@ -165,7 +149,7 @@ fn missing_malformed_truncated_and_foreign_headers_are_refused_without_blocking_
     // straight to the gatehouse): closed before any SSH byte.
     let mut bare = connect_from(BALANCER, g.jump());
     bare.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").expect("write");
-    shut(&mut bare);
+    closed_without_a_byte(&mut bare);
     g.audit("proxy_refused", |v| {
         v["reason"] == "no PROXY header (the connection started with other bytes)"
     });
@@ -174,7 +158,7 @@ fn missing_malformed_truncated_and_foreign_headers_are_refused_without_blocking_
     let mut bad = connect_from(BALANCER, g.jump());
     bad.write_all(b"PROXY TCP4 999.0.0.1 127.0.0.1 1 2\r\nSSH-2.0-x\r\n")
         .expect("write");
-    shut(&mut bad);
+    closed_without_a_byte(&mut bad);
     g.audit("proxy_refused", |v| {
         v["reason"]
             .as_str()
@@ -292,10 +276,10 @@ fn idle_sockets_from_the_balancers_address_give_way_to_its_real_connections() {
     // the flood, the newest, can only time out: once its audit is out, any
     // of the burst's would be (their deadlines came first).
     for socket in &mut idle {
-        shut(socket);
+        closed_without_a_byte(socket);
     }
     let mut last = connect_from(BALANCER, g.jump());
-    shut(&mut last);
+    closed_without_a_byte(&mut last);
     let last = ports(std::slice::from_ref(&last))[0];
     g.audit("proxy_refused", |v| {
         v["peer"]
@@ -374,7 +358,7 @@ fn an_ipv4_balancer_on_a_dual_stack_listener_is_the_balancer() {
     // balancer's connection, audited under its IPv4 address.
     let mut bare = connect_from(source(69), v4);
     bare.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").expect("write");
-    shut(&mut bare);
+    closed_without_a_byte(&mut bare);
     g.audit("proxy_refused", |v| {
         v["peer"]
             .as_str()

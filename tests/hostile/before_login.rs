@@ -8,13 +8,13 @@ use std::{
 
 use serde_json::Value;
 
-use super::{attack, bystander, rss_kib, said, server_closes, source};
+use super::{attack, bystander, rss_kib, said, server_closes};
 use crate::{
     defence::{closed, identification, jump_host, with_limits},
     jump::{code_at, config, field, loopback},
     util::{
         Gatehouse, Hello, PATIENCE, SshClient, TcpServer, connect_from, eventually, fingerprint,
-        hello, read_hello, run, tool,
+        hello, read_hello, run, source, tool,
     },
 };
 

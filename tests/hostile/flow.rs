@@ -9,11 +9,11 @@
 
 use gatehouse_jump::{CHANNEL_WINDOW, CONNECTION_WINDOWS, REFUSALS_LOGGED, USER_WINDOWS};
 
-use super::{attack, bystander, rss_kib, said, source};
+use super::{attack, bystander, rss_kib, said};
 use crate::{
     defence::ping,
     jump::{config, loopback},
-    util::{Gatehouse, Output, SshClient, TcpServer, Terminal, eventually, run},
+    util::{Gatehouse, Output, SshClient, TcpServer, Terminal, eventually, run, source},
 };
 
 const MIB: u64 = 1024 * 1024;

@@ -9,12 +9,13 @@ use std::{
 
 use serde_json::Value;
 
-use super::{attack, bystander, cpu_ticks, rss_kib, said, server_closes, source};
+use super::{attack, bystander, cpu_ticks, rss_kib, said, server_closes};
 use crate::{
     defence::{closed, identification, jump_host},
     jump::{config, field, loopback},
     util::{
         Gatehouse, SshClient, TcpServer, Terminal, connect_from, eventually, hello, read_hello,
+        source,
     },
 };
 

@@ -180,6 +180,31 @@ impl Gatehouse {
             .collect()
     }
 
+    /// `GET /PATH` on the admin listener (`admin:` in the config): the
+    /// body, empty if curl got none.
+    pub fn admin_get(&self, path: &str) -> String {
+        let admin = *self.listening("admin").first().expect("admin listening");
+        let out = super::tool("curl")
+            .args(["-s", "--max-time", "10", &format!("http://{admin}/{path}")])
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The value of the metric `name` (with its labels, if any, as
+    /// exported: `name{label="value"}`) in `/metrics`; 0 when it is not
+    /// there yet (a labelled counter appears once counted).
+    pub fn metric(&self, name: &str) -> u64 {
+        let body = self.admin_get("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0, |v| {
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{name} {v}: {e}"))
+            })
+    }
+
     /// The first DNS address.
     pub fn dns(&self) -> SocketAddr {
         *self.listening("dns").first().expect("dns listening")

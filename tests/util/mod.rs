@@ -38,7 +38,9 @@ mod terminal;
 pub use dig::{Dig, dig};
 pub use gatehouse::{Gatehouse, enrollment_secret, gatehouse, gatehouse_bin};
 pub use haproxy::Haproxy;
-pub use net::{Hello, TcpServer, connect_from, free_port, hello, read_hello};
+pub use net::{
+    Hello, TcpServer, closed_without_a_byte, connect_from, free_port, hello, read_hello, source,
+};
 pub use process::{Daemon, Output, eventually, run, tool};
 pub use python::{python_client, ssh_clients};
 pub use redis::Redis;
