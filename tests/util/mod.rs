@@ -42,7 +42,7 @@ pub use net::{
     Hello, TcpServer, closed_without_a_byte, connect_from, free_port, hello, read_hello, source,
 };
 pub use process::{Daemon, Output, eventually, run, tool};
-pub use python::{python_client, ssh_clients};
+pub use python::{go_on, python_client, ssh_clients};
 pub use redis::Redis;
 pub use resolver::{Resolver, ResolverKind, ResolverSetup, Root};
 pub use sentinel::Sentinels;

@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Command};
 
-use super::{Gatehouse, SshClient, Sshd, tool};
+use super::{Gatehouse, SshClient, Sshd, run, tool};
 
 /// `python3 tests/clients/SCRIPT`.
 pub fn python_client(script: &str) -> Command {
@@ -16,6 +16,12 @@ pub fn python_client(script: &str) -> Command {
             .join(script),
     );
     cmd
+}
+
+/// Tell the client script with process id `pid` to go on (SIGUSR1:
+/// `ssh_attack.py` signs, or stops holding, on it).
+pub fn go_on(pid: u32) {
+    run(tool("kill").args(["-USR1", &pid.to_string()]), b"").success();
 }
 
 /// `python3 tests/clients/ssh_clients.py LIBRARY`: `user` logs in to `g`
