@@ -280,6 +280,16 @@ async def channel_flood(args):
     return 0
 
 
+async def window_used_up(chan, deadline):
+    """Whether, before `deadline`, the server has left `chan` no window to
+    send in while data waits (asyncssh keeps the window in `_send_window`)."""
+    while time.monotonic() < deadline:
+        if chan._send_window == 0 and chan.get_write_buffer_size() > 0:
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 async def stalled_tunnel(args):
     deadline = time.monotonic() + args.seconds
     conn = await connect(args)
@@ -303,8 +313,8 @@ async def stalled_tunnel(args):
     stuck_push = asyncio.ensure_future(
         push([stuck], 64 * 1024 * 1024, args.settle, deadline)
     )
-    # Let the stuck tunnel fill its window first.
-    await asyncio.sleep(args.settle)
+    # The stuck tunnel's window first: the server grants it nothing more.
+    say("stuck window used up", "yes" if await window_used_up(stuck, deadline) else "no")
     echoed = await echo()
     written, taken = await stuck_push
     say("stuck written", written)

@@ -160,7 +160,9 @@ fn a_tunnel_whose_target_stopped_reading_stalls_only_itself() {
         taken / MIB,
         echoed / MIB,
     );
-    // 100 round trips of 64 KiB through the sibling, all answered.
+    // 100 round trips of 64 KiB through the sibling, all answered, begun
+    // once the stuck tunnel had used up its window.
+    assert_eq!(said(&text, "stuck window used up"), Some("yes"), "{out}");
     assert_eq!(echoed, 100 * 65536, "{out}");
     // The stuck tunnel took its window and what the kernel buffers on
     // loopback, never its whole 64 MiB.
