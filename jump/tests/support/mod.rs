@@ -284,6 +284,12 @@ impl Client {
     /// Key, then `code` at the one prompt: was the login accepted?
     pub async fn key_and_code(&mut self, user: &str, key: &Arc<PrivateKey>, code: &str) -> bool {
         assert!(partial(&self.key(user, key).await), "key step");
+        self.code(user, code).await
+    }
+
+    /// `code` at the one prompt of keyboard-interactive (the key step
+    /// done): was the login accepted?
+    pub async fn code(&mut self, user: &str, code: &str) -> bool {
         let KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } =
             self.start_code(user).await
         else {
