@@ -21,16 +21,41 @@ use crate::{
 /// The balancer's address, as the gatehouses see it.
 const BALANCER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
 
-/// A gatehouse trusting 127.0.0.9's PROXY headers, `sean` granted `sshd`.
-fn behind_balancer(client: &SshClient, sshd: &Sshd) -> Gatehouse {
+/// sean's client and a real sshd, behind a gatehouse trusting 127.0.0.9's
+/// PROXY headers, behind HAProxy sending them (`server_option`). The
+/// client's `jump` is the balancer and `target` the sshd; sean is enrolled
+/// (`secret`), answering codes is the caller's. Fields drop in order: the
+/// balancer first.
+struct Balanced {
+    lb: Haproxy,
+    g: Gatehouse,
+    sshd: Sshd,
+    client: SshClient,
+    secret: String,
+}
+
+fn balanced(server_option: &str) -> Balanced {
+    let mut client = SshClient::new();
+    let sshd = Sshd::start(&client.public_key());
     let yaml = config(
         "required",
-        &[("sean", client, &["dev"])],
+        &[("sean", &client, &["dev"])],
         &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
     );
-    Gatehouse::start(&format!(
+    let g = Gatehouse::start(&format!(
         "{yaml}  proxy_protocol:\n    from: [\"{BALANCER}/32\"]\n"
-    ))
+    ));
+    let lb = Haproxy::start(&[g.jump()], server_option, BALANCER);
+    client.add_host("jump", lb.addr, "sean");
+    client.add_host("target", sshd.addr, &sshd.user);
+    let secret = g.enroll("sean");
+    Balanced {
+        lb,
+        g,
+        sshd,
+        client,
+        secret,
+    }
 }
 
 /// `ssh target echo ...` through the balancer, the jump hop from `from`
@@ -47,13 +72,14 @@ fn login_from(client: &SshClient, from: IpAddr) -> crate::util::Output {
 }
 
 fn through_haproxy(server_option: &str, from: u8) {
-    let mut client = SshClient::new();
-    let sshd = Sshd::start(&client.public_key());
-    let g = behind_balancer(&client, &sshd);
-    let lb = Haproxy::start(&[g.jump()], server_option, BALANCER);
-    client.add_host("jump", lb.addr, "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
-    client.answer_with_totp(&g.enroll("sean"));
+    let Balanced {
+        client,
+        sshd: _sshd,
+        g,
+        lb: _lb,
+        secret,
+    } = balanced(server_option);
+    client.answer_with_totp(&secret);
 
     let out = login_from(&client, source(from));
     out.success();
@@ -84,13 +110,13 @@ fn behind_haproxy_v1_the_audited_peer_is_the_client() {
 
 #[test]
 fn a_ban_behind_the_balancer_hits_the_client_not_the_balancer() {
-    let mut client = SshClient::new();
-    let sshd = Sshd::start(&client.public_key());
-    let g = behind_balancer(&client, &sshd);
-    let lb = Haproxy::start(&[g.jump()], "send-proxy-v2", BALANCER);
-    client.add_host("jump", lb.addr, "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
-    let secret = g.enroll("sean");
+    let Balanced {
+        client,
+        sshd,
+        g,
+        lb,
+        secret,
+    } = balanced("send-proxy-v2");
 
     // mallory's key is unknown: 5 connections, 5 failures, a ban.
     let mut mallory = SshClient::new();
@@ -124,13 +150,14 @@ fn a_ban_behind_the_balancer_hits_the_client_not_the_balancer() {
 
 #[test]
 fn missing_malformed_truncated_and_foreign_headers_are_refused_without_blocking_anyone() {
-    let mut client = SshClient::new();
-    let sshd = Sshd::start(&client.public_key());
-    let g = behind_balancer(&client, &sshd);
-    let lb = Haproxy::start(&[g.jump()], "send-proxy-v2", BALANCER);
-    client.add_host("jump", lb.addr, "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
-    client.answer_with_totp(&g.enroll("sean"));
+    let Balanced {
+        client,
+        sshd: _sshd,
+        g,
+        lb,
+        secret,
+    } = balanced("send-proxy-v2");
+    client.answer_with_totp(&secret);
 
     // From the balancer's address, a truncated header, then silence: held
     // until the header deadline, while a login through HAProxy goes on.
@@ -225,13 +252,14 @@ fn timed_out(g: &Gatehouse) -> Vec<u16> {
 
 #[test]
 fn idle_sockets_from_the_balancers_address_give_way_to_its_real_connections() {
-    let mut client = SshClient::new();
-    let sshd = Sshd::start(&client.public_key());
-    let g = behind_balancer(&client, &sshd);
-    let lb = Haproxy::start(&[g.jump()], "send-proxy-v2", BALANCER);
-    client.add_host("jump", lb.addr, "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
-    client.answer_with_totp(&g.enroll("sean"));
+    let Balanced {
+        client,
+        sshd: _sshd,
+        g,
+        lb: _lb,
+        secret,
+    } = balanced("send-proxy-v2");
+    client.answer_with_totp(&secret);
 
     // 300 sockets from the balancer's own address that never send a
     // header: 256 wait at once (HEADERS_AT_ONCE), each newcomer evicting
