@@ -29,6 +29,18 @@ fn on_a_tty(secret: &str, cmd: &[&str], home: &Path) -> Output {
     )
 }
 
+/// OpenSSH's `ssh target echo WHAT` with `proxy` (`ProxyCommand=...`), on
+/// a terminal whose code prompts are answered from `secret`.
+fn openssh_via(client: &SshClient, proxy: &str, secret: &str, what: &str) -> Output {
+    let config = client.config.display().to_string();
+    let echo = format!("echo {what}");
+    on_a_tty(
+        secret,
+        &["ssh", "-F", &config, "-o", proxy, "target", &echo],
+        client.dir(),
+    )
+}
+
 /// A PuTTY saved session `name` under `home` that proxies loopback
 /// destinations too: PuTTY sends connections to localhost direct by
 /// default (`ProxyLocalhost`), and every host in these tests is loopback.
@@ -85,21 +97,8 @@ fn plink_nc_as_openssh_proxycommand_and_plink_proxycmd_end_to_end() {
     };
 
     // OpenSSH to the target, plink -nc as its ProxyCommand.
-    let config = client.config.display().to_string();
     let proxy = format!("ProxyCommand={}", plink_nc(&g, "%h:%p"));
-    let out = on_a_tty(
-        &secret,
-        &[
-            "ssh",
-            "-F",
-            &config,
-            "-o",
-            &proxy,
-            "target",
-            "echo via-plink-nc",
-        ],
-        client.dir(),
-    );
+    let out = openssh_via(&client, &proxy, &secret, "via-plink-nc");
     went_through(&out, &g, &sshd, "via-plink-nc");
 
     // plink to the target too: -proxycmd with plink -nc. Another jump
@@ -153,21 +152,8 @@ fn dbclient_b_as_openssh_proxycommand_and_dbclient_j_end_to_end() {
         )
     };
 
-    let config = client.config.display().to_string();
     let proxy = format!("ProxyCommand={}", dbclient_b(&g, "%h:%p"));
-    let out = on_a_tty(
-        &secret,
-        &[
-            "ssh",
-            "-F",
-            &config,
-            "-o",
-            &proxy,
-            "target",
-            "echo via-dbclient-b",
-        ],
-        client.dir(),
-    );
+    let out = openssh_via(&client, &proxy, &secret, "via-dbclient-b");
     went_through(&out, &g, &sshd, "via-dbclient-b");
 
     // dbclient all the way, its -J running dbclient -B (another jump
