@@ -1,7 +1,9 @@
 //! The `gatehouse` process under test: [`Gatehouse`] starts, restarts and
 //! stops `gatehouse run` on its own config folder, collects its JSON log and
-//! waits for events (audit ones too); [`gatehouse`] runs one CLI command.
-//! No client tools here: those live in the other modules.
+//! waits for events (audit ones too) and reads its admin endpoint (curl);
+//! [`gatehouse`] runs one CLI command, [`enrollment_secret`] reads what
+//! `totp enroll` printed. No SSH or DNS clients here: those live in the
+//! other modules.
 
 use std::{
     io::{BufRead, BufReader},

@@ -3,17 +3,20 @@
 //!
 //! Layout, one concern per file (tests import everything from `util::`):
 //! - `gatehouse.rs`: the server under test: start/restart/stop, its JSON
-//!   log, `wait_for`/`audit`, and the `gatehouse` CLI runner.
+//!   log, `wait_for`/`audit`, its `/metrics` and `/healthz`, and the
+//!   `gatehouse` CLI runner (and `enrollment_secret`, its parsed output).
 //! - `process.rs`: client tools: `tool`, `run` and its `Output`,
 //!   `eventually`, background `Daemon`s.
 //! - `redis.rs`: `Redis`, a real redis-server a fleet shares (stoppable).
-//! - `ssh.rs`: OpenSSH: `SshClient` (key, `ssh_config`, askpass) and
-//!   `Sshd`, a throwaway real second hop.
+//! - `ssh.rs`: OpenSSH: `SshClient` (key and its `fingerprint`,
+//!   `ssh_config`, askpass, `echo_via` a jump host) and `Sshd`, a throwaway
+//!   real second hop.
 //! - `dig.rs`: `dig` and its parsed output, `Dig`.
 //! - `haproxy.rs`: `Haproxy`, a real load balancer sending PROXY headers.
 //! - `resolver.rs`: `Resolver`, a real unbound, kresd or dnsmasq forwarding
 //!   the TLD to gatehouse, and `Root`, the signed root it validates from.
-//! - `net.rs`: raw TCP: `free_port`, `connect_from`, `hello`, `TcpServer`.
+//! - `net.rs`: raw TCP: `free_port`, `source` addresses, `connect_from`,
+//!   `hello`, `closed_without_a_byte`, `TcpServer`.
 //! - `terminal.rs`: `Terminal`, an interactive `ssh -tt` to type into.
 //! - `master.rs`: a ControlMaster started by hand, and `ssh -W` riding it.
 //! - `python.rs`: the Python clients in `tests/clients/`.

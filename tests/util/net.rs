@@ -1,6 +1,7 @@
 //! Raw TCP on loopback: free ports, connections from a chosen source
-//! address, the first bytes an SSH server sends ([`Hello`]), and
-//! [`TcpServer`]s standing in for internal hosts. No SSH client here.
+//! address ([`source`]), the first bytes an SSH server sends ([`Hello`]) or
+//! its silent close, and [`TcpServer`]s standing in for internal hosts. No
+//! SSH client here.
 
 use std::{
     io::{Read, Write},
