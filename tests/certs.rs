@@ -8,8 +8,9 @@
 use std::path::{Path, PathBuf};
 
 use crate::{
+    defence::with_limits,
     jump::code_at,
-    util::{Gatehouse, Output, SshClient, TcpServer, run, tool},
+    util::{Gatehouse, SshClient, TcpServer, run, ssh_clients, tool},
 };
 
 /// An SSH certificate authority: a key pair made by ssh-keygen.
@@ -94,11 +95,6 @@ fn jump_host(ca: &Ca, echo: &TcpServer) -> (Gatehouse, SshClient, PathBuf, Strin
     (g, client, revoked, secret)
 }
 
-fn tunnel(client: &SshClient, echo: &TcpServer) -> Output {
-    let to = format!("127.0.0.1:{}", echo.port());
-    run(client.ssh().args(["-W", &to, "jump"]), b"hello\n")
-}
-
 /// The detail of the refusal of the certificate with key id `id`
 /// (waiting for it: the log is read as it is written). The reason comes
 /// first: `REASON: certificate "ID" serial N`.
@@ -124,7 +120,7 @@ fn a_valid_certificate_and_the_code_get_a_tunnel() {
         &["-n", "sean", "-V", "-5m:+1h", "-z", "42"],
     );
     client.answer_with(&code_at(&secret, "now"));
-    let out = tunnel(&client, &echo);
+    let out = client.echo_via("jump", &echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
     let cert = g.audit("certificate", |_| true);
@@ -159,12 +155,10 @@ fn certificates_that_must_not_log_in_are_refused_each_with_its_reason() {
     let other_ca = Ca::new();
     let (g, client, _, _) = jump_host(&ca, &echo);
     // Nine refusals from 127.0.0.1 would ban it at the fifth: trust it.
-    g.replace_config(
-        &config(&[&ca], &client.dir().join("revoked"), echo.port()).replace(
-            "  users:\n",
-            "  limits: { trusted: [\"127.0.0.0/8\"] }\n  users:\n",
-        ),
-    );
+    g.replace_config(&with_limits(
+        &config(&[&ca], &client.dir().join("revoked"), echo.port()),
+        "trusted: [\"127.0.0.0/8\"]",
+    ));
     g.wait_for(|v| v["event"] == "reload" && v["result"] == "ok");
     let cases: Vec<(&str, &Ca, Vec<&str>, &str)> = vec![
         (
@@ -250,7 +244,7 @@ fn certificates_that_must_not_log_in_are_refused_each_with_its_reason() {
     // offer one, so `certs::check`'s type check is not reached from here.)
     for (what, signer, args, reason) in cases {
         signer.sign_user(&client, what, &args);
-        tunnel(&client, &echo).failure();
+        client.echo_via("jump", &echo).failure();
         let detail = refusal(&g, what);
         assert!(detail.contains(reason), "{what}: {detail}");
     }
@@ -301,7 +295,7 @@ fn revoked_by_serial_key_id_or_key_and_a_live_session_cut_on_change() {
         "{off}"
     );
     live.finish().failure();
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     assert!(refusal(&g, "live").contains("revoked: its serial is revoked"));
 
     ca.sign_user(
@@ -310,7 +304,7 @@ fn revoked_by_serial_key_id_or_key_and_a_live_session_cut_on_change() {
         &["-n", "sean", "-V", "-5m:+1h", "-z", "8"],
     );
     krl("id: by id\n");
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     assert!(refusal(&g, "by id").contains("revoked: its key id is revoked"));
 
     ca.sign_user(
@@ -320,7 +314,7 @@ fn revoked_by_serial_key_id_or_key_and_a_live_session_cut_on_change() {
     );
     let pubkey = std::fs::read_to_string(&public).expect("pub");
     krl(&format!("key: {pubkey}"));
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     assert!(refusal(&g, "by key").contains("revoked: its key is revoked"));
 }
 
@@ -453,7 +447,7 @@ fn a_certificate_user_without_a_code_enrolls_and_then_tunnels() {
     g.audit("auth", |v| v["result"] == "enroll_only");
     // Then certificate + the next code: a tunnel.
     client.answer_with(&code_at(&screen.secret, "+30 seconds"));
-    let out = tunnel(&client, &echo);
+    let out = client.echo_via("jump", &echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
 }
@@ -469,18 +463,10 @@ fn asyncssh_logs_in_with_a_certificate_and_the_code() {
     client.add_host("jump", g.jump(), "sean");
     let secret = g.enroll("sean");
     ca.sign_user(&client, "sean@asyncssh", &["-n", "sean", "-V", "-5m:+1h"]);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ssh_clients.py");
     let out = run(
-        tool("python3")
-            .arg(script)
-            .arg("asyncssh")
-            .args(["--port", &g.jump().port().to_string(), "--user", "sean"])
-            .arg("--key")
-            .arg(&client.key)
+        ssh_clients("asyncssh", &g, "sean", &client, &secret, &sshd)
             .arg("--cert")
-            .arg(client.key.with_file_name("id_ed25519-cert.pub"))
-            .args(["--secret", &secret, "--target", &sshd.addr.to_string()])
-            .args(["--target-user", &sshd.user]),
+            .arg(client.key.with_file_name("id_ed25519-cert.pub")),
         b"",
     );
     out.success();
@@ -501,7 +487,7 @@ fn a_sha1_ca_signature_is_refused_and_a_long_key_id_leaves_the_reason_first() {
         "sha1",
         &["-t", "ssh-rsa", "-n", "sean", "-V", "-5m:+1h"],
     );
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     let detail = refusal(&g, "sha1");
     assert!(
         detail
@@ -515,7 +501,7 @@ fn a_sha1_ca_signature_is_refused_and_a_long_key_id_leaves_the_reason_first() {
         "sha2",
         &["-t", "rsa-sha2-512", "-n", "kim", "-V", "-5m:+1h"],
     );
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     assert!(
         refusal(&g, "sha2").starts_with("the user is not among its principals (probe): "),
         "{}",
@@ -525,7 +511,7 @@ fn a_sha1_ca_signature_is_refused_and_a_long_key_id_leaves_the_reason_first() {
     // the detail, which stays bounded.
     let long = "i".repeat(200);
     rsa_ca.sign_user(&client, &long, &["-n", "kim", "-V", "-5m:+1h"]);
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     let refused = g.audit("auth", |v| {
         v["result"] == "rejected"
             && v["detail"]

@@ -12,8 +12,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::{
-    jump::config,
-    util::{Gatehouse, Output, SshClient, Sshd, run, tool},
+    jump::{config, jump_to_sshd},
+    util::{Gatehouse, Output, SshClient, Sshd, run, ssh_clients, tool},
 };
 
 mod ansible;
@@ -23,13 +23,7 @@ mod putty_dropbear;
 /// A jump host with `sean` (key + code, enrolled) granted `sshd`'s port,
 /// and a client that knows `jump` and `target`, answering with codes.
 fn jump_to(sshd: &Sshd, client: &mut SshClient) -> (Gatehouse, String) {
-    let g = Gatehouse::start(&config(
-        "required",
-        &[("sean", client, &["dev"])],
-        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
-    ));
-    client.add_host("jump", g.jump(), "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
+    let g = jump_to_sshd("required", client, sshd);
     let secret = g.enroll("sean");
     client.answer_with_totp(&secret);
     (g, secret)
@@ -37,18 +31,7 @@ fn jump_to(sshd: &Sshd, client: &mut SshClient) -> (Gatehouse, String) {
 
 /// `python3 tests/clients/ssh_clients.py LIBRARY ...` for `sean`.
 fn library(name: &str, g: &Gatehouse, client: &SshClient, secret: &str, sshd: &Sshd) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ssh_clients.py");
-    run(
-        tool("python3")
-            .arg(script)
-            .arg(name)
-            .args(["--port", &g.jump().port().to_string(), "--user", "sean"])
-            .arg("--key")
-            .arg(&client.key)
-            .args(["--secret", secret, "--target", &sshd.addr.to_string()])
-            .args(["--target-user", &sshd.user]),
-        b"",
-    )
+    run(&mut ssh_clients(name, g, "sean", client, secret, sshd), b"")
 }
 
 /// The value of the `key: value` line `key`.

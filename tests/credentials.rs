@@ -14,7 +14,7 @@ use crate::{
     certs::Ca,
     defence::closed,
     hostile::{attack, said},
-    util::{Daemon, Gatehouse, SshClient, TcpServer, Terminal, eventually, run, tool},
+    util::{Daemon, Gatehouse, SshClient, TcpServer, Terminal, eventually, go_on, run, tool},
 };
 
 /// The reason a revoked plain key is given, at login and when cut.
@@ -52,7 +52,6 @@ fn a_certificate_then_another_users_key_on_one_connection_is_judged_by_the_key()
     g.enroll("alice");
     ca.sign_user(&alice, "alice@laptop", &["-n", "alice", "-V", "-5m:+1h"]);
 
-    let stop = alice.dir().join("stop");
     let log = alice.dir().join("cert-then-key.log");
     let mut cmd = attack("cert-then-key", g.jump().port());
     cmd.args(["--cert-user", "alice", "--user", "bob"])
@@ -62,9 +61,7 @@ fn a_certificate_then_another_users_key_on_one_connection_is_judged_by_the_key()
         .arg(alice.key.with_file_name("id_ed25519-cert.pub"))
         .arg("--key")
         .arg(&bob.key)
-        .args(["--to", &format!("127.0.0.1:{}", echo.port())])
-        .arg("--stop")
-        .arg(&stop);
+        .args(["--to", &format!("127.0.0.1:{}", echo.port())]);
     let mut attacker = Daemon::start("cert-then-key", &mut cmd, &log);
     eventually("a tunnel as bob", || attacker.log().contains("echo: ping"));
     let out = attacker.log();
@@ -101,7 +98,7 @@ fn a_certificate_then_another_users_key_on_one_connection_is_judged_by_the_key()
         ended["reason"], "offboarded: access revoked by a configuration reload",
         "{ended}"
     );
-    std::fs::write(&stop, "").expect("stop");
+    go_on(attacker.pid());
     eventually("the attacker's report", || attacker.exited().is_some());
     let out = attacker.log();
     assert_eq!(said(&out, "closed by server"), Some("yes"), "{out}");
@@ -130,14 +127,13 @@ fn a_plain_key_in_the_krl_is_refused_at_probe_and_signature_and_its_session_cut(
     let conn = g.audit("auth", |v| v["result"] == "accepted")["conn"].clone();
 
     // asyncssh probes the same key (accepted) and holds its signature back.
-    let (probed, go) = (client.dir().join("probed"), client.dir().join("go"));
+    let probed = client.dir().join("probed");
     let mut cmd = attack("login", g.jump().port());
     cmd.arg("--key")
         .arg(&client.key)
         .arg("--probed")
         .arg(&probed)
-        .arg("--sign-when")
-        .arg(&go);
+        .arg("--sign-when");
     let mut held = Daemon::start("held signature", &mut cmd, &client.dir().join("held.log"));
     eventually("the probe accepted", || probed.exists());
 
@@ -160,7 +156,7 @@ fn a_plain_key_in_the_krl_is_refused_at_probe_and_signature_and_its_session_cut(
     live.finish().failure();
 
     // The held signature comes now: refused at the signed step.
-    std::fs::write(&go, "").expect("go");
+    go_on(held.pid());
     eventually("the held login's end", || held.exited().is_some());
     let out = held.log();
     assert_eq!(said(&out, "probe"), Some("accepted"), "{out}");

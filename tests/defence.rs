@@ -25,7 +25,7 @@ use serde_json::Value;
 
 use crate::{
     enroll::wrong_code,
-    jump::{code_at, config, field, fingerprint, loopback, tunnel},
+    jump::{code_at, config, field, loopback, tunnel},
     util::{
         Gatehouse, Hello, Output, PATIENCE, SshClient, TcpServer, Terminal, eventually, gatehouse,
         hello, read_hello, run, tool,
@@ -404,49 +404,6 @@ fn login_grace_ends_silent_and_stalled_logins_and_counts_them_as_failures() {
     assert_eq!(hello(g.jump(), None), Hello::Closed);
 }
 
-/// `ControlPath=...` for a master socket in the client's folder.
-pub(crate) fn control_path(client: &SshClient) -> String {
-    format!("ControlPath={}", client.dir().join("cm").display())
-}
-
-/// A ControlMaster connection with no session and no tunnel (`-N`), in the
-/// foreground so the test sees it end; returns once it is up.
-pub(crate) fn master(client: &SshClient) -> Terminal {
-    let control = control_path(client);
-    let mut cmd = client.ssh();
-    cmd.args(["-o", "ControlMaster=yes", "-o", &control, "-N", "jump"]);
-    let master = Terminal::start(&mut cmd);
-    eventually("the ControlMaster is up", || {
-        check_master(client).status.success()
-    });
-    master
-}
-
-/// `ssh -O check`: is the master still there?
-pub(crate) fn check_master(client: &SshClient) -> Output {
-    run(
-        client
-            .ssh()
-            .args(["-o", &control_path(client), "-O", "check", "jump"]),
-        b"",
-    )
-}
-
-/// `ssh -W TO jump` riding the master (BatchMode: never a login of its own).
-pub(crate) fn via_master(client: &SshClient, to: &str) -> std::process::Command {
-    let mut cmd = client.ssh();
-    cmd.args([
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        &control_path(client),
-        "-W",
-        to,
-        "jump",
-    ]);
-    cmd
-}
-
 /// Send `line` (and a newline) through an echo tunnel and see it come back.
 pub(crate) fn ping(t: &mut Terminal, line: &str) {
     let line = format!("{line}\n");
@@ -460,7 +417,7 @@ fn idle_timeout_cuts_a_quiet_connection_while_traffic_keeps_another_alive() {
     let to = loopback(echo.port());
     let (g, client) = jump_host("optional", "idle_timeout: 3s", echo.port());
 
-    let quiet = master(&client);
+    let quiet = client.master(&[]);
     let quiet_conn = nth_conn(&g, 0);
     // A tunnel of its own, with a little traffic five times a second.
     let mut busy = Terminal::start(client.ssh().args(["-W", &to, "jump"]));
@@ -483,7 +440,7 @@ fn idle_timeout_cuts_a_quiet_connection_while_traffic_keeps_another_alive() {
     assert_eq!(gone["user"], "sean", "{gone}");
     let quiet = quiet.finish();
     quiet.failure().stderr_has("idle timeout");
-    check_master(&client).failure();
+    client.check_master().failure();
 
     // The busy one lives on, and ends when its client is done.
     assert!(of_conn(&g, "connection_closed", &busy_conn).is_empty());
@@ -503,15 +460,15 @@ fn max_channels_refuses_a_third_tunnel_and_the_first_two_keep_working() {
     let echo = TcpServer::echo();
     let to = loopback(echo.port());
     let (g, client) = jump_host("optional", "max_channels: 2", echo.port());
-    let master = master(&client);
+    let master = client.master(&[]);
 
-    let mut one = Terminal::start(&mut via_master(&client, &to));
+    let mut one = Terminal::start(&mut client.via_master(&to));
     ping(&mut one, "one");
-    let mut two = Terminal::start(&mut via_master(&client, &to));
+    let mut two = Terminal::start(&mut client.via_master(&to));
     ping(&mut two, "two");
 
     // The mux client hears only "refused"; the master says why.
-    let third = run(&mut via_master(&client, &to), b"three\n");
+    let third = run(&mut client.via_master(&to), b"three\n");
     third
         .failure()
         .stderr_has("Stdio forwarding request failed: Session open refused by peer");
@@ -543,7 +500,7 @@ fn max_channels_refuses_a_third_tunnel_and_the_first_two_keep_working() {
     });
     let mut again = None;
     eventually("a tunnel opens again", || {
-        let out = run(&mut via_master(&client, &to), b"again\n");
+        let out = run(&mut client.via_master(&to), b"again\n");
         let ok = out.status.success();
         again = Some(out);
         ok
@@ -579,7 +536,7 @@ fn users_config(users: &[(&str, &[&SshClient])], port: u16) -> String {
 pub(crate) fn live_tunnel(g: &Gatehouse, client: &SshClient, to: &str) -> (Terminal, Value) {
     let mut t = Terminal::start(client.ssh().args(["-W", to, "jump"]));
     ping(&mut t, "hello");
-    let fp = fingerprint(client);
+    let fp = client.fingerprint();
     let accepted = g.audit("auth", |v| {
         v["result"] == "accepted" && v["fingerprint"] == fp.as_str()
     });

@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::{
     certs::Ca,
-    jump::{code_at, fingerprint},
-    util::{Gatehouse, Output, SshClient, TcpServer, run},
+    jump::code_at,
+    util::{Gatehouse, SshClient, TcpServer},
 };
 
 /// sk-dummy's counter: the same in every signature.
@@ -42,15 +42,6 @@ fn jump_for(client: &mut SshClient, options: &str, echo: &TcpServer) -> (Gatehou
     (g, secret)
 }
 
-fn tunnel(client: &SshClient, echo: &TcpServer) -> Output {
-    run(
-        client
-            .ssh()
-            .args(["-W", &format!("127.0.0.1:{}", echo.port()), "jump"]),
-        b"hello\n",
-    )
-}
-
 /// The `security_key` audit line of `verdict`.
 fn security_key(g: &Gatehouse, verdict: &str) -> Value {
     g.audit("security_key", |v| v["verdict"] == verdict)
@@ -69,7 +60,7 @@ fn a_touched_key_and_the_code_get_a_tunnel() {
     let mut client = SshClient::security_key("ed25519-sk", &[]);
     let (g, secret) = jump_for(&mut client, "", &echo);
     client.answer_with(&code_at(&secret, "now"));
-    let out = tunnel(&client, &echo);
+    let out = client.echo_via("jump", &echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
     assert!(
@@ -79,7 +70,7 @@ fn a_touched_key_and_the_code_get_a_tunnel() {
     let sk = security_key(&g, "first factor");
     assert_eq!(sk["flags"], 0x01, "{sk}");
     assert_eq!(sk["counter"], SK_DUMMY_COUNTER, "{sk}");
-    assert_eq!(sk["fingerprint"], fingerprint(&client), "{sk}");
+    assert_eq!(sk["fingerprint"], client.fingerprint(), "{sk}");
     assert_eq!(sk["possible_clone"], false, "the first signature: {sk}");
     g.audit("auth", |v| {
         v["result"] == "partial" && v["detail"] == "key accepted; TOTP code next"
@@ -95,7 +86,7 @@ fn an_untouched_signature_is_refused_unless_the_line_says_no_touch_required() {
     let mut client = SshClient::security_key("ecdsa-sk", &["no-touch-required"]);
     let (g, secret) = jump_for(&mut client, "", &echo);
     client.answer_with(&code_at(&secret, "now"));
-    let out = tunnel(&client, &echo);
+    let out = client.echo_via("jump", &echo);
     out.failure();
     let sk = security_key(&g, "no touch");
     assert_eq!(sk["flags"], 0x00, "{sk}");
@@ -118,7 +109,7 @@ fn an_untouched_signature_is_refused_unless_the_line_says_no_touch_required() {
     // The same key where its line allows it: the first factor (+ code).
     let (g, secret) = jump_for(&mut client, "no-touch-required ", &echo);
     client.answer_with(&code_at(&secret, "now"));
-    let out = tunnel(&client, &echo);
+    let out = client.echo_via("jump", &echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
     let sk = security_key(&g, "first factor");
@@ -135,7 +126,7 @@ fn a_verify_required_key_is_a_whole_login() {
     // sk-dummy asks none (askpass only shows ssh's "Confirm user presence"
     // notice). Anything but a code prompt gets this answer.
     client.answer_with("123456");
-    let out = tunnel(&client, &echo);
+    let out = client.echo_via("jump", &echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
     assert!(
@@ -154,7 +145,7 @@ fn a_verify_required_key_is_a_whole_login() {
 
     // A second login: the same counter (sk-dummy never counts) is flagged
     // as a possible clone, and still logs in.
-    tunnel(&client, &echo).success();
+    client.echo_via("jump", &echo).success();
     let again = g.audit_nth(1, "security_key", |v| v["verdict"] == "whole login");
     assert_eq!(again["possible_clone"], true, "{again}");
     assert_eq!(again["last_counter"], SK_DUMMY_COUNTER, "{again}");
@@ -167,7 +158,7 @@ fn a_verify_required_line_refuses_a_signature_without_verification() {
     let mut client = SshClient::security_key("ed25519-sk", &[]);
     let (g, secret) = jump_for(&mut client, "verify-required ", &echo);
     client.answer_with(&code_at(&secret, "now"));
-    tunnel(&client, &echo).failure();
+    client.echo_via("jump", &echo).failure();
     let sk = security_key(&g, "not verified");
     assert_eq!(sk["flags"], 0x01, "{sk}");
     let refused = g.audit("auth", |v| v["result"] == "rejected");
@@ -202,7 +193,7 @@ fn certificates_on_security_keys_carry_the_same_rules() {
     );
     let (g, _) = cert_host(&ca, &mut verified, &echo);
     verified.answer_with("123456");
-    tunnel(&verified, &echo).success();
+    verified.echo_via("jump", &echo).success();
     assert!(!asked_for_a_code(&verified), "{:?}", verified.prompts());
     g.audit("certificate", |v| v["key_id"] == "sean@yubikey");
     security_key(&g, "whole login");
@@ -217,7 +208,7 @@ fn certificates_on_security_keys_carry_the_same_rules() {
     );
     let (g, secret) = cert_host(&ca, &mut touch, &echo);
     touch.answer_with(&code_at(&secret, "now"));
-    tunnel(&touch, &echo).failure();
+    touch.echo_via("jump", &echo).failure();
     security_key(&g, "not verified");
     drop(g);
 
@@ -227,7 +218,7 @@ fn certificates_on_security_keys_carry_the_same_rules() {
     ca.sign_user(&untouched, "sean@untouched", &["-n", "sean"]);
     let (g, secret) = cert_host(&ca, &mut untouched, &echo);
     untouched.answer_with(&code_at(&secret, "now"));
-    tunnel(&untouched, &echo).failure();
+    untouched.echo_via("jump", &echo).failure();
     security_key(&g, "no touch");
     drop(g);
     ca.sign_user(
@@ -237,7 +228,7 @@ fn certificates_on_security_keys_carry_the_same_rules() {
     );
     let (g, secret) = cert_host(&ca, &mut untouched, &echo);
     untouched.answer_with(&code_at(&secret, "now"));
-    let out = tunnel(&untouched, &echo);
+    let out = untouched.echo_via("jump", &echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
     security_key(&g, "first factor");
@@ -272,7 +263,7 @@ fn check_says_which_keys_are_a_whole_login() {
         format!(
             "    {} {} gatehouse-test: {what}\n",
             client.public_key().split(' ').next().expect("type"),
-            fingerprint(client)
+            client.fingerprint()
         )
     };
     assert!(
@@ -293,7 +284,7 @@ fn check_says_which_keys_are_a_whole_login() {
         assert!(stdout.contains(&expected), "{expected:?} in\n{stdout}");
     }
     assert!(
-        !stdout.contains(&fingerprint(&laptop)),
+        !stdout.contains(&laptop.fingerprint()),
         "an ordinary key is not listed: {stdout}"
     );
 }
@@ -316,7 +307,7 @@ fn a_counter_one_host_saw_flags_the_same_counter_on_another() {
     let (one, two) = (Gatehouse::start(&yaml), Gatehouse::start(&yaml));
     client.add_host("jump", one.jump(), "sean");
     client.answer_with("123456");
-    tunnel(&client, &echo).success();
+    client.echo_via("jump", &echo).success();
     let first = security_key(&one, "whole login");
     assert_eq!(first["possible_clone"], false, "{first}");
     assert_eq!(first["last_counter"], Value::Null, "{first}");
@@ -324,7 +315,7 @@ fn a_counter_one_host_saw_flags_the_same_counter_on_another() {
     // The other host never saw this key itself: only the fleet's Redis
     // tells it the counter is not new.
     client.add_host("jump", two.jump(), "sean");
-    tunnel(&client, &echo).success();
+    client.echo_via("jump", &echo).success();
     let second = security_key(&two, "whole login");
     assert_eq!(second["possible_clone"], true, "{second}");
     assert_eq!(second["last_counter"], SK_DUMMY_COUNTER, "{second}");

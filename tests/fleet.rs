@@ -7,7 +7,7 @@ use std::{os::unix::fs::PermissionsExt, path::Path};
 
 use crate::{
     jump::code_at,
-    util::{Gatehouse, Hello, Output, Redis, SshClient, TcpServer, eventually, hello, run, tool},
+    util::{Gatehouse, Hello, Redis, SshClient, TcpServer, eventually, hello, run},
 };
 
 /// The same YAML for every host: `sean` with a provisioned secret in
@@ -117,19 +117,8 @@ pub(crate) fn fleet_with(
     }
 }
 
-/// A line echoed through `ssh -W` via `host`; the output.
-fn tunnel(f: &Fleet, host: &str) -> Output {
-    let to = format!("127.0.0.1:{}", f.echo.port());
-    run(f.client.ssh().args(["-W", &to, host]), b"hello\n")
-}
-
 fn healthz(g: &Gatehouse) -> String {
-    let admin = *g.listening("admin").first().expect("admin listening");
-    let out = tool("curl")
-        .args(["-s", "--max-time", "10", &format!("http://{admin}/healthz")])
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    g.admin_get("healthz")
 }
 
 /// The `detail` of host `g`'s keyboard-interactive audit lines.
@@ -146,11 +135,11 @@ fn a_code_used_through_one_host_is_refused_by_another() {
     let f = fleet("closed");
     let code = code_at(&f.secret, "now");
     f.client.answer_with(&code);
-    let first = tunnel(&f, "jump1");
+    let first = f.client.echo_via("jump1", &f.echo);
     first.success();
     assert_eq!(first.stdout(), "hello\n", "{first}");
     // The same code through the other host: used already, fleet-wide.
-    tunnel(&f, "jump2").failure();
+    f.client.echo_via("jump2", &f.echo).failure();
     let on_two = code_details(&f.hosts[1]);
     assert_eq!(on_two.len(), 1, "{on_two:?}");
     assert!(
@@ -167,13 +156,13 @@ fn a_code_used_through_one_host_is_refused_by_another() {
 fn the_per_user_code_limit_counts_across_hosts() {
     let f = fleet("closed");
     f.client.answer_with("000000");
-    tunnel(&f, "jump1").failure();
-    tunnel(&f, "jump2").failure();
-    tunnel(&f, "jump1").failure();
+    f.client.echo_via("jump1", &f.echo).failure();
+    f.client.echo_via("jump2", &f.echo).failure();
+    f.client.echo_via("jump1", &f.echo).failure();
     // Three wrong codes on two hosts: the next code is not even checked,
     // on either host, though it is right.
     f.client.answer_with(&code_at(&f.secret, "now"));
-    tunnel(&f, "jump2").failure();
+    f.client.echo_via("jump2", &f.echo).failure();
     let on_two = code_details(&f.hosts[1]);
     assert!(
         on_two
@@ -189,7 +178,7 @@ fn with_redis_down_codes_fail_closed_and_logins_return_with_it() {
     let mut f = fleet_of(2, "closed", "");
     f.redis.stop();
     f.client.answer_with_totp(&f.secret);
-    tunnel(&f, "jump1").failure();
+    f.client.echo_via("jump1", &f.echo).failure();
     let on_one = code_details(&f.hosts[0]);
     assert!(
         on_one
@@ -197,7 +186,10 @@ fn with_redis_down_codes_fail_closed_and_logins_return_with_it() {
             .is_some_and(|d| d.contains("the fleet's Redis is unreachable")),
         "{on_one:?}"
     );
-    // Not the client's fault: nothing counted toward a ban.
+    // Not the client's fault: nothing counted toward a ban. A failure is
+    // logged when its connection closes: read once the close is logged.
+    let refused = f.hosts[0].audit("auth", |v| v["result"] == "rejected");
+    f.hosts[0].audit("connection_closed", |v| v["conn"] == refused["conn"]);
     assert!(
         f.hosts[0].audits("failure").is_empty(),
         "{:?}",
@@ -210,7 +202,7 @@ fn with_redis_down_codes_fail_closed_and_logins_return_with_it() {
     // Redis back, empty (it kept nothing): logins work again.
     f.redis.restart();
     eventually("a login through jump1 works again", || {
-        tunnel(&f, "jump1").status.success()
+        f.client.echo_via("jump1", &f.echo).status.success()
     });
     eventually("healthz says redis is up", || {
         healthz(&f.hosts[0]).contains("state: redis up")
@@ -222,13 +214,30 @@ fn with_on_outage_local_codes_are_checked_by_each_host_alone() {
     let mut f = fleet("local");
     f.redis.stop();
     f.client.answer_with(&code_at(&f.secret, "now"));
-    let out = tunnel(&f, "jump1");
+    let out = f.client.echo_via("jump1", &f.echo);
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
-    // Each host still refuses a replay of its own.
-    tunnel(&f, "jump1").failure();
+    // Each host still refuses a replay of its own...
+    f.client.echo_via("jump1", &f.echo).failure();
+    let on_one = code_details(&f.hosts[0]);
+    assert!(
+        on_one
+            .last()
+            .is_some_and(|d| d.contains("code already used (replay)")),
+        "{on_one:?}"
+    );
     let logged = f.hosts[0].lines().join("\n");
     assert!(logged.contains("on_outage: local"), "{logged}");
+    // ...but cannot know what another host took: the same code is good once
+    // on host 2, checked there alone.
+    let out = f.client.echo_via("jump2", &f.echo);
+    out.success();
+    assert_eq!(out.stdout(), "hello\n", "{out}");
+    let on_two = code_details(&f.hosts[1]);
+    assert!(
+        on_two.len() == 1 && on_two[0].starts_with("\"accepted\": \"totp step "),
+        "{on_two:?}"
+    );
 }
 
 /// `ssh -b FROM` to `host` with a key no host knows: one failure there.
@@ -282,7 +291,7 @@ fn a_source_banned_through_one_host_is_shut_out_by_every_host() {
     }
     // Nobody else is affected.
     f.client.answer_with(&code_at(&f.secret, "now"));
-    tunnel(&f, "jump3").success();
+    f.client.echo_via("jump3", &f.echo).success();
 }
 
 #[test]
@@ -479,7 +488,12 @@ fn a_user_enrolling_over_ssh_through_one_host_logs_in_through_another() {
     f.client.add_host("jump", f.hosts[0].jump(), "ana");
     let mut t = crate::enroll::terminal(&f.client);
     let screen = crate::enroll::enrollment_screen(&mut t);
-    let confirming = code_at(&screen.secret, "now");
+    // The confirming code is the one for the step of this unix time.
+    let confirmed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let confirming = code_at(&screen.secret, &format!("@{confirmed}"));
     t.type_line(&confirming);
     t.expect("Enrolled.");
     let out = t.finish();
@@ -496,22 +510,21 @@ fn a_user_enrolling_over_ssh_through_one_host_logs_in_through_another() {
             .is_some_and(|d| d.contains("replay")),
         "{replay}"
     );
-    // The next step's code logs in on host 3, which never saw the screen.
+    // A later step's code logs in on host 3, which never saw the screen:
+    // the next step, or the current one if the clock has moved past it
+    // (within the skew either way), tried once.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let step = (confirmed / 30 + 1).max(now / 30);
     f.client
-        .answer_with(&code_at(&screen.secret, "+30 seconds"));
-    let mut waited = 0;
-    let out = loop {
-        let out = run(f.client.ssh().args(["-W", &to, "ana3"]), b"hello\n");
-        if out.status.success() || waited >= 2 {
-            break out;
-        }
-        // The next step's code is accepted only once its step is within
-        // the skew window: wait for the step to turn.
-        std::thread::sleep(std::time::Duration::from_secs(15));
-        waited += 1;
-    };
+        .answer_with(&code_at(&screen.secret, &format!("@{}", step * 30)));
+    let out = run(f.client.ssh().args(["-W", &to, "ana3"]), b"hello\n");
     out.success();
     assert_eq!(out.stdout(), "hello\n", "{out}");
+    let on_three = code_details(&f.hosts[2]);
+    assert_eq!(on_three, [format!("\"accepted\": \"totp step {step}\"")]);
 }
 
 #[test]

@@ -18,9 +18,8 @@ use crate::{
 /// `ssh -W` through `alias` with what the askpass answers: whether it got
 /// through, and how long the whole login took.
 fn through(f: &Fleet, alias: &str) -> (bool, Duration) {
-    let to = format!("127.0.0.1:{}", f.echo.port());
     let started = Instant::now();
-    let out = run(f.client.ssh().args(["-W", &to, alias]), b"hello\n");
+    let out = f.client.echo_via(alias, &f.echo);
     let ok = out.status.success() && out.stdout() == "hello\n";
     (ok, started.elapsed())
 }

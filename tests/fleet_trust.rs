@@ -8,7 +8,9 @@
 use crate::{
     fleet::{Fleet, fleet_of, fleet_with, unknown_key_from},
     jump::code_at,
-    util::{Gatehouse, Hello, SshClient, eventually, gatehouse, hello, run, tool},
+    util::{
+        Gatehouse, Hello, SshClient, enrollment_secret, eventually, gatehouse, hello, run, tool,
+    },
 };
 
 /// `gatehouse totp enroll USER` through host `g`: the secret and the
@@ -17,11 +19,7 @@ pub(crate) fn enroll(g: &Gatehouse, user: &str) -> (String, Vec<String>) {
     let out = g.totp("enroll", user);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{text}");
-    let secret = text
-        .lines()
-        .find_map(|l| l.strip_prefix("secret:"))
-        .map(|s| s.trim().to_owned())
-        .expect("a secret line");
+    let secret = enrollment_secret(&text);
     let codes: Vec<String> = text
         .lines()
         .skip_while(|l| !l.starts_with("Recovery codes"))
@@ -36,23 +34,12 @@ pub(crate) fn enroll(g: &Gatehouse, user: &str) -> (String, Vec<String>) {
 /// `ssh -W` through `alias` answering `answer`; whether it got through.
 fn through(f: &Fleet, alias: &str, answer: &str) -> bool {
     f.client.answer_with(answer);
-    let to = format!("127.0.0.1:{}", f.echo.port());
-    run(f.client.ssh().args(["-W", &to, alias]), b"hello\n")
-        .status
-        .success()
+    f.client.echo_via(alias, &f.echo).status.success()
 }
 
 /// `gatehouse_state_store_refused_total` on host `g`.
 fn refused_metric(g: &Gatehouse) -> u64 {
-    let admin = *g.listening("admin").first().expect("admin listening");
-    let out = tool("curl")
-        .args(["-s", "--max-time", "10", &format!("http://{admin}/metrics")])
-        .output()
-        .expect("run curl");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("gatehouse_state_store_refused_total "))
-        .map_or(0, |v| v.trim().parse().expect("a count"))
+    g.metric("gatehouse_state_store_refused_total")
 }
 
 /// The YAML with `bob` (a second user who enrolls in Redis, same key).

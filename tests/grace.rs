@@ -9,15 +9,14 @@
 //! time. A step is accepted once per user, so a user logs in with a code
 //! at most twice (now, and one step ahead within the skew).
 
-use std::path::Path;
-
 use serde_json::Value;
 
 use crate::{
     fleet::fleet_with,
-    jump::{field, fingerprint},
+    jump::field,
     util::{
-        Gatehouse, Haproxy, Output, SshClient, Sshd, TcpServer, eventually, gatehouse, run, tool,
+        Gatehouse, Haproxy, Output, SshClient, Sshd, TcpServer, enrollment_secret, eventually,
+        gatehouse, run, ssh_clients,
     },
 };
 
@@ -60,10 +59,9 @@ fn grace_cli(g: &Gatehouse, user: &str, args: &[&str]) -> String {
 
 /// A line through `ssh -W` to the echo server via `jump`; it must arrive.
 fn echoed(client: &SshClient, echo: &TcpServer) -> Output {
-    let to = format!("127.0.0.1:{}", echo.port());
-    let out = run(client.ssh().args(["-W", &to, "jump"]), b"hi\n");
+    let out = client.echo_via("jump", echo);
     out.success();
-    assert_eq!(out.stdout(), "hi\n", "{out}");
+    assert_eq!(out.stdout(), "hello\n", "{out}");
     out
 }
 
@@ -183,7 +181,7 @@ fn the_seed_proxycommand_asks_one_code_then_none_for_this_key_from_here() {
     for line in &graced_lines {
         assert_eq!(line["result"], "accepted", "{line}");
         assert_eq!(line["method"], "publickey", "{line}");
-        assert_eq!(line["fingerprint"], fingerprint(&laptop), "{line}");
+        assert_eq!(line["fingerprint"], laptop.fingerprint(), "{line}");
         assert_eq!(line["grace_source"], "127.0.0.1", "{line}");
         assert_eq!(
             line["grace_step"], step,
@@ -210,7 +208,7 @@ fn the_seed_proxycommand_asks_one_code_then_none_for_this_key_from_here() {
     run(other_key.ssh().args(["-W", &to, "jump"]), b"").failure();
     assert_eq!(other_key.prompts().len(), 1, "{:?}", other_key.prompts());
     g.audit("auth", |v| {
-        v["fingerprint"] == fingerprint(&other_key) && v["result"] == "partial"
+        v["fingerprint"] == other_key.fingerprint() && v["result"] == "partial"
     });
 }
 
@@ -254,7 +252,7 @@ fn end_reset_key_removal_and_expiry_each_bring_the_code_back() {
     // `gatehouse totp grace ana` lists it; `--end` ends it.
     code_then_grace(&ana);
     let listed = grace_cli(&g, "ana", &[]);
-    assert!(listed.contains(&fingerprint(&ana)), "{listed}");
+    assert!(listed.contains(&ana.fingerprint()), "{listed}");
     assert!(listed.contains("127.0.0.1 "), "{listed}");
     assert_eq!(
         listed.lines().count(),
@@ -363,11 +361,7 @@ fn a_recovery_code_begins_no_grace() {
     let enrolled = g.totp("enroll", "rita");
     assert!(enrolled.status.success(), "{enrolled:?}");
     let stdout = String::from_utf8_lossy(&enrolled.stdout).into_owned();
-    let secret = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("secret:"))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|| panic!("no secret in {stdout}"));
+    let secret = enrollment_secret(&stdout);
     let recovery = stdout
         .lines()
         .map(str::trim)
@@ -444,18 +438,7 @@ fn library(
     secret: &str,
     sshd: &Sshd,
 ) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ssh_clients.py");
-    run(
-        tool("python3")
-            .arg(script)
-            .arg(name)
-            .args(["--port", &g.jump().port().to_string(), "--user", user])
-            .arg("--key")
-            .arg(&client.key)
-            .args(["--secret", secret, "--target", &sshd.addr.to_string()])
-            .args(["--target-user", &sshd.user]),
-        b"",
-    )
+    run(&mut ssh_clients(name, g, user, client, secret, sshd), b"")
 }
 
 #[test]
@@ -508,9 +491,8 @@ fn two_hosts_on_one_redis_share_a_grace_and_refuse_a_forged_one() {
         yaml.replace("  mfa: required\n", "  mfa: required\n  mfa_grace: 30m\n")
     });
     f.client.answer_with_totp_ahead(&f.secret);
-    let to = format!("127.0.0.1:{}", f.echo.port());
     let through = |host: &str| {
-        let out = run(f.client.ssh().args(["-W", &to, host]), b"hello\n");
+        let out = f.client.echo_via(host, &f.echo);
         out.success();
         assert_eq!(out.stdout(), "hello\n", "{out}");
     };
@@ -528,7 +510,7 @@ fn two_hosts_on_one_redis_share_a_grace_and_refuse_a_forged_one() {
 
     // The grace in Redis, signed; lengthened by hand (no seal key), it is
     // refused and audited, and the code is asked.
-    let field_name = format!("{} 127.0.0.1", fingerprint(&f.client));
+    let field_name = format!("{} 127.0.0.1", f.client.fingerprint());
     let stored = f.redis.cli(&["HGET", "test:grace:sean", &field_name]);
     let (mac, json) = stored.trim().split_once(' ').expect("MAC JSON");
     assert_eq!(mac.len(), 64, "{stored}");

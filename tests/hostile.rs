@@ -20,31 +20,22 @@
 
 use std::{
     io::Read,
-    net::{IpAddr, Ipv4Addr, TcpStream},
-    path::Path,
+    net::{IpAddr, TcpStream},
     process::Command,
     time::Instant,
 };
 
-use crate::util::{Output, PATIENCE, SshClient, run, tool};
+use crate::util::{Output, PATIENCE, SshClient, python_client, run};
 
 mod after_login;
 mod before_login;
 mod flow;
 mod protocol;
 
-/// The loopback address 127.0.0.`n`: a source of its own.
-fn source(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
-}
-
 /// `python3 tests/clients/ssh_attack.py SUBCOMMAND --port PORT ...`.
 pub(crate) fn attack(subcommand: &str, port: u16) -> Command {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ssh_attack.py");
-    let mut cmd = tool("python3");
-    cmd.arg(script)
-        .arg(subcommand)
-        .args(["--port", &port.to_string()]);
+    let mut cmd = python_client("ssh_attack.py");
+    cmd.arg(subcommand).args(["--port", &port.to_string()]);
     cmd
 }
 

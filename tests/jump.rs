@@ -55,25 +55,23 @@ pub(crate) fn one_user(mfa: &str, grants: Vec<String>) -> (Gatehouse, SshClient)
     (g, client)
 }
 
+/// A real second hop behind a jump host: `sean` (mfa `mfa`) in group `dev`,
+/// which may reach `sshd`'s port only; `client` knows `jump` and `target`.
+/// Enrolling and answering codes are the caller's.
+pub(crate) fn jump_to_sshd(mfa: &str, client: &mut SshClient, sshd: &Sshd) -> Gatehouse {
+    let g = Gatehouse::start(&config(
+        mfa,
+        &[("sean", client, &["dev"])],
+        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
+    ));
+    client.add_host("jump", g.jump(), "sean");
+    client.add_host("target", sshd.addr, &sshd.user);
+    g
+}
+
 /// `ssh -W HOST:PORT jump` with `input` on stdin.
 pub(crate) fn tunnel(client: &SshClient, to: &str, input: &[u8]) -> Output {
     run(client.ssh().args(["-W", to, "jump"]), input)
-}
-
-/// The key's SHA256 fingerprint as `ssh-keygen -l` prints it.
-pub(crate) fn fingerprint(client: &SshClient) -> String {
-    let out = run(
-        tool("ssh-keygen")
-            .args(["-l", "-E", "sha256", "-f"])
-            .arg(client.key.with_extension("pub")),
-        b"",
-    );
-    out.success();
-    out.stdout()
-        .split_whitespace()
-        .nth(1)
-        .expect("fingerprint field")
-        .to_owned()
 }
 
 /// The code for `secret` at `when` (an `oathtool -N` date such as `now`),
@@ -120,7 +118,7 @@ fn key_then_code_logs_in_and_a_tunnel_round_trips() {
     assert_eq!(prompts.len(), 1, "{prompts:?}");
     assert!(prompts[0].ends_with("Verification code: "), "{prompts:?}");
 
-    let fp = fingerprint(&client);
+    let fp = client.fingerprint();
     assert!(fp.starts_with("SHA256:"), "{fp}");
     let partial = g.audit("auth", |v| v["result"] == "partial");
     assert_eq!(
@@ -274,7 +272,7 @@ fn unknown_keys_and_unknown_users_look_the_same() {
     for (event, client) in [(&for_sean, &stranger), (&for_mallory, &sean)] {
         assert_eq!(event["result"], "rejected", "{event}");
         assert_eq!(event["method"], "publickey", "{event}");
-        assert_eq!(event["fingerprint"], fingerprint(client), "{event}");
+        assert_eq!(event["fingerprint"], client.fingerprint(), "{event}");
     }
     // The same words for both: the log does not tell which users exist
     // (and neither does the wire).
@@ -435,15 +433,8 @@ fn a_granted_destination_with_nothing_listening_is_connect_failed() {
 fn ssh_j_reaches_a_real_sshd_behind_the_jump() {
     let mut client = SshClient::new();
     let sshd = Sshd::start(&client.public_key());
-    let g = Gatehouse::start(&config(
-        "required",
-        &[("sean", &client, &["dev"])],
-        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
-    ));
-    client.add_host("jump", g.jump(), "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
-    let secret = g.enroll("sean");
-    client.answer_with_totp(&secret);
+    let g = jump_to_sshd("required", &mut client, &sshd);
+    client.answer_with_totp(&g.enroll("sean"));
 
     let out = run(
         client
@@ -470,13 +461,7 @@ fn ssh_j_reaches_a_real_sshd_behind_the_jump() {
 fn the_nc_proxycommand_reaches_a_real_sshd_and_survives_idle() {
     let mut client = SshClient::new();
     let sshd = Sshd::start(&client.public_key());
-    let g = Gatehouse::start(&config(
-        "optional",
-        &[("sean", &client, &["dev"])],
-        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
-    ));
-    client.add_host("jump", g.jump(), "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
+    let g = jump_to_sshd("optional", &mut client, &sshd);
     let proxy = format!(
         "ProxyCommand={} jump nc -w1 %h %p",
         client.ssh_command_line()
@@ -560,45 +545,6 @@ fn nc_exec_tunnels_carry_stdin_and_stdout() {
     assert_eq!(refused["port"], other.port(), "{refused}");
 }
 
-/// A ControlMaster connection, told to exit when dropped.
-struct Master<'a> {
-    client: &'a SshClient,
-    path: std::path::PathBuf,
-}
-
-impl Master<'_> {
-    fn command(&self, op: &str) -> Output {
-        run(
-            self.client.ssh().args([
-                "-o",
-                &format!("ControlPath={}", self.path.display()),
-                "-O",
-                op,
-                "jump",
-            ]),
-            b"",
-        )
-    }
-}
-
-impl Drop for Master<'_> {
-    fn drop(&mut self) {
-        // Not `run`: a panic here, during a failing test's unwinding, would
-        // abort the whole test binary. `-O exit` only talks to the local socket.
-        if self.path.exists() {
-            let _ = self
-                .client
-                .ssh()
-                .args(["-o", &format!("ControlPath={}", self.path.display())])
-                .args(["-O", "exit", "jump"])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
 #[test]
 fn tunnels_multiplex_over_one_controlmaster_connection() {
     // Several SSH packets and window updates per tunnel, all interleaved.
@@ -607,45 +553,20 @@ fn tunnels_multiplex_over_one_controlmaster_connection() {
     let (g, client) = one_user("required", vec![format!("127.0.0.0/8:{}", echo.port())]);
     let secret = g.enroll("sean");
     client.answer_with_totp(&secret);
-    let master = Master {
-        client: &client,
-        path: client.dir().join("cm"),
-    };
-    let control = format!("ControlPath={}", master.path.display());
-    run(
-        client.ssh().args([
-            "-o",
-            "ControlMaster=yes",
-            "-o",
-            &control,
-            "-o",
-            "ControlPersist=60",
-            "-N",
-            "-f",
-            "jump",
-        ]),
-        b"",
-    )
-    .success();
-    master.command("check").success();
+    let master = client.master(&[]);
 
     let to = loopback(echo.port());
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..6_u8)
             .map(|i| {
-                let (client, control, to) = (&client, &control, &to);
+                let (client, to) = (&client, &to);
                 s.spawn(move || {
                     // Distinct bytes per tunnel, so crossed streams would show.
                     let payload: Vec<u8> = (0..PAYLOAD)
                         .map(|n| b'a' + ((n + u32::from(i)) % 26) as u8)
                         .collect();
                     // BatchMode: it must ride the master, never log in anew.
-                    let out = run(
-                        client
-                            .ssh()
-                            .args(["-o", "BatchMode=yes", "-o", control, "-W", to, "jump"]),
-                        &payload,
-                    );
+                    let out = run(&mut client.via_master(to), &payload);
                     out.success();
                     assert!(
                         out.stdout == payload,
@@ -677,9 +598,11 @@ fn tunnels_multiplex_over_one_controlmaster_connection() {
         g.audits("tunnel_closed")
     );
 
-    master.command("exit").success();
+    client.exit_master().success();
     let gone = g.audit("connection_closed", |_| true);
     assert_eq!(gone["user"], "sean", "{gone}");
+    // The master ends too (`-O exit` makes it exit 255): wait for it.
+    master.finish();
 }
 
 #[test]

@@ -987,26 +987,18 @@ fn vagrant_trigger_on_linux_writes_one_resolved_drop_in_only_when_needed() {
     assert_eq!(out.stdout(), "ok\n", "{out}");
 }
 
-/// provision.sh itself runs in a booted Debian 12 in tests/vm/run (root,
-/// minutes); here: it parses, and the decisions a test outside a VM can see.
+/// Only that provision.sh parses. What it does (installs the package, writes
+/// the config atomically and only when it changed, restarts only for what a
+/// reload cannot apply, changes nothing on a second run) is checked by
+/// running it as root in a booted Debian 12: tests/vm/run, which takes
+/// minutes in qemu, so it is not part of this suite. It writes to fixed
+/// system paths (/usr/bin, /etc/gatehouse) and drives apt and systemd, so it
+/// has no unprivileged run here; reading its source for phrases proved
+/// nothing about what it does, and is not done.
 #[test]
-fn vagrant_provision_script_is_valid_and_installs_the_package() {
+fn vagrant_provision_script_parses() {
     let script = vagrant("provision.sh");
     let out = run(tool("bash").args(["-n", path(&script)]), b"");
     out.success();
     assert_eq!(out.stderr, "", "{out}");
-    let text = std::fs::read_to_string(&script).expect("provision.sh");
-    for needle in [
-        // The package, built by the same script as everywhere else.
-        "packaging/build-deb | tail -n 1",
-        "apt-get install -y -qq -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold",
-        // The config: checked against the one in force, temp file + rename.
-        "checked=$(\"$BIN\" check --config \"$yaml\" --against \"$CONF\")",
-        "tmp=$(mktemp \"$CONF_DIR/.gatehouse.yaml.XXXXXX\")",
-        "mv -f \"$tmp\" \"$CONF\"",
-    ] {
-        assert!(text.contains(needle), "provision.sh lacks {needle:?}");
-    }
-    // The one restart is for what a reload cannot apply.
-    assert_eq!(text.matches("systemctl restart").count(), 1);
 }

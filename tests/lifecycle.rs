@@ -6,7 +6,7 @@ use std::{
 
 use crate::{
     dns::zone_config,
-    util::{Gatehouse, SshClient, Sshd, dig, eventually, gatehouse_bin, run},
+    util::{Gatehouse, SshClient, Sshd, dig, enrollment_secret, eventually, gatehouse_bin, run},
 };
 
 #[test]
@@ -50,11 +50,7 @@ fn no_config_starts_the_loopback_dev_setup() {
         "{text}{}",
         String::from_utf8_lossy(&enrolled.stderr)
     );
-    let secret = text
-        .lines()
-        .find_map(|l| l.strip_prefix("secret:"))
-        .map(|s| s.trim().to_owned())
-        .expect("secret line");
+    let secret = enrollment_secret(&text);
 
     let mut run_cmd = Command::new(gatehouse_bin());
     run_cmd

@@ -12,26 +12,50 @@ use std::{
 
 use crate::{
     jump::config,
-    util::{Gatehouse, Haproxy, Hello, SshClient, Sshd, connect_from, hello, read_hello, run},
+    util::{
+        Gatehouse, Haproxy, Hello, SshClient, Sshd, closed_without_a_byte, connect_from, hello,
+        read_hello, run, source,
+    },
 };
 
 /// The balancer's address, as the gatehouses see it.
 const BALANCER: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
 
-fn source(n: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+/// sean's client and a real sshd, behind a gatehouse trusting 127.0.0.9's
+/// PROXY headers, behind HAProxy sending them (`server_option`). The
+/// client's `jump` is the balancer and `target` the sshd; sean is enrolled
+/// (`secret`), answering codes is the caller's. Fields drop in order: the
+/// balancer first.
+struct Balanced {
+    lb: Haproxy,
+    g: Gatehouse,
+    sshd: Sshd,
+    client: SshClient,
+    secret: String,
 }
 
-/// A gatehouse trusting 127.0.0.9's PROXY headers, `sean` granted `sshd`.
-fn behind_balancer(client: &SshClient, sshd: &Sshd) -> Gatehouse {
+fn balanced(server_option: &str) -> Balanced {
+    let mut client = SshClient::new();
+    let sshd = Sshd::start(&client.public_key());
     let yaml = config(
         "required",
-        &[("sean", client, &["dev"])],
+        &[("sean", &client, &["dev"])],
         &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
     );
-    Gatehouse::start(&format!(
+    let g = Gatehouse::start(&format!(
         "{yaml}  proxy_protocol:\n    from: [\"{BALANCER}/32\"]\n"
-    ))
+    ));
+    let lb = Haproxy::start(&[g.jump()], server_option, BALANCER);
+    client.add_host("jump", lb.addr, "sean");
+    client.add_host("target", sshd.addr, &sshd.user);
+    let secret = g.enroll("sean");
+    Balanced {
+        lb,
+        g,
+        sshd,
+        client,
+        secret,
+    }
 }
 
 /// `ssh target echo ...` through the balancer, the jump hop from `from`
@@ -47,29 +71,15 @@ fn login_from(client: &SshClient, from: IpAddr) -> crate::util::Output {
     )
 }
 
-/// The gatehouse closes `stream` without a byte of SSH: EOF, or a reset
-/// (the kernel's answer when bytes we sent were left unread).
-fn shut(stream: &mut std::net::TcpStream) {
-    use std::io::Read;
-    stream
-        .set_read_timeout(Some(crate::util::PATIENCE))
-        .expect("timeout");
-    let mut buf = [0_u8; 64];
-    match stream.read(&mut buf) {
-        Ok(0) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        other => panic!("expected a close, got {other:?} {:?}", &buf[..8]),
-    }
-}
-
 fn through_haproxy(server_option: &str, from: u8) {
-    let mut client = SshClient::new();
-    let sshd = Sshd::start(&client.public_key());
-    let g = behind_balancer(&client, &sshd);
-    let lb = Haproxy::start(&[g.jump()], server_option, BALANCER);
-    client.add_host("jump", lb.addr, "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
-    client.answer_with_totp(&g.enroll("sean"));
+    let Balanced {
+        client,
+        sshd: _sshd,
+        g,
+        lb: _lb,
+        secret,
+    } = balanced(server_option);
+    client.answer_with_totp(&secret);
 
     let out = login_from(&client, source(from));
     out.success();
@@ -100,13 +110,13 @@ fn behind_haproxy_v1_the_audited_peer_is_the_client() {
 
 #[test]
 fn a_ban_behind_the_balancer_hits_the_client_not_the_balancer() {
-    let mut client = SshClient::new();
-    let sshd = Sshd::start(&client.public_key());
-    let g = behind_balancer(&client, &sshd);
-    let lb = Haproxy::start(&[g.jump()], "send-proxy-v2", BALANCER);
-    client.add_host("jump", lb.addr, "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
-    let secret = g.enroll("sean");
+    let Balanced {
+        client,
+        sshd,
+        g,
+        lb,
+        secret,
+    } = balanced("send-proxy-v2");
 
     // mallory's key is unknown: 5 connections, 5 failures, a ban.
     let mut mallory = SshClient::new();
@@ -140,13 +150,14 @@ fn a_ban_behind_the_balancer_hits_the_client_not_the_balancer() {
 
 #[test]
 fn missing_malformed_truncated_and_foreign_headers_are_refused_without_blocking_anyone() {
-    let mut client = SshClient::new();
-    let sshd = Sshd::start(&client.public_key());
-    let g = behind_balancer(&client, &sshd);
-    let lb = Haproxy::start(&[g.jump()], "send-proxy-v2", BALANCER);
-    client.add_host("jump", lb.addr, "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
-    client.answer_with_totp(&g.enroll("sean"));
+    let Balanced {
+        client,
+        sshd: _sshd,
+        g,
+        lb,
+        secret,
+    } = balanced("send-proxy-v2");
+    client.answer_with_totp(&secret);
 
     // From the balancer's address, a truncated header, then silence: held
     // until the header deadline, while a login through HAProxy goes on.
@@ -157,7 +168,7 @@ fn missing_malformed_truncated_and_foreign_headers_are_refused_without_blocking_
     let out = login_from(&client, source(65));
     out.success();
     assert_eq!(out.stdout(), "through\n", "{out}");
-    shut(&mut truncated);
+    closed_without_a_byte(&mut truncated);
     let refused = g.audit("proxy_refused", |_| true);
     assert_eq!(refused["reason"], "no PROXY header within 5s", "{refused}");
 
@@ -165,7 +176,7 @@ fn missing_malformed_truncated_and_foreign_headers_are_refused_without_blocking_
     // straight to the gatehouse): closed before any SSH byte.
     let mut bare = connect_from(BALANCER, g.jump());
     bare.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").expect("write");
-    shut(&mut bare);
+    closed_without_a_byte(&mut bare);
     g.audit("proxy_refused", |v| {
         v["reason"] == "no PROXY header (the connection started with other bytes)"
     });
@@ -174,7 +185,7 @@ fn missing_malformed_truncated_and_foreign_headers_are_refused_without_blocking_
     let mut bad = connect_from(BALANCER, g.jump());
     bad.write_all(b"PROXY TCP4 999.0.0.1 127.0.0.1 1 2\r\nSSH-2.0-x\r\n")
         .expect("write");
-    shut(&mut bad);
+    closed_without_a_byte(&mut bad);
     g.audit("proxy_refused", |v| {
         v["reason"]
             .as_str()
@@ -241,13 +252,14 @@ fn timed_out(g: &Gatehouse) -> Vec<u16> {
 
 #[test]
 fn idle_sockets_from_the_balancers_address_give_way_to_its_real_connections() {
-    let mut client = SshClient::new();
-    let sshd = Sshd::start(&client.public_key());
-    let g = behind_balancer(&client, &sshd);
-    let lb = Haproxy::start(&[g.jump()], "send-proxy-v2", BALANCER);
-    client.add_host("jump", lb.addr, "sean");
-    client.add_host("target", sshd.addr, &sshd.user);
-    client.answer_with_totp(&g.enroll("sean"));
+    let Balanced {
+        client,
+        sshd: _sshd,
+        g,
+        lb: _lb,
+        secret,
+    } = balanced("send-proxy-v2");
+    client.answer_with_totp(&secret);
 
     // 300 sockets from the balancer's own address that never send a
     // header: 256 wait at once (HEADERS_AT_ONCE), each newcomer evicting
@@ -292,10 +304,10 @@ fn idle_sockets_from_the_balancers_address_give_way_to_its_real_connections() {
     // the flood, the newest, can only time out: once its audit is out, any
     // of the burst's would be (their deadlines came first).
     for socket in &mut idle {
-        shut(socket);
+        closed_without_a_byte(socket);
     }
     let mut last = connect_from(BALANCER, g.jump());
-    shut(&mut last);
+    closed_without_a_byte(&mut last);
     let last = ports(std::slice::from_ref(&last))[0];
     g.audit("proxy_refused", |v| {
         v["peer"]
@@ -374,7 +386,7 @@ fn an_ipv4_balancer_on_a_dual_stack_listener_is_the_balancer() {
     // balancer's connection, audited under its IPv4 address.
     let mut bare = connect_from(source(69), v4);
     bare.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").expect("write");
-    shut(&mut bare);
+    closed_without_a_byte(&mut bare);
     g.audit("proxy_refused", |v| {
         v["peer"]
             .as_str()

@@ -1,4 +1,5 @@
 use crate::{
+    defence::with_limits,
     dns::zone_config,
     jump::config,
     util::{Gatehouse, SshClient, dig, eventually, run},
@@ -78,15 +79,13 @@ fn an_invalid_file_keeps_the_old_config() {
 fn max_auth_attempts_applies_on_reload() {
     let user = SshClient::new();
     let yaml = |attempts: u32| {
-        config(
-            "required",
-            &[("sean", &user, &["dev"])],
-            &[("dev", vec!["127.0.0.0/8:22".to_owned()])],
-        )
-        .replacen(
-            "  users:\n",
-            &format!("  limits: {{ max_auth_attempts: {attempts} }}\n  users:\n"),
-            1,
+        with_limits(
+            &config(
+                "required",
+                &[("sean", &user, &["dev"])],
+                &[("dev", vec!["127.0.0.0/8:22".to_owned()])],
+            ),
+            &format!("max_auth_attempts: {attempts}"),
         )
     };
     let g = Gatehouse::start(&yaml(2));

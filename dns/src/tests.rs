@@ -1,12 +1,7 @@
 //! Socket tests: the real server on loopback, driven with hickory-proto messages.
 
 use std::{
-    collections::BTreeSet,
-    net::SocketAddr,
-    path::Path,
-    str::FromStr,
-    sync::Arc,
-    time::{Duration, Instant},
+    collections::BTreeSet, net::SocketAddr, path::Path, str::FromStr, sync::Arc, time::Duration,
 };
 
 use gatehouse_config::Config;
@@ -147,6 +142,58 @@ fn first_a(message: &Message) -> Option<String> {
     })
 }
 
+/// Sends the message of every event of this crate to a channel: the
+/// server's own word that it saw a reload (on the thread that sets it as
+/// its default).
+struct Said(tokio::sync::mpsc::UnboundedSender<String>);
+
+impl tracing::Subscriber for Said {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target().starts_with("gatehouse_dns")
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Message(String);
+        impl tracing::field::Visit for Message {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "message" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+        }
+        let mut message = Message(String::new());
+        event.record(&mut message);
+        // The test may have stopped listening; nothing to report then.
+        let _ = self.0.send(message.0);
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Waits for the server to log `wanted` (a hang guard, not a timing bound).
+async fn heard(said: &mut tokio::sync::mpsc::UnboundedReceiver<String>, wanted: &str) {
+    let waited = timeout(WAIT, async {
+        while let Some(message) = said.recv().await {
+            if message == wanted {
+                return;
+            }
+        }
+        panic!("the log channel closed before {wanted:?}");
+    })
+    .await;
+    assert!(waited.is_ok(), "the server never logged {wanted:?}");
+}
+
 async fn stop(running: Running) {
     running.shutdown.cancel();
     let ended = timeout(WAIT, running.server)
@@ -190,19 +237,18 @@ async fn answers_over_udp_and_tcp_follow_reloads_and_stop_on_shutdown() {
     let outside = ask_udp(running.addr, &query(4, "example.com.", RecordType::A)).await;
     assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
 
+    // The server task runs on this thread (a current-thread runtime): what
+    // it logs from here on reaches `said`.
+    let (sender, mut said) = tokio::sync::mpsc::unbounded_channel();
+    let _logged = tracing::subscriber::set_default(Said(sender));
+
     // A new config changes the answer.
     running
         .config
         .send_replace(config(&zone_yaml("10.9.8.7", None)));
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let reply = ask_udp(running.addr, &query(5, "saxophone.sean.", RecordType::A)).await;
-        if first_a(&reply).as_deref() == Some("10.9.8.7") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the reload never showed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    heard(&mut said, "dns zones reloaded").await;
+    let reply = ask_udp(running.addr, &query(5, "saxophone.sean.", RecordType::A)).await;
+    assert_eq!(first_a(&reply).as_deref(), Some("10.9.8.7"));
     let tcp = ask_tcp(running.addr, &[query(6, "saxophone.sean.", RecordType::A)]).await;
     assert_eq!(first_a(&tcp[0]).as_deref(), Some("10.9.8.7"));
 
@@ -211,7 +257,11 @@ async fn answers_over_udp_and_tcp_follow_reloads_and_stop_on_shutdown() {
     let jump_only = gatehouse_config::parse(Path::new("test.yaml"), no_dns)
         .unwrap_or_else(|e| panic!("the jump-only config must parse: {e:?}"));
     running.config.send_replace(Arc::new(jump_only));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    heard(
+        &mut said,
+        "reloaded config has no `dns` section; keeping the current zones",
+    )
+    .await;
     let reply = ask_udp(running.addr, &query(7, "saxophone.sean.", RecordType::A)).await;
     assert_eq!(first_a(&reply).as_deref(), Some("10.9.8.7"));
 
@@ -472,7 +522,8 @@ async fn a_forwarded_query_in_flight_is_answered_after_shutdown_starts() {
 #[tokio::test]
 async fn serve_returns_within_its_grace_while_a_forward_is_stuck() {
     // Short enough that the forward's own upstream timeout (2 s) cannot be
-    // what ends it; the margin is the second the UDP threads get to stop.
+    // what ends it; the margin is the second the aborted work and the UDP
+    // threads get to stop (server::STOP_GRACE).
     const GRACE: Duration = Duration::from_millis(300);
     const MARGIN: Duration = Duration::from_secs(1);
     // An upstream that reads every query and never answers.
@@ -506,15 +557,35 @@ async fn serve_returns_within_its_grace_while_a_forward_is_stuck() {
         .unwrap_or_else(|_| panic!("the query never reached the upstream"))
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let asked_to_stop = Instant::now();
+    // The forward is stuck upstream. From here on this runtime's clock, the
+    // one serve's grace and deadlines run on, moves only when all it has left
+    // is to wait for one: the bound below is serve's own, whatever the
+    // machine's speed. (The UDP threads run on real time; waited for on this
+    // clock, they may be counted late: that is not judged here.)
+    let (sender, mut said) = tokio::sync::mpsc::unbounded_channel();
+    let _logged = tracing::subscriber::set_default(Said(sender));
+    tokio::time::pause();
+    let asked_to_stop = tokio::time::Instant::now();
     running.shutdown.cancel();
     let ended = timeout(WAIT, running.server)
         .await
         .unwrap_or_else(|_| panic!("serve did not return after shutdown"));
     let took = asked_to_stop.elapsed();
     assert!(matches!(ended, Ok(Ok(()))), "serve ended with {ended:?}");
+    heard(
+        &mut said,
+        "dns shutdown grace ran out; dropping queries still in flight",
+    )
+    .await;
     assert!(took >= GRACE, "the query in flight got no grace: {took:?}");
-    assert!(took < GRACE + MARGIN, "serve took {took:?} to return");
+    // Tokio's timer wheel rounds each deadline up to its next millisecond
+    // tick: a millisecond for each of serve's three.
+    let ticks = Duration::from_millis(3);
+    assert!(
+        took <= GRACE + MARGIN + ticks,
+        "serve took {took:?} to return"
+    );
+    tokio::time::resume();
 
     // The stuck query was dropped, not answered.
     let mut buffer = vec![0; 4096];

@@ -20,6 +20,7 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
+use tracing::debug;
 
 /// Reads after which the login is surely over: version, key exchange,
 /// NEWKEYS, service request, three or four authentication requests, a
@@ -56,8 +57,12 @@ impl AsyncRead for QuickAck {
             && buf.filled().len() > before
         {
             this.reads_left -= 1;
-            // Best effort: a failure only costs the old latency.
-            let _ = SockRef::from(&this.stream).set_tcp_quickack(true);
+            // Best effort: a failure only costs the old latency. It will
+            // fail the same way next time, so say so once and stop asking.
+            if let Err(error) = SockRef::from(&this.stream).set_tcp_quickack(true) {
+                debug!(%error, "TCP_QUICKACK not set; delayed ACKs stay on");
+                this.reads_left = 0;
+            }
         }
         polled
     }
@@ -102,8 +107,14 @@ mod tests {
 
     use super::*;
 
+    /// Whether the kernel is in quick-ACK mode for `stream`: Linux reports
+    /// TCP_QUICKACK as "not in delayed-ACK (pingpong) mode".
+    fn quick(stream: &TcpStream) -> bool {
+        SockRef::from(stream).tcp_quickack().expect("getsockopt")
+    }
+
     #[tokio::test]
-    async fn passes_bytes_both_ways_and_stops_after_the_login() {
+    async fn sets_tcp_quickack_on_each_login_read_and_stops_after_the_login() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut client = TcpStream::connect(addr).await.expect("connect");
@@ -113,9 +124,22 @@ mod tests {
         for round in 0..LOGIN_READS + 3 {
             let byte = u8::try_from(round % 251).expect("small");
             client.write_all(&[byte]).await.expect("client write");
+            // The byte is in; delayed ACKs on (what Linux falls back to by
+            // itself), so the read is what turns quick ACKs on. (The kernel's
+            // delayed-ACK timer could too, but not before 40 ms, TCP_ATO_MIN;
+            // the read and the check follow the setsockopt at once.)
+            server.stream.readable().await.expect("readable");
+            let sock = SockRef::from(&server.stream);
+            sock.set_tcp_quickack(false).expect("setsockopt");
+            assert!(!quick(&server.stream), "round {round}: delayed ACKs first");
             let mut got = [0_u8; 1];
             server.read_exact(&mut got).await.expect("server read");
             assert_eq!(got, [byte]);
+            assert_eq!(
+                quick(&server.stream),
+                round < LOGIN_READS,
+                "round {round}: TCP_QUICKACK set by the read during the login only"
+            );
             server.write_all(&got).await.expect("server write");
             client.read_exact(&mut got).await.expect("client read");
             assert_eq!(got, [byte]);

@@ -101,15 +101,6 @@ async fn windows_used_up(channels: &[&Channel<Msg>]) {
     }
 }
 
-async fn logged_in(jump: &Jump, key: &Arc<russh::keys::PrivateKey>) -> Client {
-    let mut client = Client::connect(jump).await;
-    assert!(matches!(
-        client.key("sean", key).await,
-        russh::client::AuthResult::Success
-    ));
-    client
-}
-
 #[tokio::test]
 async fn unread_session_channels_get_no_window() {
     let _turn = one_at_a_time().await;
@@ -124,7 +115,7 @@ async fn unread_session_channels_get_no_window() {
         &[grant(echo.port)],
         "  limits: { max_channels: 33 }\n",
     ));
-    let client = logged_in(&jump, &key).await;
+    let client = Client::logged_in(&jump, &key).await;
 
     let mut channels = Vec::new();
     for _ in 0..CHANNELS {
@@ -180,7 +171,7 @@ async fn a_tunnel_whose_target_stopped_reading_stalls_no_other() {
         &[grant(stuck), grant(echo.port)],
         "",
     ));
-    let client = logged_in(&jump, &key).await;
+    let client = Client::logged_in(&jump, &key).await;
 
     // Far more than the window and the sockets' buffers hold.
     const PUSHED: usize = 64 << 20;

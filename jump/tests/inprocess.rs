@@ -147,14 +147,7 @@ async fn none_names_the_method_that_can_continue() {
     let none = client.handle.authenticate_none("kim").await.expect("none");
     assert_eq!(rejected(&none), Some(vec![MethodKind::PublicKey]));
     // And the code still completes the login.
-    let KeyboardInteractiveAuthResponse::InfoRequest { .. } = client.start_code("sean").await
-    else {
-        panic!("no prompt for the code");
-    };
-    assert!(matches!(
-        client.answer(&[&code_now(&secret)]).await,
-        KeyboardInteractiveAuthResponse::Success
-    ));
+    assert!(client.code("sean", &code_now(&secret)).await);
 }
 
 #[tokio::test]
@@ -211,14 +204,7 @@ async fn passwords_are_refused_before_and_after_the_key() {
     );
 
     // Refusing the password did not forget the key: the code completes the login.
-    let KeyboardInteractiveAuthResponse::InfoRequest { .. } = client.start_code("sean").await
-    else {
-        panic!("no prompt for the code");
-    };
-    assert!(matches!(
-        client.answer(&[&code_now(&secret)]).await,
-        KeyboardInteractiveAuthResponse::Success
-    ));
+    assert!(client.code("sean", &code_now(&secret)).await);
 }
 
 #[tokio::test]
@@ -261,11 +247,7 @@ async fn direct_tcpip_reaches_granted_ports_only() {
     let other = Untouched::bind();
     let key = new_key();
     let jump = Jump::start(&config_yaml("optional", &key, &[grant(echo.port)], ""));
-    let mut client = Client::connect(&jump).await;
-    assert!(matches!(
-        client.key("sean", &key).await,
-        russh::client::AuthResult::Success
-    ));
+    let client = Client::logged_in(&jump, &key).await;
 
     // Both ways, more than one window of russh's default client (2 MiB).
     let tunnel = client.direct(echo.port).await.expect("granted tunnel");
@@ -290,11 +272,7 @@ async fn exec_nc_tunnels_to_granted_ports_only() {
     let other = Untouched::bind();
     let key = new_key();
     let jump = Jump::start(&config_yaml("optional", &key, &[grant(echo.port)], ""));
-    let mut client = Client::connect(&jump).await;
-    assert!(matches!(
-        client.key("sean", &key).await,
-        russh::client::AuthResult::Success
-    ));
+    let client = Client::logged_in(&jump, &key).await;
 
     let mut nc = client.session().await.expect("session");
     nc.exec(true, format!("nc 127.0.0.1 {}", echo.port))
@@ -331,11 +309,7 @@ async fn shell_other_commands_and_sftp_are_refused() {
     let echo = Echo::start().await;
     let key = new_key();
     let jump = Jump::start(&config_yaml("optional", &key, &[grant(echo.port)], ""));
-    let mut client = Client::connect(&jump).await;
-    assert!(matches!(
-        client.key("sean", &key).await,
-        russh::client::AuthResult::Success
-    ));
+    let client = Client::logged_in(&jump, &key).await;
 
     for request in ["shell", "exec", "sftp"] {
         let mut channel = client.session().await.expect("session");
@@ -368,11 +342,7 @@ async fn max_channels_refuses_a_third_concurrent_channel() {
         &[grant(echo.port)],
         "  limits: { max_channels: 2 }\n",
     ));
-    let mut client = Client::connect(&jump).await;
-    assert!(matches!(
-        client.key("sean", &key).await,
-        russh::client::AuthResult::Success
-    ));
+    let client = Client::logged_in(&jump, &key).await;
 
     let first = client.direct(echo.port).await.expect("first tunnel");
     let second = client.direct(echo.port).await.expect("second tunnel");
@@ -410,11 +380,7 @@ async fn shutdown_disconnects_clients_and_serve_returns() {
     let echo = Echo::start().await;
     let key = new_key();
     let mut jump = Jump::start(&config_yaml("optional", &key, &[grant(echo.port)], ""));
-    let mut client = Client::connect(&jump).await;
-    assert!(matches!(
-        client.key("sean", &key).await,
-        russh::client::AuthResult::Success
-    ));
+    let mut client = Client::logged_in(&jump, &key).await;
     // A tunnel in use when the shutdown comes.
     let tunnel = client.direct(echo.port).await.expect("granted tunnel");
     let mut stream = tunnel.into_stream();

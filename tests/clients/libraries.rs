@@ -22,7 +22,7 @@ use serde_json::Value;
 use super::said;
 use crate::{
     jump::{code_at, config, field},
-    util::{Gatehouse, Output, SshClient, TcpServer, run, tool},
+    util::{Gatehouse, Output, SshClient, TcpServer, python_client, run, tool},
 };
 
 /// The bytes pushed through each tunnel and back.
@@ -265,9 +265,8 @@ fn node_modules() -> PathBuf {
 
 /// `python3 tests/clients/ssh_libraries.py LIBRARY`.
 fn python(library: &str) -> Command {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/ssh_libraries.py");
-    let mut cmd = tool("python3");
-    cmd.arg(script).arg(library);
+    let mut cmd = python_client("ssh_libraries.py");
+    cmd.arg(library);
     cmd
 }
 

@@ -6,18 +6,13 @@
 use std::path::Path;
 
 use crate::{
-    jump::config,
-    util::{Gatehouse, Output, SshClient, Sshd, run, tool},
+    jump::jump_to_sshd,
+    util::{Gatehouse, Output, SshClient, Sshd, fingerprint, python_client, run, tool},
 };
 
 /// A jump host for `sean` (key + code) granting `sshd`; the secret.
 fn jump_host(sshd: &Sshd, client: &mut SshClient) -> (Gatehouse, String) {
-    let g = Gatehouse::start(&config(
-        "required",
-        &[("sean", client, &["dev"])],
-        &[("dev", vec![format!("127.0.0.0/8:{}", sshd.addr.port())])],
-    ));
-    client.add_host("target", sshd.addr, &sshd.user);
+    let g = jump_to_sshd("required", client, sshd);
     let secret = g.enroll("sean");
     (g, secret)
 }
@@ -25,14 +20,24 @@ fn jump_host(sshd: &Sshd, client: &mut SshClient) -> (Gatehouse, String) {
 /// `on_a_tty.py --secret SECRET -- COMMAND...`: `cmd` on a terminal whose
 /// code prompts are answered.
 fn on_a_tty(secret: &str, cmd: &[&str], home: &Path) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/on_a_tty.py");
     run(
-        tool("python3")
+        python_client("on_a_tty.py")
             .env("HOME", home)
-            .arg(script)
             .args(["--secret", secret, "--"])
             .args(cmd),
         b"",
+    )
+}
+
+/// OpenSSH's `ssh target echo WHAT` with `proxy` (`ProxyCommand=...`), on
+/// a terminal whose code prompts are answered from `secret`.
+fn openssh_via(client: &SshClient, proxy: &str, secret: &str, what: &str) -> Output {
+    let config = client.config.display().to_string();
+    let echo = format!("echo {what}");
+    on_a_tty(
+        secret,
+        &["ssh", "-F", &config, "-o", proxy, "target", &echo],
+        client.dir(),
     )
 }
 
@@ -43,17 +48,6 @@ fn putty_session(home: &Path, name: &str) {
     let sessions = home.join(".putty/sessions");
     std::fs::create_dir_all(&sessions).expect("mkdir .putty/sessions");
     std::fs::write(sessions.join(name), "ProxyLocalhost=1\n").expect("write session");
-}
-
-/// The SHA256 fingerprint of the public key in `path`.
-fn fingerprint(path: &Path) -> String {
-    let out = run(tool("ssh-keygen").arg("-lf").arg(path), b"");
-    out.success();
-    out.stdout()
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("no fingerprint in {out}"))
-        .to_owned()
 }
 
 /// The jump host's host key fingerprint, from its log.
@@ -103,21 +97,8 @@ fn plink_nc_as_openssh_proxycommand_and_plink_proxycmd_end_to_end() {
     };
 
     // OpenSSH to the target, plink -nc as its ProxyCommand.
-    let config = client.config.display().to_string();
     let proxy = format!("ProxyCommand={}", plink_nc(&g, "%h:%p"));
-    let out = on_a_tty(
-        &secret,
-        &[
-            "ssh",
-            "-F",
-            &config,
-            "-o",
-            &proxy,
-            "target",
-            "echo via-plink-nc",
-        ],
-        client.dir(),
-    );
+    let out = openssh_via(&client, &proxy, &secret, "via-plink-nc");
     went_through(&out, &g, &sshd, "via-plink-nc");
 
     // plink to the target too: -proxycmd with plink -nc. Another jump
@@ -171,21 +152,8 @@ fn dbclient_b_as_openssh_proxycommand_and_dbclient_j_end_to_end() {
         )
     };
 
-    let config = client.config.display().to_string();
     let proxy = format!("ProxyCommand={}", dbclient_b(&g, "%h:%p"));
-    let out = on_a_tty(
-        &secret,
-        &[
-            "ssh",
-            "-F",
-            &config,
-            "-o",
-            &proxy,
-            "target",
-            "echo via-dbclient-b",
-        ],
-        client.dir(),
-    );
+    let out = openssh_via(&client, &proxy, &secret, "via-dbclient-b");
     went_through(&out, &g, &sshd, "via-dbclient-b");
 
     // dbclient all the way, its -J running dbclient -B (another jump

@@ -6,37 +6,40 @@ what OpenSSH will not do on purpose.
   login        one login attempt: a chosen user-key signature algorithm
                (SHA-1 `ssh-rsa`), a user name of N bytes, a TOTP code;
                with --sign-when, the key is probed, then signed for only
-               once a file appears (the server's view may change between)
+               once told to go on (the server's view may change between)
   cert-then-key
                (paramiko) on one connection: a certificate for one user
                (partial success: that user is enrolled), then another
                user's plain key; open a tunnel as the second user and
-               hold it until a stop file appears, then say whether the
+               hold it until told to stop, then say whether the
                server has closed the connection
   rekey-storm  log in, open a tunnel, and re-key after every packet until
-               a stop file appears and --min round trips are done (or the
+               told to stop and --min round trips are done (or the
                server ends the connection)
   channel-flood
                log in, open --channels session channels and push data
                into each that nothing reads, until the server takes no
-               more; then hold the connection until a stop file appears
+               more; then hold the connection until told to stop
   stalled-tunnel
                log in, push data into a tunnel whose target never reads,
                and echo data through a second tunnel of the same
                connection meanwhile
   env-flood    log in, open a tunnel and echo through it, then send
                --requests `env` requests on a session channel nobody
-               reads (and one that wants a reply); hold until a stop file
-               appears, close that channel, and echo through the tunnel
+               reads (and one that wants a reply); hold until told to
+               stop, close that channel, and echo through the tunnel
                again
   enroll-flood log in with the key alone (a user who may only enroll), open
                the enrollment screen and type `1` + DEL into it as fast as
                the server takes them, never reading the echo (the client's
-               receive window stays closed), until a stop file appears
+               receive window stays closed), until told to stop
   window-flood open --connections connections, each with --tunnels
                tunnels to a target that never reads, and push data into
                every tunnel until the server takes no more; then hold them
-               until a stop file appears
+               until told to stop
+
+The Rust test says "go on" (sign, stop) with SIGUSR1, never a file to poll
+for: its handler is in place before the first line is printed.
 
 Every subcommand prints `key: value` lines on stdout for the Rust test to
 read, and exits 0 when it got in, 2 when the server refused the login, 1
@@ -46,13 +49,18 @@ on anything else. Bounded in count and time; talks to loopback only.
 import argparse
 import asyncio
 import os
+import signal
 import sys
+import threading
 import time
 
 import asyncssh
 from asyncssh.packet import String
 
 REFUSED = 2
+
+# Set by SIGUSR1 from the Rust test (see `told`).
+GO_ON = threading.Event()
 
 
 def say(key, value):
@@ -111,7 +119,7 @@ def sign_when(args):
     async def late(self):
         open(args.probed, "w").close()
         say("probe", "accepted")
-        await wait_for(args.sign_when, deadline)
+        await told(deadline)
         await send(self)
 
     asyncssh.auth._ClientPublicKeyAuth._send_signed_request = late
@@ -165,7 +173,7 @@ async def rekey_storm(args):
     try:
         reader, writer = await conn.open_connection(host, int(port))
         while (
-            (trips < args.min or not os.path.exists(args.stop))
+            (trips < args.min or not GO_ON.is_set())
             and KEXINITS < args.max
             and time.monotonic() < deadline
         ):
@@ -247,9 +255,10 @@ async def push(writers, budget, settle, deadline, chunk=None):
 CHUNK = b"x" * (200 * 1024)
 
 
-async def wait_for(path, deadline):
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+async def told(deadline):
+    """Until the Rust test says go on (SIGUSR1), or `deadline`."""
+    left = max(deadline - time.monotonic(), 0)
+    await asyncio.get_running_loop().run_in_executor(None, GO_ON.wait, left)
 
 
 async def channel_flood(args):
@@ -263,12 +272,22 @@ async def channel_flood(args):
     say("written", written)
     say("taken", taken)
     say("flooded", "yes")
-    await wait_for(args.stop, deadline)
+    await told(deadline)
     # Still connected: the server refused nothing, it just stopped reading.
     alive = not conn._transport.is_closing() and all(not c.is_closing() for c in chans)
     say("alive after stop", "yes" if alive else "no")
     conn.close()
     return 0
+
+
+async def window_used_up(chan, deadline):
+    """Whether, before `deadline`, the server has left `chan` no window to
+    send in while data waits (asyncssh keeps the window in `_send_window`)."""
+    while time.monotonic() < deadline:
+        if chan._send_window == 0 and chan.get_write_buffer_size() > 0:
+            return True
+        await asyncio.sleep(0.01)
+    return False
 
 
 async def stalled_tunnel(args):
@@ -294,8 +313,8 @@ async def stalled_tunnel(args):
     stuck_push = asyncio.ensure_future(
         push([stuck], 64 * 1024 * 1024, args.settle, deadline)
     )
-    # Let the stuck tunnel fill its window first.
-    await asyncio.sleep(args.settle)
+    # The stuck tunnel's window first: the server grants it nothing more.
+    say("stuck window used up", "yes" if await window_used_up(stuck, deadline) else "no")
     echoed = await echo()
     written, taken = await stuck_push
     say("stuck written", written)
@@ -333,7 +352,7 @@ async def env_flood(args):
     say("env sent", args.requests + 1)
     say("last env", {True: "accepted", False: "refused"}.get(answer, answer))
     say("flooded", "yes")
-    await wait_for(args.stop, deadline)
+    await told(deadline)
     chan.close()
     await asyncio.wait_for(chan.wait_closed(), 30)
     say("echo after", await echoes(b"after\n"))
@@ -358,7 +377,7 @@ async def enroll_flood(args):
     say("written", written)
     say("taken", taken)
     say("flooded", "yes")
-    await wait_for(args.stop, deadline)
+    await told(deadline)
     conn.close()
     return 0
 
@@ -380,7 +399,7 @@ async def window_flood(args):
     say("written", written)
     say("taken", taken)
     say("flooded", "yes")
-    await wait_for(args.stop, deadline)
+    await told(deadline)
     for conn in conns:
         conn.close()
     return 0
@@ -420,8 +439,7 @@ def cert_then_key(args):
     channel.settimeout(30)
     channel.sendall(b"ping\n")
     say("echo", channel.recv(5).decode().strip())
-    while not os.path.exists(args.stop) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    GO_ON.wait(max(deadline - time.monotonic(), 0))
     # The server's DISCONNECT takes a moment to arrive: wait for it (at
     # most until the deadline) rather than judge at once.
     while transport.is_active() and time.monotonic() < deadline:
@@ -445,7 +463,7 @@ def main():
         s.add_argument("--code", help="answer to the code prompt")
         s.add_argument("--source", help="local address to connect from")
     login_ = sub.choices["login"]
-    login_.add_argument("--sign-when", help="sign for the key only once this file exists")
+    login_.add_argument("--sign-when", action="store_true", help="sign for the key only once told to (SIGUSR1)")
     login_.add_argument("--probed", help="written when the probe was accepted")
     switch = sub.add_parser("cert-then-key")
     switch.add_argument("--host", default="127.0.0.1")
@@ -456,25 +474,21 @@ def main():
     switch.add_argument("--user", required=True, help="then this user...")
     switch.add_argument("--key", required=True, help="...with this plain key (ed25519)")
     switch.add_argument("--to", required=True, help="HOST:PORT of an echo server")
-    switch.add_argument("--stop", required=True, help="hold the tunnel until this file exists")
     switch.add_argument("--seconds", type=float, default=60, help="at most this long")
     storm = sub.choices["rekey-storm"]
     storm.add_argument("--to", required=True, help="HOST:PORT of an echo server")
-    storm.add_argument("--stop", required=True, help="stop once this file exists")
     storm.add_argument("--min", type=int, default=0, help="but not before this many round trips")
     storm.add_argument("--max", type=int, default=5000, help="at most this many key exchanges")
     storm.add_argument("--seconds", type=float, default=60, help="at most this long")
     storm.add_argument("--announce", type=int, default=20, help="say `storming` after this many round trips")
     flood = sub.choices["channel-flood"]
     flood.add_argument("--channels", type=int, default=32)
-    flood.add_argument("--stop", required=True, help="hold the connection until this file exists")
     stalled = sub.choices["stalled-tunnel"]
     stalled.add_argument("--sink", required=True, help="HOST:PORT of a server that never reads")
     stalled.add_argument("--to", required=True, help="HOST:PORT of an echo server")
     stalled.add_argument("--round-trips", type=int, default=100, help="64 KiB echoes")
     envs = sub.choices["env-flood"]
     envs.add_argument("--to", required=True, help="HOST:PORT of an echo server")
-    envs.add_argument("--stop", required=True, help="hold the connection until this file exists")
     envs.add_argument("--requests", type=int, default=10_000)
     envs.add_argument("--value-len", type=int, default=1024, help="bytes of each value")
     envs.add_argument("--seconds", type=float, default=90, help="at most this long")
@@ -486,12 +500,12 @@ def main():
     windows.add_argument("--connections", type=int, default=1)
     windows.add_argument("--tunnels", type=int, default=8, help="tunnels per connection")
     windows.add_argument("--budget", type=int, default=64 * 1024 * 1024, help="bytes per tunnel at most")
-    for s in (enroll, windows):
-        s.add_argument("--stop", required=True, help="hold the connections until this file exists")
     for s in (flood, stalled, enroll, windows):
         s.add_argument("--settle", type=float, default=2, help="seconds with nothing taken: done")
         s.add_argument("--seconds", type=float, default=90, help="at most this long")
     args = p.parse_args()
+    # Before anything is printed: the test signals only after reading.
+    signal.signal(signal.SIGUSR1, lambda *_: GO_ON.set())
     if args.command == "cert-then-key":
         import paramiko
 

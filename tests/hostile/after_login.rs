@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::{
-    defence::{check_master, closed, cut_off, jump_host, live_tunnel, master, ping, via_master},
+    defence::{closed, cut_off, jump_host, live_tunnel, ping},
     jump::{config, field, loopback, one_user, tunnel},
     util::{Gatehouse, SshClient, TcpServer, Terminal, run},
 };
@@ -72,10 +72,10 @@ fn a_removed_grant_cuts_its_tunnel_and_not_another_on_the_same_connection() {
     let only_kept = yaml(&[kept_grant]);
     let g = Gatehouse::start(&both);
     client.add_host("jump", g.jump(), "sean");
-    let _master = master(&client);
-    let mut doomed = Terminal::start(&mut via_master(&client, &loopback(doomed_echo.port())));
+    let _master = client.master(&[]);
+    let mut doomed = Terminal::start(&mut client.via_master(&loopback(doomed_echo.port())));
     ping(&mut doomed, "doomed");
-    let mut kept = Terminal::start(&mut via_master(&client, &loopback(kept_echo.port())));
+    let mut kept = Terminal::start(&mut client.via_master(&loopback(kept_echo.port())));
     ping(&mut kept, "kept");
     let conn = g.audit("tunnel_opened", |v| v["grant"] == doomed_grant.as_str())["conn"].clone();
 
@@ -97,7 +97,7 @@ fn a_removed_grant_cuts_its_tunnel_and_not_another_on_the_same_connection() {
 
     // The other tunnel, on the same SSH connection, is still granted.
     ping(&mut kept, "kept after the reload");
-    check_master(&client).success();
+    client.check_master().success();
     assert_eq!(
         g.audits("offboarded").len(),
         1,
@@ -224,7 +224,12 @@ fn unresolvable_ungranted_and_loopback_destinations_get_one_answer() {
         assert!(nc.stdout.is_empty(), "{nc}");
         answers.push(open_failed(&w.stderr));
 
-        // The audit log tells them apart, the same way for both.
+        // The audit log tells them apart, the same way for both. `nc`'s
+        // refusal may reach the client before its line reaches the log:
+        // read once it is there.
+        g.audit("tunnel_refused", |v| {
+            v["host"] == host && v["port"] == port && v["via"] == "exec-nc"
+        });
         let refused: Vec<Value> = g
             .audits("tunnel_refused")
             .into_iter()

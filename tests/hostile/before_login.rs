@@ -8,13 +8,13 @@ use std::{
 
 use serde_json::Value;
 
-use super::{attack, bystander, rss_kib, said, server_closes, source};
+use super::{attack, bystander, rss_kib, said, server_closes};
 use crate::{
     defence::{closed, identification, jump_host, with_limits},
     jump::{code_at, config, field, loopback},
     util::{
-        Gatehouse, Hello, PATIENCE, SshClient, TcpServer, connect_from, eventually, hello,
-        read_hello, run, tool,
+        Gatehouse, Hello, PATIENCE, SshClient, TcpServer, connect_from, eventually, fingerprint,
+        hello, read_hello, run, source, tool,
     },
 };
 
@@ -258,20 +258,7 @@ fn sha1_rsa_user_signatures_are_refused_and_sha2_ones_get_the_code_prompt() {
     .replace(&client.public_key(), public.trim());
     let g = Gatehouse::start(&yaml);
     let secret = g.enroll("sean");
-    let fp = {
-        let out = run(
-            tool("ssh-keygen")
-                .args(["-l", "-E", "sha256", "-f"])
-                .arg(key.with_extension("pub")),
-            b"",
-        );
-        out.success();
-        out.stdout()
-            .split_whitespace()
-            .nth(1)
-            .expect("fingerprint")
-            .to_owned()
-    };
+    let fp = fingerprint(&key.with_extension("pub"));
     let port = g.jump().port();
 
     // Signed with SHA-1 anyway, although server-sig-algs does not offer it.

@@ -9,11 +9,11 @@
 
 use gatehouse_jump::{CHANNEL_WINDOW, CONNECTION_WINDOWS, REFUSALS_LOGGED, USER_WINDOWS};
 
-use super::{attack, bystander, rss_kib, said, source};
+use super::{attack, bystander, rss_kib, said};
 use crate::{
-    defence::{check_master, control_path, ping, via_master},
+    defence::ping,
     jump::{config, loopback},
-    util::{Gatehouse, Output, SshClient, TcpServer, Terminal, eventually, run},
+    util::{Gatehouse, Output, SshClient, TcpServer, Terminal, eventually, go_on, run, source},
 };
 
 const MIB: u64 = 1024 * 1024;
@@ -43,19 +43,16 @@ fn key_alone_flood(subcommand: &str, from: u8, what: &str) -> (Gatehouse, Output
     sean.add_host("jump", g.jump(), "sean");
     sean.answer_with_totp(&g.enroll("sean"));
     let rss_before = rss_kib(g.pid());
-    let stop = mallory.dir().join("stop");
     let mut flood = Terminal::start(
         attack(subcommand, g.jump().port())
             .args(["--user", "mallory", "--source", &source(from).to_string()])
             .arg("--key")
-            .arg(&mallory.key)
-            .arg("--stop")
-            .arg(&stop),
+            .arg(&mallory.key),
     );
     flood.expect("flooded: yes");
     let rss_flooded = rss_kib(g.pid());
     bystander(&sean, source(from + 1), &to, what);
-    std::fs::write(&stop, "").expect("write stop");
+    go_on(flood.pid());
     let out = flood.finish();
     (g, out, rss_before, rss_flooded)
 }
@@ -163,7 +160,9 @@ fn a_tunnel_whose_target_stopped_reading_stalls_only_itself() {
         taken / MIB,
         echoed / MIB,
     );
-    // 100 round trips of 64 KiB through the sibling, all answered.
+    // 100 round trips of 64 KiB through the sibling, all answered, begun
+    // once the stuck tunnel had used up its window.
+    assert_eq!(said(&text, "stuck window used up"), Some("yes"), "{out}");
     assert_eq!(echoed, 100 * 65536, "{out}");
     // The stuck tunnel took its window and what the kernel buffers on
     // loopback, never its whole 64 MiB.
@@ -182,9 +181,8 @@ fn window_flood(
     sink: &TcpServer,
     from: u8,
     (connections, tunnels): (u32, u32),
-) -> (u64, Terminal, std::path::PathBuf) {
+) -> (u64, Terminal) {
     let rss_before = rss_kib(g.pid());
-    let stop = client.dir().join("stop");
     let mut flood = Terminal::start(
         attack("window-flood", g.jump().port())
             .args(["--user", user, "--source", &source(from).to_string()])
@@ -193,13 +191,11 @@ fn window_flood(
             .args(["--tunnels", &tunnels.to_string()])
             .args(["--budget", &(8 * MIB).to_string()])
             .arg("--key")
-            .arg(&client.key)
-            .arg("--stop")
-            .arg(&stop),
+            .arg(&client.key),
     );
     flood.expect("flooded: yes");
     let grew = rss_kib(g.pid()).saturating_sub(rss_before) / 1024;
-    (grew, flood, stop)
+    (grew, flood)
 }
 
 #[test]
@@ -227,8 +223,7 @@ fn stalled_tunnels_hold_one_budget_per_connection_and_per_user() {
     // One connection, 32 stalled tunnels (max_channels): a window each
     // would be 64 MiB; the connection's budget holds them to 8 MiB, plus
     // per tunnel a floor, the packet its pump holds and its copy buffers.
-    let (alice_grew, alice_flood, alice_stop) =
-        window_flood(&g, "alice", &alice, &sink, 36, (1, 32));
+    let (alice_grew, alice_flood) = window_flood(&g, "alice", &alice, &sink, 36, (1, 32));
     let budget = CONNECTION_WINDOWS as u64 / MIB;
     eprintln!(
         "1 connection x 32 stalled tunnels: RSS +{alice_grew} MiB (budget {budget} MiB; \
@@ -240,7 +235,7 @@ fn stalled_tunnels_hold_one_budget_per_connection_and_per_user() {
     // Sixteen connections of one user (max_connections_per_user), 4
     // stalled tunnels each: 16 connection budgets would be 128 MiB; the
     // user's pool holds them to 32 MiB (plus the per-tunnel costs).
-    let (bob_grew, bob_flood, bob_stop) = window_flood(&g, "bob", &bob, &sink, 37, (16, 4));
+    let (bob_grew, bob_flood) = window_flood(&g, "bob", &bob, &sink, 37, (16, 4));
     let user = USER_WINDOWS as u64 / MIB;
     eprintln!(
         "16 connections x 4 stalled tunnels of one user: RSS +{bob_grew} MiB (budget {user} MiB; \
@@ -251,8 +246,8 @@ fn stalled_tunnels_hold_one_budget_per_connection_and_per_user() {
 
     // Another user's tunnel still carries data meanwhile.
     bystander(&carol, source(38), &to, "beside the stalled tunnels");
-    for (flood, stop) in [(alice_flood, alice_stop), (bob_flood, bob_stop)] {
-        std::fs::write(&stop, "").expect("write stop");
+    for flood in [alice_flood, bob_flood] {
+        go_on(flood.pid());
         flood.finish().success();
     }
 }
@@ -278,14 +273,8 @@ fn forty_env_requests_on_a_session_leave_the_controlmasters_tunnel_up() {
     sean.add_host("jump", g.jump(), "sean");
     // Both sides filter: the mux client passes the variables its SendEnv
     // matches, the master sends those its own SendEnv matches.
-    let mut cmd = sean.ssh();
-    cmd.args(["-o", "ControlMaster=yes", "-o", "SendEnv=GH_*"]);
-    cmd.args(["-o", control_path(&sean).as_str(), "-N", "jump"]);
-    let _master = Terminal::start(&mut cmd);
-    eventually("the ControlMaster is up", || {
-        check_master(&sean).status.success()
-    });
-    let mut tunnel = Terminal::start(&mut via_master(&sean, &to));
+    let _master = sean.master(&["SendEnv=GH_*"]);
+    let mut tunnel = Terminal::start(&mut sean.via_master(&to));
     ping(&mut tunnel, "before");
     let conn = g.audit("tunnel_opened", |_| true)["conn"].clone();
 
@@ -294,7 +283,7 @@ fn forty_env_requests_on_a_session_leave_the_controlmasters_tunnel_up() {
     // session channel holds (UNREAD_REQUESTS).
     let mut session = sean.ssh();
     session.args(["-o", "BatchMode=yes", "-o", "SendEnv=GH_*"]);
-    session.args(["-o", control_path(&sean).as_str(), "jump", "true"]);
+    session.args(["-o", sean.control_option().as_str(), "jump", "true"]);
     for i in 0..40 {
         session.env(format!("GH_{i:02}"), "x".repeat(100));
     }
@@ -309,7 +298,7 @@ fn forty_env_requests_on_a_session_leave_the_controlmasters_tunnel_up() {
 
     // The same connection: its tunnel still echoes, the master is there.
     ping(&mut tunnel, "after forty env requests");
-    check_master(&sean).success();
+    sean.check_master().success();
     assert!(
         g.audits("connection_closed").is_empty(),
         "{:?}",
@@ -328,20 +317,17 @@ fn ten_thousand_env_requests_on_one_channel_hold_nothing_and_cut_nothing() {
         &[("dev", vec![format!("127.0.0.0/8:{}", echo.port())])],
     ));
     let rss_before = rss_kib(g.pid());
-    let stop = mallory.dir().join("stop");
     let mut flood = Terminal::start(
         attack("env-flood", g.jump().port())
             .args(["--user", "mallory", "--source", "127.0.0.34"])
             .args(["--to", &loopback(echo.port())])
             .args(["--requests", "10000", "--value-len", "4096"])
             .arg("--key")
-            .arg(&mallory.key)
-            .arg("--stop")
-            .arg(&stop),
+            .arg(&mallory.key),
     );
     flood.expect("flooded: yes");
     let rss_flooded = rss_kib(g.pid());
-    std::fs::write(&stop, "").expect("write stop");
+    go_on(flood.pid());
     let out = flood.finish();
     let text = out.stdout();
     out.success();

@@ -9,12 +9,13 @@ use std::{
 
 use serde_json::Value;
 
-use super::{attack, bystander, cpu_ticks, rss_kib, said, server_closes, source};
+use super::{attack, bystander, cpu_ticks, rss_kib, said, server_closes};
 use crate::{
     defence::{closed, identification, jump_host},
     jump::{config, field, loopback},
     util::{
-        Gatehouse, SshClient, TcpServer, Terminal, connect_from, eventually, hello, read_hello,
+        Gatehouse, SshClient, TcpServer, Terminal, connect_from, eventually, go_on, hello,
+        read_hello, source,
     },
 };
 
@@ -144,7 +145,6 @@ fn a_rekey_storm_is_cut_within_its_budget_and_keeps_no_bystander_out() {
         &[("dev", vec![format!("127.0.0.0/8:{}", echo.port())])],
     ));
     sean.add_host("jump", g.jump(), "sean");
-    let stop = mallory.dir().join("stop");
     let (rss_before, cpu_before) = (rss_kib(g.pid()), cpu_ticks(g.pid()));
 
     // mallory logs in and re-keys after every packet through a tunnel,
@@ -155,13 +155,11 @@ fn a_rekey_storm_is_cut_within_its_budget_and_keeps_no_bystander_out() {
             .args(["--user", "mallory", "--source", "127.0.0.13", "--to", &to])
             .args(["--min", "300", "--announce", "1"])
             .arg("--key")
-            .arg(&mallory.key)
-            .arg("--stop")
-            .arg(&stop),
+            .arg(&mallory.key),
     );
     storm.expect("storming: ");
     bystander(&sean, source(14), &to, "during the storm");
-    std::fs::write(&stop, "").expect("write stop");
+    go_on(storm.pid());
     let out = storm.finish();
     let took = started.elapsed();
     let text = out.stdout();

@@ -1,7 +1,9 @@
 //! The `gatehouse` process under test: [`Gatehouse`] starts, restarts and
 //! stops `gatehouse run` on its own config folder, collects its JSON log and
-//! waits for events (audit ones too); [`gatehouse`] runs one CLI command.
-//! No client tools here: those live in the other modules.
+//! waits for events (audit ones too) and reads its admin endpoint (curl);
+//! [`gatehouse`] runs one CLI command, [`enrollment_secret`] reads what
+//! `totp enroll` printed. No SSH or DNS clients here: those live in the
+//! other modules.
 
 use std::{
     io::{BufRead, BufReader},
@@ -209,6 +211,31 @@ impl Gatehouse {
             .collect()
     }
 
+    /// `GET /PATH` on the admin listener (`admin:` in the config): the
+    /// body, empty if curl got none.
+    pub fn admin_get(&self, path: &str) -> String {
+        let admin = *self.listening("admin").first().expect("admin listening");
+        let out = super::tool("curl")
+            .args(["-s", "--max-time", "10", &format!("http://{admin}/{path}")])
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The value of the metric `name` (with its labels, if any, as
+    /// exported: `name{label="value"}`) in `/metrics`; 0 when it is not
+    /// there yet (a labelled counter appears once counted).
+    pub fn metric(&self, name: &str) -> u64 {
+        let body = self.admin_get("metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map_or(0, |v| {
+                v.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{name} {v}: {e}"))
+            })
+    }
+
     /// The first DNS address.
     pub fn dns(&self) -> SocketAddr {
         *self.listening("dns").first().expect("dns listening")
@@ -233,11 +260,7 @@ impl Gatehouse {
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("secret:"))
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|| panic!("no `secret:` line in:\n{stdout}"))
+        enrollment_secret(&stdout)
     }
 
     /// `gatehouse totp ACTION USER` (enroll, reset, status) on this config.
@@ -422,4 +445,13 @@ pub fn gatehouse(args: &[&str], cwd: &Path) -> std::process::Output {
         .stdin(Stdio::null())
         .output()
         .expect("run gatehouse")
+}
+
+/// The base32 secret in the `secret:` line `gatehouse totp enroll` prints.
+pub fn enrollment_secret(printed: &str) -> String {
+    printed
+        .lines()
+        .find_map(|l| l.strip_prefix("secret:"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|| panic!("no `secret:` line in:\n{printed}"))
 }

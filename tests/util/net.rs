@@ -1,6 +1,7 @@
 //! Raw TCP on loopback: free ports, connections from a chosen source
-//! address, the first bytes an SSH server sends ([`Hello`]), and
-//! [`TcpServer`]s standing in for internal hosts. No SSH client here.
+//! address ([`source`]), the first bytes an SSH server sends ([`Hello`]) or
+//! its silent close, and [`TcpServer`]s standing in for internal hosts. No
+//! SSH client here.
 
 use std::{
     io::{Read, Write},
@@ -184,5 +185,26 @@ impl Drop for TcpServer {
         self.stop.store(true, Ordering::Release);
         // Wake the accept loop so it sees the flag.
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+    }
+}
+
+/// The loopback address 127.0.0.`n`: a client source of its own (Linux
+/// routes all of 127.0.0.0/8 to lo), so bans and limits can be told apart.
+pub fn source(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// The server closes `stream` (within [`PATIENCE`]) without sending a byte:
+/// EOF, or a reset (the kernel's answer when bytes we sent were unread).
+pub fn closed_without_a_byte(stream: &mut TcpStream) {
+    stream
+        .set_read_timeout(Some(PATIENCE))
+        .expect("read timeout");
+    let mut buf = [0_u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!("expected a close, got {:?}", &buf[..n]),
+        Err(e) => panic!("expected a close, got {e}"),
     }
 }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{Daemon, PATIENCE, free_port, process::which, run, tool};
+use super::{Daemon, Output, PATIENCE, TcpServer, free_port, process::which, run, tool};
 
 /// An OpenSSH client with its own key and `ssh_config`, answering the
 /// `Verification code:` prompt through `SSH_ASKPASS`.
@@ -113,6 +113,19 @@ impl SshClient {
             .expect("read public key")
             .trim()
             .to_owned()
+    }
+
+    /// The key's SHA256 fingerprint, as the audit log names it.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.key.with_extension("pub"))
+    }
+
+    /// `ssh -W` to the `echo` server via `host` with the line `hello` on
+    /// stdin: a whole login and a tunnel. The output: `hello` again when it
+    /// got through.
+    pub fn echo_via(&self, host: &str, echo: &TcpServer) -> Output {
+        let to = format!("127.0.0.1:{}", echo.port());
+        run(self.ssh().args(["-W", &to, host]), b"hello\n")
     }
 
     /// A folder that lives as long as this client (control sockets, ...).
@@ -420,4 +433,21 @@ pub fn current_user() -> String {
     let out = run(tool("id").arg("-un"), b"");
     out.success();
     out.stdout().trim().to_owned()
+}
+
+/// The SHA256 fingerprint of the public key in `public`, as `ssh-keygen -l`
+/// prints it (and the audit log names keys).
+pub fn fingerprint(public: &Path) -> String {
+    let out = run(
+        tool("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f"])
+            .arg(public),
+        b"",
+    );
+    out.success();
+    out.stdout()
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no fingerprint in {out}"))
+        .to_owned()
 }

@@ -140,6 +140,11 @@ impl Terminal {
         self.stdin = None;
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("child").id()
+    }
+
     /// Wait (at most [`HANG`]) for it to exit; everything it printed.
     pub fn finish(mut self) -> Output {
         let mut child = self.child.take().expect("child");

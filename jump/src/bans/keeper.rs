@@ -334,35 +334,30 @@ mod tests {
         }
     }
 
-    async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-        for _ in 0..500 {
-            if f() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{what}");
+    fn banned_in(file: &BanFile) -> Vec<String> {
+        let mut sources: Vec<String> = file
+            .load()
+            .expect("load")
+            .iter()
+            .map(|b| b.source.to_string())
+            .collect();
+        sources.sort();
+        sources
     }
 
+    /// What [`BanKeeper::run`] does on each change or tick, driven here one
+    /// step at a time: no ticks and no sleeps.
     #[tokio::test]
     async fn a_ban_is_written_and_an_outside_lift_is_kept_without_losing_newer_bans() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let keeper = Arc::new(BanKeeper::open(dir.path(), &policy()).expect("open"));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (keeper, stop) = (Arc::clone(&keeper), stop.clone());
-            async move { keeper.run(Duration::from_millis(20), stop).await }
-        });
+        let keeper = BanKeeper::open(dir.path(), &policy()).expect("open");
         let file = BanFile::new(dir.path());
         keeper
             .fail(&who("192.0.2.1:1"), None, "test", &policy())
             .first()
             .expect("banned");
-        eventually("the ban reaches the file", || {
-            file.load()
-                .is_ok_and(|b| b.iter().any(|b| b.source.to_string() == "192.0.2.1"))
-        })
-        .await;
+        keeper.sync().await;
+        assert_eq!(banned_in(&file), ["192.0.2.1"]);
 
         // `gatehouse bans lift 192.0.2.1` from outside, while a new ban is
         // in memory only: the lift holds and the new ban survives.
@@ -375,24 +370,65 @@ mod tests {
             Instant::now(),
             SystemTime::now(),
         );
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        let ours = file.modified().expect("mtime");
         file.save(&edited.bans()).expect("outside write");
+        // Written later than ours: a second on, not a sleep until the
+        // file system's clock ticks.
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join("bans.json"))
+            .and_then(|f| f.set_modified(ours + Duration::from_secs(1)))
+            .expect("set mtime");
+        keeper.sync().await;
         let now = SystemTime::now();
-        eventually("the lift is noticed", || {
-            !keeper.banned("192.0.2.1".parse().expect("ip"), now)
-        })
-        .await;
+        assert!(
+            !keeper.banned("192.0.2.1".parse().expect("ip"), now),
+            "the lift is noticed"
+        );
         assert!(
             keeper.banned("192.0.2.2".parse().expect("ip"), now),
             "the newer ban is kept"
         );
-        eventually("the newer ban reaches the file", || {
-            file.load()
-                .is_ok_and(|b| b.len() == 1 && b[0].source.to_string() == "192.0.2.2")
-        })
-        .await;
+        assert_eq!(banned_in(&file), ["192.0.2.2"], "and written");
+    }
+
+    /// The keeper's task writes a ban when it is made, not at its next tick
+    /// (an hour away on this paused clock, which moves only when all else
+    /// waits), and writes what is left at shutdown.
+    #[tokio::test(start_paused = true)]
+    async fn run_writes_a_ban_when_made_and_at_shutdown() {
+        const TICK: Duration = Duration::from_secs(3600);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keeper = Arc::new(BanKeeper::open(dir.path(), &policy()).expect("open"));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (keeper, stop) = (Arc::clone(&keeper), stop.clone());
+            async move { keeper.run(TICK, stop).await }
+        });
+        let file = BanFile::new(dir.path());
+        let started = tokio::time::Instant::now();
+        keeper
+            .fail(&who("192.0.2.1:1"), None, "test", &policy())
+            .first()
+            .expect("banned");
+        // File I/O runs on blocking threads, which hold this clock still.
+        while file.load().map_or(true, |b| b.is_empty()) {
+            assert!(started.elapsed() < TICK, "written only at the tick");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(banned_in(&file), ["192.0.2.1"]);
+        // Marked for saving with no notice to the task, then shutdown: the
+        // last sync writes it.
+        let _ = keeper.list().failure(
+            "192.0.2.2".parse().expect("ip"),
+            &policy(),
+            Instant::now(),
+            SystemTime::now(),
+        );
+        keeper.dirty.store(true, Ordering::Release);
         stop.cancel();
         task.await.expect("keeper task");
+        assert_eq!(banned_in(&file), ["192.0.2.1", "192.0.2.2"]);
     }
 
     /// A FIFO in place of the ban file (a read that would wait for a
@@ -402,7 +438,7 @@ mod tests {
     async fn a_fifo_in_place_of_the_ban_file_is_refused_then_replaced() {
         use std::os::unix::fs::FileTypeExt;
         let dir = tempfile::tempdir().expect("tempdir");
-        let keeper = Arc::new(BanKeeper::open(dir.path(), &policy()).expect("open"));
+        let keeper = BanKeeper::open(dir.path(), &policy()).expect("open");
         let path = dir.path().join("bans.json");
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
         let err = BanFile::new(dir.path()).load().expect_err("a FIFO");
@@ -411,24 +447,16 @@ mod tests {
                 .ends_with("bans.json: not a regular file (a FIFO)"),
             "{err}"
         );
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (keeper, stop) = (Arc::clone(&keeper), stop.clone());
-            async move { keeper.run(Duration::from_millis(10), stop).await }
-        });
         keeper
             .fail(&who("192.0.2.9:1"), None, "test", &policy())
             .first()
             .expect("banned");
         assert!(keeper.banned("192.0.2.9".parse().expect("ip"), SystemTime::now()));
-        eventually("the ban saved over the FIFO", || {
-            std::fs::symlink_metadata(&path).is_ok_and(|m| !m.file_type().is_fifo())
-                && BanFile::new(dir.path())
-                    .load()
-                    .is_ok_and(|bans| bans.len() == 1)
-        })
-        .await;
-        stop.cancel();
-        task.await.expect("keeper task");
+        // The FIFO is refused (not read: that would hang this test), and
+        // the save replaces it.
+        keeper.sync().await;
+        let saved = std::fs::symlink_metadata(&path).expect("stat");
+        assert!(!saved.file_type().is_fifo(), "{saved:?}");
+        assert_eq!(banned_in(&BanFile::new(dir.path())), ["192.0.2.9"]);
     }
 }

@@ -239,6 +239,14 @@ impl Client {
         Client { handle, seen }
     }
 
+    /// [`Client::connect`], then `sean`'s `key` accepted with nothing more
+    /// asked (mfa optional, or not enrolled).
+    pub async fn logged_in(jump: &Jump, key: &Arc<PrivateKey>) -> Client {
+        let mut client = Client::connect(jump).await;
+        assert!(matches!(client.key("sean", key).await, AuthResult::Success));
+        client
+    }
+
     /// A publickey attempt, signed.
     pub async fn key(&mut self, user: &str, key: &Arc<PrivateKey>) -> AuthResult {
         let key = PrivateKeyWithHashAlg::new(Arc::clone(key), None);
@@ -276,6 +284,12 @@ impl Client {
     /// Key, then `code` at the one prompt: was the login accepted?
     pub async fn key_and_code(&mut self, user: &str, key: &Arc<PrivateKey>, code: &str) -> bool {
         assert!(partial(&self.key(user, key).await), "key step");
+        self.code(user, code).await
+    }
+
+    /// `code` at the one prompt of keyboard-interactive (the key step
+    /// done): was the login accepted?
+    pub async fn code(&mut self, user: &str, code: &str) -> bool {
         let KeyboardInteractiveAuthResponse::InfoRequest { prompts, .. } =
             self.start_code(user).await
         else {
