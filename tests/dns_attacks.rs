@@ -155,10 +155,11 @@ fn tcp_holders_on_one_network_keep_their_share_and_nobody_out() {
         answers.iter().all(|a| a == "192.168.222.16"),
         "a bystander's dig +tcp went unanswered during the hold: {answers:?}"
     );
-    // gatehouse holds the network's 16, the bystander's 1, and one just
-    // accepted and being refused.
+    // gatehouse holds the network's 16, the bystander's (2: its last dig's
+    // connection may still be closing when the next one is accepted, seen
+    // once on a loaded machine), and one just accepted and being refused.
     assert!(
-        most_held <= 16 + 1 + 1,
+        most_held <= 16 + 2 + 1,
         "gatehouse held {most_held} more sockets during the hold"
     );
     assert!(
