@@ -70,7 +70,7 @@ Parts and figures:
           REFUSED, the others NODATA) the ratio cell says "different
           answers" and the targets leave that row out. A 1 s warm-up run
           per server first.
-  flood   (f) a login flood from 127.0.0.1: ~200 new connections/s, each
+  flood   (f) a login flood from 127.0.0.1 (or 64 addresses, see below): ~200 new connections/s, each
           sending an SSH identification, KEXINIT and a random curve25519
           key right away (what a credential stuffer's client does first:
           it makes the server compute the shared secret and sign with its
@@ -83,9 +83,11 @@ Parts and figures:
           gatehouse with its default limits (20/min per source, 64
           unauthenticated) trusting 127.0.0.2/32 (the user's office), sshd
           with its default MaxStartups 10:30:100. The same cap, nothing
-          exempt: gatehouse with `trusted: []` and `per_ip_connections:
-          10000/s`, sshd with `MaxStartups 64` (OpenSSH 9.2 has no
-          PerSourceMaxStartups/PerSourcePenalties, 9.8+).
+          exempt: gatehouse with `trusted: []`, `per_ip_connections:
+          10000/s` and `ban: { after: 1000000 }`, sshd with `MaxStartups
+          64` (OpenSSH 9.2 has no PerSourceMaxStartups/PerSourcePenalties,
+          9.8+), both flooded from 64 addresses (127.0.1.1 and up) so that
+          gatehouse's per-source share of its cap singles no one out.
   micro   criterion benches (dns/benches, jump/benches) with --quick.
   soak    (only when named: `benches/run soak`, --soak-minutes N, default
           20, --quick 2) one gatehouse (jump + dns + admin, default limits,

@@ -1,9 +1,9 @@
-"""Part (f) flood: one user's logins while another address floods with
+"""Part (f) flood: one user's logins while other addresses flood with
 half-open key exchanges.
 
-Owns: the raw-socket flooder (_flood_hello, _flood_one, _flood; it runs
-in a process of its own, `python3 -m bench _flood PORT RATE SECONDS`, see
-run_flooder) and part_flood (idle versus flooded logins for the four
+Owns: the raw-socket flooder (_flood_hello, flood_source, _flood_one,
+_flood; it runs in a process of its own, `python3 -m bench _flood PORT
+RATE SECONDS SOURCES`, see run_flooder) and part_flood (idle versus flooded logins for the four
 servers of FLOOD_SERVERS: each jump host as shipped, and both with the
 same pre-auth cap and nothing exempt; the table).
 Must not: start servers other than through Lab and DataServer, write the
@@ -60,13 +60,20 @@ def _flood_hello() -> bytes:
     return b"SSH-2.0-OpenSSH_9.2p1 flood\r\n" + _ssh_packet(kexinit) + _ssh_packet(ecdh_init)
 
 
-async def _flood_one(port, stats):
+def flood_source(n: int, sources: int) -> str:
+    """The source address of flood connection `n`: 127.0.0.1 when the flood
+    comes from one address, else 127.0.1.1 .. 127.0.1.`sources` in turn (a
+    distributed flood, which a per-source limit cannot single out)."""
+    return "127.0.0.1" if sources <= 1 else f"127.0.1.{n % sources + 1}"
+
+
+async def _flood_one(port, stats, source="127.0.0.1"):
     """One flood connection: hello, then wait for the server's ECDH reply."""
     outcome = "refused"
     writer = None
     try:
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.1", 0)), 3
+            asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)), 3
         )
         writer.write(_flood_hello())
         buf = b""
@@ -106,14 +113,14 @@ async def _flood_one(port, stats):
     stats[outcome] = stats.get(outcome, 0) + 1
 
 
-async def _flood(port, rate, seconds):
+async def _flood(port, rate, seconds, sources=1):
     stats: dict = {}
     tasks = set()
     start = time.monotonic()
     n = 0
     while time.monotonic() - start < seconds:
         n += 1
-        t = asyncio.ensure_future(_flood_one(port, stats))
+        t = asyncio.ensure_future(_flood_one(port, stats, flood_source(n, sources)))
         tasks.add(t)
         t.add_done_callback(tasks.discard)
         # Keep the schedule: start connection n at n/rate seconds.
@@ -127,22 +134,28 @@ async def _flood(port, rate, seconds):
 
 # The four servers of the flood part, in the order they run (gatehouse,
 # sshd, sshd, gatehouse: each pair's first goes first once): label ->
-# (server, its settings). Two pairs:
+# (server, its settings, flood source addresses). Two pairs:
 #  - as shipped: gatehouse with its default limits (20 new connections/min
 #    per source, 64 unauthenticated, a quarter of them per source) and the
 #    user's office trusted, against sshd's default MaxStartups 10:30:100;
-#  - the same cap, nothing exempt: gatehouse with `trusted: []` and no
-#    per-source rate worth the name (only the pre-auth cap and its share
-#    left, which cannot be turned off), against sshd with `MaxStartups 64`,
-#    gatehouse's cap (this sshd, 9.2, has no PerSourceMaxStartups or
-#    PerSourcePenalties, 9.8+: the per-source equivalents).
+#  - the same cap, nothing exempt: gatehouse with `trusted: []`, no
+#    per-source rate and no bans worth the name, against sshd with
+#    `MaxStartups 64`, both flooded from FLOOD_SOURCES addresses: that
+#    leaves gatehouse only its pre-auth cap (its per-source share of it, a
+#    quarter, cannot be turned off, and from one address it alone would
+#    turn most of the flood away), as sshd has only MaxStartups; this
+#    sshd, 9.2, has no PerSourceMaxStartups or PerSourcePenalties (9.8+),
+#    the per-source equivalents.
+# Every such row's flood comes from 127.0.1.1 .. 127.0.1.FLOOD_SOURCES.
+FLOOD_SOURCES = 64
 FLOOD_SERVERS = {
-    "gatehouse, defaults, user trusted": ("gatehouse", {"trusted": ["127.0.0.2/32"]}),
-    "sshd, MaxStartups 10:30:100 (default)": ("sshd", None),
-    "sshd, MaxStartups 64": ("sshd", "64"),
-    "gatehouse, nothing trusted, no per-source rate": (
+    "gatehouse, defaults, user trusted": ("gatehouse", {"trusted": ["127.0.0.2/32"]}, 1),
+    "sshd, MaxStartups 10:30:100 (default)": ("sshd", None, 1),
+    f"sshd, MaxStartups 64, flood from {FLOOD_SOURCES} addresses": ("sshd", "64", FLOOD_SOURCES),
+    f"gatehouse, nothing exempt, flood from {FLOOD_SOURCES} addresses": (
         "gatehouse",
-        {"trusted": [], "per_ip_connections": "10000/s"},
+        {"trusted": [], "per_ip_connections": "10000/s", "ban": {"after": 1_000_000}},
+        FLOOD_SOURCES,
     ),
 }
 # The summary's names for them (report.targets reads "gatehouse" and "sshd").
@@ -155,15 +168,15 @@ def part_flood(s: Settings):
         user = os.environ.get("USER") or "root"
         one = DataServer("one")
         servers = []
-        for k, (label, (kind, conf)) in enumerate(FLOOD_SERVERS.items()):
+        for k, (label, (kind, conf, sources)) in enumerate(FLOOD_SERVERS.items()):
             if kind == "gatehouse":
                 proc, port, _ = lab.gatehouse(f"gatehouse{k}", jump={"limits": conf})
-                servers.append((label, FLOOD_KEYS[k], proc, port, "bench"))
+                servers.append((label, FLOOD_KEYS[k], proc, port, "bench", sources))
             else:
                 proc, port = lab.sshd(f"sshd{k}", max_startups=conf)
-                servers.append((label, FLOOD_KEYS[k], proc, port, user))
+                servers.append((label, FLOOD_KEYS[k], proc, port, user, sources))
         rows, summary = [], {}
-        for label, key, proc, port, u in servers:
+        for label, key, proc, port, u, sources in servers:
             cmd = lab.ssh(port, u, "-b", "127.0.0.2", "-W", f"127.0.0.1:{one.port}")
             dt, ok, err = one_login(cmd)  # warm-up
             if not ok:
@@ -177,7 +190,7 @@ def part_flood(s: Settings):
                     # `python3 -m bench _flood ...`, run from the folder
                     # that holds the package so that -m finds it.
                     flooder = subprocess.Popen(
-                        [sys.executable, "-m", __package__, "_flood", str(port), str(s.flood_rate), str(seconds)],
+                        [sys.executable, "-m", __package__, "_flood", str(port), str(s.flood_rate), str(seconds), str(sources)],
                         stdout=subprocess.PIPE,
                         text=True,
                         cwd=PACKAGE_PARENT,
@@ -230,17 +243,20 @@ def part_flood(s: Settings):
             )
         md = [
             f"127.0.0.2 logs in sequentially (as in the logins part, `ssh -b 127.0.0.2`) for "
-            f"{s.flood_idle_seconds} s idle, then for {s.flood_seconds - 1} s while 127.0.0.1 "
-            f"floods at {s.flood_rate} connections/s (each: identification + KEXINIT + a random "
+            f"{s.flood_idle_seconds} s idle, then for {s.flood_seconds - 1} s while a flood "
+            f"comes at {s.flood_rate} connections/s (each: identification + KEXINIT + a random "
             "curve25519 key, waiting up to 3 s for the server's signed reply, then staying "
             f"{HOLD_AFTER_KEX:g} s more before closing). Four servers, run in this order, one "
             "warm-up login each. As shipped: gatehouse with its default limits (20 new "
             "connections/min per source, 64 unauthenticated, at most a quarter of them per "
             "source) and `trusted: [127.0.0.2/32]` (the user's office), against sshd with its "
             "default MaxStartups 10:30:100. The same cap, nothing exempt: gatehouse with "
-            "`trusted: []` and `per_ip_connections: 10000/s` (only the pre-auth cap and its "
-            "per-source share left), against sshd with `MaxStartups 64` (gatehouse's cap; this "
-            "sshd has no PerSourceMaxStartups or PerSourcePenalties, which came in OpenSSH 9.8). "
+            "`trusted: []`, `per_ip_connections: 10000/s` and `ban: { after: 1000000 }`, against "
+            "sshd with `MaxStartups 64` (gatehouse's cap; this sshd has no PerSourceMaxStartups or "
+            "PerSourcePenalties, which came in OpenSSH 9.8), both flooded from "
+            f"{FLOOD_SOURCES} addresses (127.0.1.1 and up, in turn), so that gatehouse's per-source "
+            "share of its cap (a quarter, not configurable) singles no one out: only the cap "
+            "itself is left on both sides. The as-shipped pair is flooded from 127.0.0.1 alone. "
             "Server CPU % = its CPU time from the flood's start until its last connection is "
             "gone (sshd: its per-connection processes reaped), over that time.",
             "",
@@ -267,7 +283,7 @@ def part_flood(s: Settings):
 
 def run_flooder(argv) -> int:
     """The flooder, in its own process: `python3 -m bench _flood PORT RATE
-    SECONDS` (started by part_flood); prints its stats as JSON."""
-    result = asyncio.run(_flood(int(argv[0]), float(argv[1]), float(argv[2])))
+    SECONDS SOURCES` (started by part_flood); prints its stats as JSON."""
+    result = asyncio.run(_flood(int(argv[0]), float(argv[1]), float(argv[2]), int(argv[3])))
     print(json.dumps(result))
     return 0
