@@ -7,8 +7,10 @@ target/release/gatehouse, then runs `python3 -m bench` with benches/ on
 the import path). Every part starts its own servers on loopback,
 on ports picked at random, in a fresh /tmp/gatehouse-bench.* folder that is
 deleted at the end; both servers of a comparison run at the same time and
-are measured with the same client command line, alternating which goes
-first. Everything is bounded: each client has a timeout and is killed after
+are measured with the same client command line, after a warm-up, alternating
+which goes first (tunnel, nc: per run; logins, kex, fleet: two rounds of half
+the logins each; dns: rotating over the runs; flood: gatehouse, sshd, sshd,
+gatehouse; memory runs one server at a time, which order cannot favour). Everything is bounded: each client has a timeout and is killed after
 it. Before each part the harness waits (up to 2 min) for other programs to
 use less than 15% of the CPUs, and the report says how busy they were.
 
@@ -17,7 +19,8 @@ The two jump hosts:
              (`mfa: optional`, no enrollment), group granted `127.0.0.0/8:*`,
              `limits.trusted: ["127.0.0.0/8"]` (the defaults, 20
              connections/min per source and 64 unauthenticated, would refuse
-             a benchmark; the flood part keeps them, see there);
+             a benchmark; the flood part keeps them, see there; the memory
+             part raises `max_connections_per_user` to 1000, see there);
   sshd       `/usr/sbin/sshd -D -e -f CONFIG`: its own ed25519 host key and
              port, the current user with the same key in an authorized_keys
              file, publickey only, `AllowTcpForwarding yes`, no PAM,
@@ -35,7 +38,9 @@ Parts and figures:
           the receiving end from first to last byte (logins excluded);
           median of the runs per cipher and direction; ratio =
           gatehouse/sshd. "CPU s/GiB" is the server's CPU time (all its
-          processes, see procs.tree_cpu) per GiB moved.
+          threads and processes, live, exited or reaped: procs.tree_cpu,
+          read after procs.settle has seen sshd's per-connection processes
+          reaped, never after a fixed sleep) per GiB moved.
   nc      (b) the same through the legacy exec form `ssh HOST nc 127.0.0.1
           PORT`: gatehouse recognises the command and tunnels itself; sshd
           runs the real netcat-openbsd under the user's shell.
@@ -46,7 +51,11 @@ Parts and figures:
           the server's CPU delta / logins.
   memory  (d) idle authenticated connections held by `ssh -N -f` (opened 8
           at a time): RSS and PSS of the server (for sshd summed over all its
-          processes) with 0, 50 and 500 connections; growth per connection =
+          processes) with 0, 50 and 500 connections, counted on the server's
+          side (ESTABLISHED sockets on its port, /proc/net/tcp; the part
+          fails when it holds fewer than asked); gatehouse with
+          `max_connections_per_user: 1000` (all are the one user `bench`;
+          the default 16 would refuse the rest); growth per connection =
           (at 500 - at 50) / 450. PSS is the fair figure for sshd: its
           per-connection processes share their libraries.
   dns     (e) dnsperf (UDP, no EDNS), 3 runs of 10 s per server and query
@@ -56,8 +65,12 @@ Parts and figures:
           "max" = dnsperf's QPS with each of DNSPERF_SHAPES' flags (dnsperf shares the 2
           cores with the server); latency = a second run at a fixed
           10,000 QPS, p50/p99 from dnsperf -v per-query latencies. Response
-          codes are shown: the two servers answer differently on purpose.
-  flood   (f) a login flood from 127.0.0.1: ~200 new connections/s, each
+          codes are shown: the servers answer differently on purpose; where
+          the most common code differs (AAAA of an IPv4-only name: dnsmasq
+          REFUSED, the others NODATA) the ratio cell says "different
+          answers" and the targets leave that row out. A 1 s warm-up run
+          per server first.
+  flood   (f) a login flood from 127.0.0.1 (or 64 addresses, see below): ~200 new connections/s, each
           sending an SSH identification, KEXINIT and a random curve25519
           key right away (what a credential stuffer's client does first:
           it makes the server compute the shared secret and sign with its
@@ -66,9 +79,15 @@ Parts and figures:
           Meanwhile 127.0.0.2 (`ssh -b 127.0.0.2`) logs in sequentially as
           in (c); a failed login counts as infinitely slow in its p99. Figures: that user's p50/p99 and failures
           idle versus flooded, and what happened to the flood connections.
-          gatehouse keeps its default limits here (20/min per source, 64
-          unauthenticated) and trusts only 127.0.0.2/32 (the user's office);
-          sshd keeps its default MaxStartups 10:30:100.
+          Four servers (flood.FLOOD_SERVERS), two pairs. As shipped:
+          gatehouse with its default limits (20/min per source, 64
+          unauthenticated) trusting 127.0.0.2/32 (the user's office), sshd
+          with its default MaxStartups 10:30:100. The same cap, nothing
+          exempt: gatehouse with `trusted: []`, `per_ip_connections:
+          10000/s` and `ban: { after: 1000000 }`, sshd with `MaxStartups
+          64` (OpenSSH 9.2 has no PerSourceMaxStartups/PerSourcePenalties,
+          9.8+), both flooded from 64 addresses (127.0.1.1 and up) so that
+          gatehouse's per-source share of its cap singles no one out.
   micro   criterion benches (dns/benches, jump/benches) with --quick.
   soak    (only when named: `benches/run soak`, --soak-minutes N, default
           20, --quick 2) one gatehouse (jump + dns + admin, default limits,

@@ -5,7 +5,7 @@ and runs this).
 Owns: the parts' names, titles and order (PARTS, ORDER, and EXTRA: parts
 run only when named), the options, the loop that runs each part after
 wait_quiet and keeps going when one fails, and the hidden modes the flood
-and soak parts start their attackers with (`_flood PORT RATE SECONDS`,
+and soak parts start their attackers with (`_flood PORT RATE SECONDS SOURCES`,
 `_soak_attacks CONFIG`).
 Must not: measure or format figures itself; the parts measure, report
 formats and writes.
@@ -104,7 +104,7 @@ def main():
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "_flood":
+    if len(sys.argv) == 6 and sys.argv[1] == "_flood":
         # The flooder, in its own process (see flood.run_flooder).
         sys.exit(run_flooder(sys.argv[2:]))
     if len(sys.argv) == 3 and sys.argv[1] == "_soak_attacks":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 
 from .lab import DataServer, Lab, jump_pair
-from .logins import measure_logins, one_login
+from .logins import compare_logins, one_login
 from .settings import Settings
 from .util import fmt, log, table
 
@@ -38,12 +38,12 @@ def part_kex(s: Settings):
                 seen = subprocess.run([cmd[0], "-v", *cmd[1:]], stdin=subprocess.DEVNULL, capture_output=True, text=True)
                 if f"kex: algorithm: {kex}\n" not in seen.stderr:
                     raise RuntimeError(f"{name}: asked for {kex}, ssh -v says: {seen.stderr[-2000:]}")
-        # Alternate the order of the kexes between the two servers.
-        for i, (name, proc, port, user) in enumerate(servers):
-            for kex in kexes if i % 2 == 0 else list(reversed(kexes)):
-                cmd = lab.ssh(port, user, "-W", f"127.0.0.1:{one.port}", kex=kex)
-                res[(name, kex)] = measure_logins(proc, cmd, s.seq_logins * 5, 1)
-                log(f"kex {name} {kex}: {res[(name, kex)]}")
+        # Per kex, both servers in two rounds, alternating which goes first.
+        for kex in kexes:
+            pair = [(name, proc, lab.ssh(port, user, "-W", f"127.0.0.1:{one.port}", kex=kex)) for name, proc, port, user in servers]  # fmt: skip
+            for name, r in compare_logins(pair, s.seq_logins * 5, 1).items():
+                res[(name, kex)] = r
+                log(f"kex {name} {kex}: {r}")
         rows, summary = [], {}
         for name, *_ in servers:
             base = res[(name, "curve25519-sha256")]
@@ -58,8 +58,9 @@ def part_kex(s: Settings):
         md = [
             "Key-only logins, one at a time: `ssh -o KexAlgorithms=NAME ... -W 127.0.0.1:PORT` "
             "(the other parts force curve25519-sha256) "
-            "to a server that sends one byte (as part c). Server CPU = all server processes, per "
-            "login; the last column is what the key exchange adds over curve25519-sha256.",
+            "to a server that sends one byte (as part c), one warm-up login per server and kex, "
+            "then per kex two rounds of half the logins, alternating which server goes first. "
+            "Server CPU = all server processes, per login; the last column is what the key exchange adds over curve25519-sha256.",
             "",
             table(["server", "kex", "ok", "logins/s", "p50 ms", "server CPU ms/login", "vs curve25519"], rows),
         ]

@@ -1,8 +1,9 @@
 """Part (c) logins: full ssh logins per second, key only and key + TOTP.
 
 Owns: one_login (one timed ssh login that must print the one byte; the
-memory and flood parts use it too), logins (N at a time), measure_logins
-(with the server's CPU around them), part_logins and totp_logins.
+memory and flood parts use it too), logins (N at a time), compare_logins
+(servers in rounds, alternating which goes first, with each server's CPU
+around its logins; the kex and fleet parts use it too), part_logins and totp_logins.
 Must not: start servers other than through Lab and DataServer, or write
 the report.
 """
@@ -15,7 +16,7 @@ import threading
 import time
 
 from .lab import DataServer, Lab, jump_pair
-from .procs import tree_cpu
+from .procs import settle, tree_cpu
 from .settings import Settings
 from .util import fmt, log, pct, ratio, table
 
@@ -73,22 +74,46 @@ def logins(cmd, total, width):
     return time.perf_counter() - t0, lat, fails, errs[-1] if errs else ""
 
 
-def measure_logins(proc, cmd, total, width) -> dict:
-    """`total` logins (`width` at a time) with the server's CPU time around them."""
-    time.sleep(0.3)
+def _timed(proc, cmd, total, width) -> dict:
+    """`total` logins (`width` at a time): the raw figures, with the
+    server's CPU time around them (read once its per-connection processes
+    are reaped)."""
+    settle(proc.pid)
     cpu0 = tree_cpu(proc.pid)
     wall, lat, fails, err = logins(cmd, total, width)
-    time.sleep(0.5)  # sshd reaps its per-connection processes
-    cpu = tree_cpu(proc.pid) - cpu0
+    settle(proc.pid)  # sshd's per-connection processes reaped: in its cutime
+    return {"wall": wall, "lat": lat, "fails": fails, "err": err, "cpu": tree_cpu(proc.pid) - cpu0, "n": total}
+
+
+def _summary(raws) -> dict:
+    """The figures of one or more _timed rounds taken together."""
+    wall = sum(r["wall"] for r in raws)
+    lat = [x for r in raws for x in r["lat"]]
+    total = sum(r["n"] for r in raws)
+    errs = [r["err"] for r in raws if r["err"]]
     return {
         "per_s": len(lat) / wall,
         "p50": pct(lat, 50) * 1000,
         "p99": pct(lat, 99) * 1000,
-        "cpu_ms": cpu * 1000 / max(1, total),
-        "fails": fails,
-        "err": err,
+        "cpu_ms": sum(r["cpu"] for r in raws) * 1000 / max(1, total),
+        "fails": sum(r["fails"] for r in raws),
+        "err": errs[-1] if errs else "",
         "n": total,
     }
+
+
+def compare_logins(servers, total, width, rounds=2) -> dict:
+    """`total` logins per server, in `rounds` rounds; each round runs every
+    server in turn, and the order flips from one round to the next (A B, B
+    A), so neither server always goes first (a machine warming up or
+    slowing down favours no one). `servers` is [(name, process, cmd)];
+    returns name -> the figures of its rounds taken together."""
+    raws = {name: [] for name, _, _ in servers}
+    for r in range(rounds):
+        n = total // rounds + (1 if r < total % rounds else 0)
+        for name, proc, cmd in servers if r % 2 == 0 else list(reversed(servers)):
+            raws[name].append(_timed(proc, cmd, n, width))
+    return {name: _summary(rs) for name, rs in raws.items()}
 
 
 def part_logins(s: Settings):
@@ -102,11 +127,12 @@ def part_logins(s: Settings):
             dt, ok, err = one_login(cmd)  # warm-up
             if not ok:
                 raise RuntimeError(f"{name}: login failed: {err}")
+        cmd = {name: lab.ssh(port, user, "-W", f"127.0.0.1:{one.port}") for name, _, port, user in servers}
         for mode, total, width in (("sequential", s.seq_logins, 1), ("8 parallel", s.par_logins, s.par_width)):
-            for name, proc, port, user in servers if mode == "sequential" else reversed(servers):
-                cmd = lab.ssh(port, user, "-W", f"127.0.0.1:{one.port}")
-                res[(mode, name)] = measure_logins(proc, cmd, total, width)
-                log(f"logins {mode} {name}: {res[(mode, name)]}")
+            got = compare_logins([(name, proc, cmd[name]) for name, proc, _, _ in servers], total, width)
+            for name, r in got.items():
+                res[(mode, name)] = r
+                log(f"logins {mode} {name}: {r}")
         totp_note = totp_logins(s, lab, one, res)
         rows, summary = [], {}
         for mode in ("sequential", "8 parallel", "key + TOTP, sequential", "key + TOTP, 8 parallel"):
@@ -151,7 +177,9 @@ def part_logins(s: Settings):
             "Each login: `ssh -o ControlMaster=no ... -W 127.0.0.1:PORT` to a server that sends "
             "one byte and closes (connect, curve25519 kex, ed25519 publickey, channel, byte, "
             "close). Latency = the ssh process's wall time. Server CPU = all server processes, "
-            "per login. The targets are judged on the key-only rows (the same work on both "
+            "per login, read once sshd has reaped its per-connection processes. Each mode runs "
+            "in two rounds of half the logins, alternating which server goes first, after one "
+            "warm-up login each. The targets are judged on the key-only rows (the same work on both "
             "sides; TOTP replay protection would otherwise cap one user at one login per 30 s).",
             "",
             totp_note,
@@ -199,9 +227,9 @@ def totp_logins(s: Settings, lab: Lab, one: DataServer, res: dict) -> str:
         ("key + TOTP, sequential", s.seq_logins, 1),
         ("key + TOTP, 8 parallel", s.par_logins, s.par_width),
     ):
-        for name, proc, cmd in servers:
-            res[(mode, name)] = measure_logins(proc, cmd, total, width)
-            log(f"logins {mode} {name}: {res[(mode, name)]}")
+        for name, r in compare_logins(servers, total, width).items():
+            res[(mode, name)] = r
+            log(f"logins {mode} {name}: {r}")
     sshd_part = (
         "sshd: `UsePAM yes`, `AuthenticationMethods publickey,keyboard-interactive`, "
         "pam_google_authenticator with one secret for the one Unix user, `TOTP_AUTH` without "

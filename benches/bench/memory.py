@@ -1,7 +1,9 @@
 """Part (d) memory: RSS and PSS per idle authenticated connection.
 
 Owns: open_idle (`ssh -N -f`, N at a time) and part_memory (one server at
-a time, readings at each step of Settings.mem_steps, growth per connection).
+a time, readings at each step of Settings.mem_steps, growth per connection;
+the part fails when a server holds fewer connections than the step asks:
+counted in /proc/net/tcp, not from the clients' exit codes).
 Must not: start servers other than through Lab, or write the report.
 """
 
@@ -14,9 +16,13 @@ import time
 
 from .lab import DataServer, Lab
 from .logins import one_login
-from .procs import tree_mem
+from .procs import established, tree_mem
 from .settings import Settings
 from .util import fmt, log, table
+
+
+# gatehouse's max_connections_per_user here: above the largest step (500).
+MEM_PER_USER = 1000
 
 
 def open_idle(lab, port, user, count, width=8):
@@ -56,18 +62,27 @@ def part_memory(s: Settings):
         lab = Lab(s.keep)
         try:
             if name == "gatehouse":
-                proc, port, _ = lab.gatehouse("gatehouse", jump={})
+                # Every connection is the one user `bench`: the default
+                # max_connections_per_user (16) would refuse the 17th.
+                limits = {"trusted": ["127.0.0.0/8"], "max_connections_per_user": MEM_PER_USER}
+                proc, port, _ = lab.gatehouse("gatehouse", jump={"limits": limits})
                 user = "bench"
             else:
                 proc, port = lab.sshd("sshd")
                 user = os.environ.get("USER") or "root"
             one = DataServer("one")
             one_login(lab.ssh(port, user, "-W", f"127.0.0.1:{one.port}"))  # warm-up
-            held, mem = 0, {}
+            mem = {}
             for step in s.mem_steps:
-                if step > held:
-                    held += open_idle(lab, port, user, step - held)
+                have = established(port)
+                if step > have:
+                    open_idle(lab, port, user, step - have)
                 time.sleep(2)
+                # What the server holds, counted on its side of the sockets
+                # (ssh -f exits 0 once authenticated, whatever happens after).
+                held = established(port)
+                if held != step:
+                    raise RuntimeError(f"{name} holds {held} connections where {step} were opened")
                 mem[step] = tree_mem(proc.pid) + (held,)
                 log(f"memory {name} {step}: {mem[step]}")
             lo, hi = s.mem_steps[1], s.mem_steps[-1]
@@ -95,7 +110,10 @@ def part_memory(s: Settings):
             lab.close()
     md = [
         "Idle authenticated connections held by `ssh -N -f` (no channel), opened 8 at a time, "
-        "2 s settle before each reading. For sshd, RSS and PSS are summed over all sshd processes "
+        f"2 s settle before each reading; the connections column is what the server holds "
+        f"(ESTABLISHED sockets on its port; the part fails if it differs from the step). "
+        f"gatehouse: one user, `max_connections_per_user: {MEM_PER_USER}` (the default, 16, would "
+        "refuse the 17th). For sshd, RSS and PSS are summed over all sshd processes "
         "(the listener and the per-connection processes); RSS double-counts shared pages, PSS does not.",
         "",
         table(

@@ -1,8 +1,10 @@
 """/proc readings: CPU and memory of a server and all its processes, and
 how busy the machine is.
 
-Owns: tree_pids, tree_cpu (schedstat of live threads + reaped children),
-tree_mem (RSS and PSS summed over the tree), cpu_busy and wait_quiet (the
+Owns: tree_pids, tree_cpu (schedstat of live threads + exited threads +
+reaped children), settle (wait until a server's per-connection processes
+are reaped), tree_mem (RSS and PSS summed over the tree), established
+(the connections a server holds), cpu_busy and wait_quiet (the
 wait before each part for other programs to calm down).
 Must not: start or stop processes; it only reads /proc.
 """
@@ -65,29 +67,67 @@ def _tasks_ns(pid: int) -> int:
     return total
 
 
+def _live_ticks(pid: int) -> int:
+    """utime + stime (ticks) of the live threads of `pid`."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    stat = f.read()
+                fields = stat[stat.rfind(")") + 2 :].split()
+                total += int(fields[11]) + int(fields[12])
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
+
+
 def tree_cpu(root: int) -> float:
-    """CPU seconds of `root` and its live descendants (their threads'
-    schedstat), plus the children each has reaped (cutime + cstime): every
-    process of the tree that ran is counted once, whether it is still alive
-    or was reaped (sshd's per-connection processes, the shells and nc it
-    runs). A thread that exits between two readings still counts through
-    its process's utime + stime (tick precision), whichever is larger."""
+    """CPU seconds of `root` and its live descendants, plus what they have
+    reaped: every thread and process of the tree that ran is counted once,
+    whether it is still alive, has exited or was reaped.
+      - live threads: their schedstat (nanoseconds, exact);
+      - exited threads of a live process (gatehouse's tokio blocking
+        threads, a per-core runtime's workers): the process's utime + stime
+        (which keeps them) minus its live threads' utime + stime, at tick
+        precision; the same counting sshd's reaped children get below;
+      - reaped children (sshd's per-connection processes, the shells and
+        nc it runs): cutime + cstime, once the parent has waited for them
+        (read after `settle`, not after a fixed sleep)."""
     procs = _proc_table()
     total = 0.0
     for pid in tree_pids(root, procs):
         threads = _tasks_ns(pid) / 1e9
+        live = _live_ticks(pid)
         try:
             with open(f"/proc/{pid}/stat") as f:
                 stat = f.read()
             fields = stat[stat.rfind(")") + 2 :].split()
-            # utime + stime count the threads that have exited too (tokio's
-            # blocking threads), at tick precision; the live threads'
-            # schedstat is exact but forgets those: take the larger.
-            own = (int(fields[11]) + int(fields[12])) / CLK_TCK
-            total += max(threads, own) + (int(fields[13]) + int(fields[14])) / CLK_TCK
+            own = int(fields[11]) + int(fields[12])
+            reaped = int(fields[13]) + int(fields[14])
+            total += threads + (max(0, own - live) + reaped) / CLK_TCK
         except OSError:
             total += threads
     return total
+
+
+def settle(root: int, baseline: int = 1, patience: float = 10.0) -> int:
+    """Wait (polling every 20 ms, at most `patience` s) until the tree under
+    `root` is back to `baseline` processes (1: the listener alone, as
+    every server here runs when no client is connected), i.e. every per-connection
+    process has exited and been reaped into its parent's cutime, so that a
+    tree_cpu reading after it holds their CPU. Returns the processes left
+    (more than `baseline`: the caller's reading misses some, and says so)."""
+    deadline = time.monotonic() + patience
+    while True:
+        n = len(tree_pids(root))
+        if n <= baseline or time.monotonic() >= deadline:
+            if n > baseline:
+                log(f"pid {root}: {n} processes still alive after {patience:g} s (baseline {baseline})")
+            return n
+        time.sleep(0.02)
 
 
 def tree_mem(root: int):
@@ -107,6 +147,20 @@ def tree_mem(root: int):
         except OSError:
             pass
     return rss, pss, len(pids)
+
+
+def established(port: int) -> int:
+    """Server-side TCP connections in ESTABLISHED state on local port `port`
+    (IPv4, /proc/net/tcp): how many connections a server really holds."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state = fields[1], fields[3]
+            if state == "01" and int(local.split(":")[1], 16) == port:
+                n += 1
+    return n
 
 
 def cpu_busy(seconds: float = 1.0) -> float:

@@ -72,7 +72,8 @@ def targets(results):
         for records, x in results["dns"].items():
             line(
                 f"DNS QPS, {records:,} records",
-                "lowest " + f"{x['min_ratio']:.2f}x (" + ", ".join(f"{r:.2f}" for r in x["ratios"]) + ")",
+                "lowest " + f"{x['min_ratio']:.2f}x (" + ", ".join(f"{r:.2f}" for r in x["ratios"]) + "; "
+                "rows with different answers left out)",
                 x["min_ratio"] >= 1.25,
                 ">= 1.25x dnsmasq",
             )
@@ -89,9 +90,23 @@ def targets(results):
                 "<= 1.0x Knot",
             )
     if "flood" in results:
-        g = results["flood"]["gatehouse"]
-        o = results["flood"].get("sshd", float("nan"))
-        line("flood p99 / idle p99", f"{fmt(g, 2)}x (sshd: {fmt(o, 2)})", g <= 1.5, "<= 1.5x")
+        f = results["flood"]
+        nan = float("nan")
+
+        def x(r):  # "failed" (more than 1% of the logins failed) takes no "x"
+            return fmt(r, 2) + ("x" if r != float("inf") else "")
+
+        g = f.get("gatehouse", nan)
+        o = f.get("sshd", nan)
+        line("flood p99 / idle p99, as shipped", f"{x(g)} (sshd: {x(o)})", g <= 1.5, "<= 1.5x")
+        g = f.get("gatehouse nothing exempt", nan)
+        o = f.get("sshd MaxStartups 64", nan)
+        line(
+            "flood p99 / idle p99, same cap (64), nothing exempt, 64 flood addresses",
+            f"{x(g)} (sshd MaxStartups 64: {x(o)})",
+            g <= 1.5,
+            "<= 1.5x",
+        )
     return table(["target", "wanted", "measured", ""], rows)
 
 

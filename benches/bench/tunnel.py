@@ -17,7 +17,7 @@ import subprocess
 import time
 
 from .lab import DataServer, Lab, jump_pair
-from .procs import tree_cpu
+from .procs import settle, tree_cpu
 from .settings import CIPHERS, GIB, Settings
 from .util import fmt, log, median, ratio, table
 
@@ -43,6 +43,7 @@ def transfer(lab, server, port, user, cipher, direction, form, nbytes, sink, sou
         cmd = lab.ssh(port, user, "-W", f"127.0.0.1:{dest}", cipher=cipher)
     else:
         cmd = lab.ssh(port, user, cipher=cipher) + ["nc", "127.0.0.1", str(dest)]
+    settle(proc.pid)
     cpu0 = tree_cpu(proc.pid)
     if direction == "up":
         r, w = big_pipe()
@@ -82,7 +83,7 @@ def transfer(lab, server, port, user, cipher, direction, form, nbytes, sink, sou
         except subprocess.TimeoutExpired:
             ssh.kill()
             ssh.wait()
-    time.sleep(0.2)  # let sshd reap its per-connection processes
+    settle(proc.pid)  # sshd's per-connection processes reaped: in its cutime
     cpu = tree_cpu(proc.pid) - cpu0
     if got < nbytes or first is None or last <= first:
         err = ssh.stderr.read().decode(errors="replace").strip() if ssh.stderr else ""
