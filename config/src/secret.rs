@@ -56,15 +56,33 @@ pub fn parse_totp_secret(text: &str) -> Result<Vec<u8>, SecretError> {
 /// of the file read (`fstat`). Blocking file I/O: async callers run it on a
 /// blocking thread.
 pub fn read_totp_secret_file(path: &Path) -> Result<Vec<u8>, SecretError> {
-    let (file, meta) = open_regular(path, Follow::Symlinks).map_err(SecretError::Read)?;
+    let text = read_private_text(path, &Limit::TOTP_SECRET_FILE).map_err(|e| match e {
+        Private::Read(e) => SecretError::Read(e),
+        Private::Mode(mode) => SecretError::Mode(mode),
+    })?;
+    parse_totp_secret(&text)
+}
+
+/// Why a secret file of any kind could not be read.
+pub(crate) enum Private {
+    /// Opening or reading failed (or it is not a regular text file).
+    Read(io::Error),
+    /// Others may read it (or anyone may execute it): the mode bits.
+    Mode(u32),
+}
+
+/// The text of a secret file (a TOTP secret, a TSIG key): a regular file
+/// of at most `limit`, mode 0600 or 0400 (the mode of the file read,
+/// `fstat`). Blocking.
+pub(crate) fn read_private_text(path: &Path, limit: &Limit) -> Result<String, Private> {
+    let (file, meta) = open_regular(path, Follow::Symlinks).map_err(Private::Read)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & FORBIDDEN_MODE != 0 {
-        return Err(SecretError::Mode(mode));
+        return Err(Private::Mode(mode));
     }
-    let text = read_opened(file, &meta, &Limit::TOTP_SECRET_FILE)
+    read_opened(file, &meta, limit)
         .and_then(text)
-        .map_err(SecretError::Read)?;
-    parse_totp_secret(&text)
+        .map_err(Private::Read)
 }
 
 #[cfg(test)]

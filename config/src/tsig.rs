@@ -2,20 +2,19 @@
 //! alone, or the `key "NAME" { algorithm ...; secret "..."; };` clause that
 //! BIND's `tsig-keygen` prints (and `nsupdate -k` reads).
 //!
-//! Owns the file rules (owner-only mode, the format, a minimum length);
+//! Owns the format and a minimum length (the owner-only file rule is
+//! `secret`'s, shared with TOTP secrets);
 //! must not log the secret or keep it anywhere but the returned value.
 
-use std::{os::unix::fs::PermissionsExt, path::Path};
+use std::path::Path;
 
 use data_encoding::BASE64;
 
 use crate::{
-    file::{Follow, Limit, open_regular, read_opened, text},
+    file::Limit,
     model::TsigAlgorithm,
+    secret::{Private, read_private_text},
 };
-
-/// Permission bits that must be clear: 0600 or 0400.
-const FORBIDDEN_MODE: u32 = 0o177;
 
 /// The shortest secret taken: 128 bits (`tsig-keygen` makes one as long as
 /// the hash: 256 bits for hmac-sha256).
@@ -64,14 +63,10 @@ pub fn read_tsig_key_file(
     name: &str,
     algorithm: TsigAlgorithm,
 ) -> Result<Vec<u8>, TsigFileError> {
-    let (file, meta) = open_regular(path, Follow::Symlinks).map_err(TsigFileError::Read)?;
-    let mode = meta.permissions().mode() & 0o777;
-    if mode & FORBIDDEN_MODE != 0 {
-        return Err(TsigFileError::Mode(mode));
-    }
-    let content = read_opened(file, &meta, &Limit::TSIG_KEY_FILE)
-        .and_then(text)
-        .map_err(TsigFileError::Read)?;
+    let content = read_private_text(path, &Limit::TSIG_KEY_FILE).map_err(|e| match e {
+        Private::Read(e) => TsigFileError::Read(e),
+        Private::Mode(mode) => TsigFileError::Mode(mode),
+    })?;
     parse_tsig_key(&content, name, algorithm)
 }
 
@@ -188,6 +183,8 @@ fn tokens(content: &str) -> Result<Vec<String>, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     const SECRET: &str = "2bcS0V0oq3K2KqwqGWq9Vu0UhXkmiu8zQ1dVrKrVGzg=";
